@@ -1,0 +1,167 @@
+//! The `vantage` command: parse the CLI, load the config, start tracing and
+//! hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use vantage::config::{Config, ConfigError};
+
+/// Exit code for a configuration that cannot be used (sysexits' EX_CONFIG).
+const EXIT_BAD_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(name = "vantage", version, about = "Low-overhead host agent: node, eBPF, Docker, app and log collection")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level or filter (overrides RUST_LOG), e.g. "info" or "vantage=debug".
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the embedded config/local.toml without --config).
+    Run {
+        #[arg(long, env = "VANTAGE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// HTTP listen address, overriding the config's agent.listen_addr.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Validate a configuration and print what would run.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+    },
+    /// Collect every metric source once and print Prometheus text on stdout.
+    Collect {
+        /// Collect once and exit (the only mode).
+        #[arg(long, required = true)]
+        once: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, cli.log_level.as_deref());
+    match cli.command {
+        Command::Version => {
+            println!("vantage {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config, env_file } => match Config::load(Some(&config), env_file.as_deref()) {
+            Ok(config) => {
+                for line in config.summary() {
+                    println!("{line}");
+                }
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Collect { once: _, config, env_file } => {
+            let config = match load(config, env_file) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let text = runtime().block_on(vantage::collect_once(config));
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Command::Run { config, env_file, listen } => {
+            let mut config = match load(config, env_file) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Some(listen) = listen {
+                config.agent.listen_addr = listen;
+            }
+            match runtime().block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn load(config: Option<PathBuf>, env_file: Option<PathBuf>) -> Result<Config, ExitCode> {
+    Config::load(config.as_deref(), env_file.as_deref()).map_err(|e: ConfigError| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_BAD_CONFIG)
+    })
+}
+
+async fn run(config: Config) -> Result<(), vantage::RunError> {
+    let addr = config.agent.listen_addr.clone();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| vantage::RunError::Listen { addr: addr.clone(), source })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    vantage::run(config, listener, shutdown).await
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // Two workers: the agent's work is small and bursty; more threads would
+    // only cost memory on large hosts.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn init_tracing(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

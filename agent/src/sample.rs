@@ -1,0 +1,264 @@
+//! The sample model every source produces and every sink consumes.
+//!
+//! A [`Sample`] carries its full label set, `__name__` included, so that
+//! relabeling treats the name like any other label (as Prometheus does).
+//! Samples travel grouped in [`Family`]s, which keep the type and help text
+//! that the exposition format and remote_write metadata need.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Label holding the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// The NaN bit pattern Prometheus uses as a staleness marker.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// A staleness marker value: the series ended at this sample's timestamp.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// Whether `value` is exactly the staleness marker (not any other NaN).
+pub fn is_stale(value: f64) -> bool {
+    value.to_bits() == STALE_NAN_BITS
+}
+
+/// Milliseconds since the Unix epoch, the timestamp unit of remote_write.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    now.as_millis() as i64
+}
+
+/// One label pair.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+/// A label set, kept sorted by name with unique names and no empty values:
+/// the form remote_write requires and Prometheus stores.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels(Vec<Label>);
+
+impl Labels {
+    /// An empty label set.
+    pub fn new() -> Self {
+        Labels(Vec::new())
+    }
+
+    /// Builds a label set from pairs; a later pair wins over an earlier one
+    /// with the same name, and empty values are dropped.
+    pub fn from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+        let mut labels = Labels::new();
+        for (name, value) in pairs {
+            labels.set(name, value);
+        }
+        labels
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.position(name).ok().map(|i| self.0[i].value.as_str())
+    }
+
+    /// Sets `name` to `value`; an empty value removes the label.
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let (name, value) = (name.into(), value.into());
+        match self.position(&name) {
+            Ok(i) if value.is_empty() => {
+                self.0.remove(i);
+            }
+            Ok(i) => self.0[i].value = value,
+            Err(_) if value.is_empty() => {}
+            Err(i) => self.0.insert(i, Label { name, value }),
+        }
+    }
+
+    /// Removes `name` and returns its value.
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        self.position(name).ok().map(|i| self.0.remove(i).value)
+    }
+
+    /// Keeps only the labels for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Label) -> bool) {
+        self.0.retain(|l| keep(l));
+    }
+
+    /// The metric name (`__name__`), or "" when absent.
+    pub fn metric_name(&self) -> &str {
+        self.get(METRIC_NAME).unwrap_or("")
+    }
+
+    /// Iterates over the labels in name order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no labels.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Appends a label known to sort after every label present and to have
+    /// a non-empty value: the fast path for builders that add in order.
+    /// Falls back to [`Labels::set`] when that does not hold.
+    pub fn push_sorted(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let (name, value) = (name.into(), value.into());
+        match self.0.last() {
+            Some(last) if last.name >= name => self.set(name, value),
+            _ if value.is_empty() => {}
+            _ => self.0.push(Label { name, value }),
+        }
+    }
+
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|l| l.name.as_str().cmp(name))
+    }
+}
+
+impl fmt::Display for Labels {
+    /// Prometheus's selector form: `name{a="b", c="d"}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.metric_name())?;
+        f.write_str("{")?;
+        let mut first = true;
+        for l in self.0.iter().filter(|l| l.name != METRIC_NAME) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{}=\"{}\"", l.name, crate::exposition::escape_label_value(&l.value))?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// One value of one series at one time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub value: f64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+}
+
+/// The metric types of the Prometheus and OpenMetrics formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+    GaugeHistogram,
+    Summary,
+    Info,
+    StateSet,
+    #[default]
+    Untyped,
+}
+
+impl MetricType {
+    /// The name used in a `# TYPE` line of the Prometheus 0.0.4 text format.
+    pub fn as_text(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge | MetricType::Info | MetricType::StateSet => "gauge",
+            MetricType::Histogram | MetricType::GaugeHistogram => "histogram",
+            MetricType::Summary => "summary",
+            MetricType::Untyped => "untyped",
+        }
+    }
+}
+
+/// Samples of one metric family with their shared metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Family {
+    /// Family name: for histograms and summaries the name without
+    /// `_bucket`, `_sum` or `_count`.
+    pub name: String,
+    pub kind: MetricType,
+    pub help: String,
+    pub unit: String,
+    pub samples: Vec<Sample>,
+}
+
+impl Family {
+    /// An empty family.
+    pub fn new(name: impl Into<String>, kind: MetricType, help: impl Into<String>) -> Self {
+        Family { name: name.into(), kind, help: help.into(), unit: String::new(), samples: Vec::new() }
+    }
+
+    /// Adds a sample of this family named after it, with `labels` (any
+    /// order) and the given value and timestamp.
+    pub fn push(&mut self, labels: &[(&str, &str)], value: f64, timestamp_ms: i64) {
+        let name = self.name.clone();
+        self.push_named(&name, labels, value, timestamp_ms);
+    }
+
+    /// Adds a sample under a series name of its own (`<family>_bucket` ...).
+    pub fn push_named(&mut self, name: &str, labels: &[(&str, &str)], value: f64, timestamp_ms: i64) {
+        let mut set = Labels::from_pairs(labels.iter().copied());
+        set.set(METRIC_NAME, name);
+        self.samples.push(Sample { labels: set, value, timestamp_ms });
+    }
+}
+
+/// What one collection of one source produced.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// The source that produced it ("node", "ebpf", "scrape/<job>/<target>").
+    pub source: Arc<str>,
+    pub families: Vec<Family>,
+}
+
+impl Batch {
+    /// Number of samples in the batch.
+    pub fn len(&self) -> usize {
+        self.families.iter().map(|f| f.samples.len()).sum()
+    }
+
+    /// Whether the batch holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every sample of every family.
+    pub fn samples(&self) -> impl Iterator<Item = &Sample> {
+        self.families.iter().flat_map(|f| f.samples.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_stay_sorted_unique_and_non_empty() {
+        let mut l = Labels::from_pairs([("b", "2"), ("a", "1"), ("b", "3"), ("c", "")]);
+        assert_eq!(l.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect::<Vec<_>>(), [("a", "1"), ("b", "3")]);
+        l.set("a", "");
+        assert_eq!(l.get("a"), None);
+        l.push_sorted("z", "9");
+        l.push_sorted("c", "4");
+        assert_eq!(l.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["b", "c", "z"]);
+    }
+
+    #[test]
+    fn stale_marker_is_the_exact_bit_pattern() {
+        assert!(is_stale(stale_nan()));
+        assert!(!is_stale(f64::NAN));
+        assert_eq!(stale_nan().to_bits(), 0x7ff0000000000002);
+    }
+
+    #[test]
+    fn display_is_selector_form() {
+        let l = Labels::from_pairs([("__name__", "up"), ("job", "a\"b")]);
+        assert_eq!(l.to_string(), "up{job=\"a\\\"b\"}");
+    }
+}

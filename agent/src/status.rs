@@ -1,0 +1,171 @@
+//! What every part of the running agent reports about itself: sources and
+//! scrape targets, sinks, eBPF programs. The HTTP server reads it for
+//! readiness, the status page and the agent's own metrics.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::sample::Family;
+
+/// Health of a source or target after its last collection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    #[default]
+    Unknown,
+    Up,
+    Down,
+}
+
+/// State of one source (or one scrape target).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SourceState {
+    /// "node", "ebpf", "docker", "scrape".
+    pub kind: String,
+    pub health: Health,
+    /// Unix milliseconds of the last finished collection, 0 before.
+    pub last_collection_ms: i64,
+    pub last_duration_seconds: f64,
+    pub series: usize,
+    pub last_error: String,
+    pub collections: u64,
+    /// Whether this source counts for readiness.
+    pub required_for_ready: bool,
+}
+
+/// State of one sink endpoint.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SinkState {
+    /// "remote_write", "loki".
+    pub kind: String,
+    /// The endpoint, without credentials.
+    pub endpoint: String,
+    pub pending: u64,
+    pub wal_bytes: u64,
+    /// Unix ms of the last acknowledged push, 0 before.
+    pub last_success_ms: i64,
+    /// Seconds between now and the newest acknowledged sample.
+    pub lag_seconds: f64,
+    pub last_error: String,
+}
+
+/// State of one eBPF program.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProgramState {
+    pub attached: bool,
+    /// The kernel's reason when loading or attaching failed.
+    pub error: String,
+}
+
+/// Something that adds its own `vantage_*` families to /metrics.
+pub trait SelfMetrics: Send + Sync {
+    fn self_metrics(&self, out: &mut Vec<Family>);
+}
+
+/// The shared registry. Cheap to clone (an Arc inside).
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sources: Mutex<BTreeMap<String, SourceState>>,
+    sinks: Mutex<BTreeMap<String, SinkState>>,
+    programs: Mutex<BTreeMap<String, ProgramState>>,
+    providers: Mutex<Vec<Arc<dyn SelfMetrics>>>,
+    config: Mutex<serde_json::Value>,
+}
+
+/// A snapshot of everything, as served at /api/v1/status.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    pub version: &'static str,
+    pub ready: bool,
+    pub sources: BTreeMap<String, SourceState>,
+    pub sinks: BTreeMap<String, SinkState>,
+    pub programs: BTreeMap<String, ProgramState>,
+    pub config: serde_json::Value,
+}
+
+impl Registry {
+    /// Declares a source; `required` ones must collect once before /-/ready.
+    pub fn register_source(&self, name: &str, kind: &str, required: bool) {
+        let mut sources = self.inner.sources.lock().unwrap();
+        let state = sources.entry(name.to_string()).or_default();
+        state.kind = kind.to_string();
+        state.required_for_ready = required;
+    }
+
+    /// Forgets a source (a scrape target that went away).
+    pub fn remove_source(&self, name: &str) {
+        self.inner.sources.lock().unwrap().remove(name);
+    }
+
+    /// Records the outcome of one collection.
+    pub fn record_collection(&self, name: &str, at_ms: i64, seconds: f64, series: usize, error: Option<String>) {
+        let mut sources = self.inner.sources.lock().unwrap();
+        let state = sources.entry(name.to_string()).or_default();
+        state.last_collection_ms = at_ms;
+        state.last_duration_seconds = seconds;
+        state.series = series;
+        state.collections += 1;
+        match error {
+            Some(e) => {
+                state.health = Health::Down;
+                state.last_error = e;
+            }
+            None => {
+                state.health = Health::Up;
+                state.last_error.clear();
+            }
+        }
+    }
+
+    /// Updates a sink's state in place.
+    pub fn update_sink(&self, name: &str, update: impl FnOnce(&mut SinkState)) {
+        update(self.inner.sinks.lock().unwrap().entry(name.to_string()).or_default());
+    }
+
+    /// Records whether an eBPF program is attached and why not.
+    pub fn set_program(&self, name: &str, attached: bool, error: String) {
+        self.inner.programs.lock().unwrap().insert(name.to_string(), ProgramState { attached, error });
+    }
+
+    /// Adds a provider of self-metrics.
+    pub fn add_provider(&self, provider: Arc<dyn SelfMetrics>) {
+        self.inner.providers.lock().unwrap().push(provider);
+    }
+
+    /// Stores the configuration in effect (secrets already redacted).
+    pub fn set_config(&self, config: serde_json::Value) {
+        *self.inner.config.lock().unwrap() = config;
+    }
+
+    /// True once every required source has finished a collection.
+    pub fn ready(&self) -> bool {
+        self.inner.sources.lock().unwrap().values().all(|s| !s.required_for_ready || s.collections > 0)
+    }
+
+    /// A copy of everything.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            ready: self.ready(),
+            sources: self.inner.sources.lock().unwrap().clone(),
+            sinks: self.inner.sinks.lock().unwrap().clone(),
+            programs: self.inner.programs.lock().unwrap().clone(),
+            config: self.inner.config.lock().unwrap().clone(),
+        }
+    }
+
+    /// Families from every registered provider.
+    pub fn provider_metrics(&self, out: &mut Vec<Family>) {
+        let providers = self.inner.providers.lock().unwrap().clone();
+        for p in providers {
+            p.self_metrics(out);
+        }
+    }
+}
