@@ -41,3 +41,10 @@ pub fn start(
     let (_tx, rx) = tokio::sync::watch::channel(Vec::new());
     (Vec::new(), rx)
 }
+
+/// Connects to the Docker Engine at `host` (`unix:///path`, `tcp://h:p`),
+/// or at DOCKER_HOST / the default unix socket when `host` is empty.
+pub fn connect(host: &str) -> Result<bollard::Docker, String> {
+    let _ = host;
+    Err("docker support is not implemented yet".into())
+}
