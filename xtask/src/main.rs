@@ -8,8 +8,10 @@
 //! - `bench`: the benchmarks (see BENCHMARKS.md).
 //! - `docker`: a static binary and a `FROM scratch` image, no registry needed.
 
+mod bench;
 mod build_ebpf;
 mod deps;
+mod docker;
 mod test;
 
 use std::process::ExitCode;
@@ -24,6 +26,8 @@ fn main() -> ExitCode {
         "build-ebpf" => build_ebpf::run(),
         "test" => test::run(rest),
         "run" => run(rest),
+        "bench" => bench::run(rest),
+        "docker" => docker::run(rest),
         "help" | "--help" | "-h" => {
             println!("usage: cargo xtask <build-ebpf|test|run|bench|docker> [args]");
             return ExitCode::SUCCESS;
