@@ -67,8 +67,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let opts = parse(args)?;
     apt_install(PACKAGES)?;
     crate::build_ebpf::run()?;
-    status(Command::new("cargo").args(["build", "--release", "-p", "vantage"]))?;
-    let vantage = workspace().join("target/release/vantage");
+    // The smoke run only checks that every setup delivers: the debug build
+    // that the tests use is enough and saves a release build in CI.
+    let profile = if opts.smoke { "debug" } else { "release" };
+    let mut build = Command::new("cargo");
+    build.args(["build", "-p", "vantage"]);
+    if !opts.smoke {
+        build.arg("--release");
+    }
+    status(&mut build)?;
+    let vantage = workspace().join("target").join(profile).join("vantage");
     let work = std::env::temp_dir().join(format!("vantage-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
