@@ -2,7 +2,7 @@
 //! metrics, plus the latest collected samples in pull mode), `/` (status
 //! page) and `/api/v1/status`.
 
-use axum::extract::State as AxumState;
+use axum::extract::{Query, State as AxumState};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -59,9 +59,69 @@ async fn metrics(AxumState(state): AxumState<State>) -> Response {
 }
 
 async fn status_json(AxumState(state): AxumState<State>) -> Response {
-    Json(state.registry.snapshot()).into_response()
+    let mut snap = state.registry.snapshot();
+    crate::status_page::redact_url_credentials(&mut snap.config);
+    Json(snap).into_response()
 }
 
-async fn status_page(AxumState(state): AxumState<State>) -> Html<String> {
-    Html(crate::status_page::render(&state.registry.snapshot()))
+/// Query of the status page: `/?refresh=10` reloads it every 10 s.
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    refresh: Option<u32>,
+}
+
+async fn status_page(AxumState(state): AxumState<State>, Query(q): Query<PageQuery>) -> Response {
+    // At least 2 s: a typo must not turn the page into a busy loop.
+    let refresh = q.refresh.map(|s| s.max(2));
+    let html = crate::status_page::render(&state.registry.snapshot(), crate::sample::now_ms(), refresh);
+    ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+}
+
+/// Why a readiness probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("{addr}: {source}")]
+    Io { addr: String, source: std::io::Error },
+    #[error("{addr} answered {status_line:?} on /-/ready")]
+    NotReady { addr: String, status_line: String },
+}
+
+/// Asks the agent listening on `listen_addr` whether it is ready: what a
+/// container healthcheck runs, since a `FROM scratch` image has no curl.
+/// An unspecified address (0.0.0.0, [::]) is probed on loopback.
+pub fn probe(listen_addr: &str, timeout: std::time::Duration) -> Result<(), ProbeError> {
+    use std::io::{Read as _, Write as _};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+    let connect_err = |source| ProbeError::Connect { addr: listen_addr.to_string(), source };
+    let mut addr: SocketAddr = listen_addr
+        .parse()
+        .map_err(|_| connect_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address like 127.0.0.1:12345")))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V6(Ipv6Addr::LOCALHOST) });
+    }
+    let io_err = |source| ProbeError::Io { addr: addr.to_string(), source };
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(connect_err)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    write!(stream, "GET /-/ready HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(io_err)?;
+    let mut head = [0u8; 64];
+    let mut len = 0;
+    while len < head.len() {
+        match stream.read(&mut head[len..]).map_err(io_err)? {
+            0 => break,
+            n => len += n,
+        }
+        if head[..len].contains(&b'\n') {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&head[..len]);
+    let status_line = text.lines().next().unwrap_or("").trim().to_string();
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(ProbeError::NotReady { addr: addr.to_string(), status_line })
+    }
 }
