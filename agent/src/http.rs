@@ -92,6 +92,26 @@ pub enum ProbeError {
 /// container healthcheck runs, since a `FROM scratch` image has no curl.
 /// An unspecified address (0.0.0.0, [::]) is probed on loopback.
 pub fn probe(listen_addr: &str, timeout: std::time::Duration) -> Result<(), ProbeError> {
+    let (addr, status_line, _) = http_get(listen_addr, "/-/ready", timeout)?;
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(ProbeError::NotReady { addr, status_line })
+    }
+}
+
+/// The short status `deploy.sh` prints, from the agent's /api/v1/status.
+pub fn status_text(listen_addr: &str, timeout: std::time::Duration) -> Result<String, ProbeError> {
+    let (addr, status_line, body) = http_get(listen_addr, "/api/v1/status", timeout)?;
+    let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| ProbeError::Io {
+        addr: addr.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{status_line}: {e}")),
+    })?;
+    Ok(crate::status_page::text_summary(&json, crate::sample::now_ms()))
+}
+
+/// A plain HTTP/1.0 GET: the resolved address, the status line and the body.
+fn http_get(listen_addr: &str, path: &str, timeout: std::time::Duration) -> Result<(String, String, String), ProbeError> {
     use std::io::{Read as _, Write as _};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
     let connect_err = |source| ProbeError::Connect { addr: listen_addr.to_string(), source };
@@ -105,23 +125,12 @@ pub fn probe(listen_addr: &str, timeout: std::time::Duration) -> Result<(), Prob
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(connect_err)?;
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    write!(stream, "GET /-/ready HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(io_err)?;
-    let mut head = [0u8; 64];
-    let mut len = 0;
-    while len < head.len() {
-        match stream.read(&mut head[len..]).map_err(io_err)? {
-            0 => break,
-            n => len += n,
-        }
-        if head[..len].contains(&b'\n') {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&head[..len]);
-    let status_line = text.lines().next().unwrap_or("").trim().to_string();
-    if status_line.split_whitespace().nth(1) == Some("200") {
-        Ok(())
-    } else {
-        Err(ProbeError::NotReady { addr: addr.to_string(), status_line })
-    }
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(io_err)?;
+    // The answers read here are small (a line, or the status JSON).
+    let mut raw = Vec::new();
+    stream.take(16 << 20).read_to_end(&mut raw).map_err(io_err)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status_line = head.lines().next().unwrap_or("").trim().to_string();
+    Ok((addr.to_string(), status_line, body.to_string()))
 }

@@ -64,6 +64,9 @@ enum Command {
     Probe {
         #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:12345")]
         listen: String,
+        /// Print a short status (sources, targets, sinks, programs) instead.
+        #[arg(long)]
+        status: bool,
     },
     /// Print the version.
     Version,
@@ -77,10 +80,20 @@ fn main() -> ExitCode {
             println!("vantage {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Probe { listen } => match vantage::http::probe(&listen, std::time::Duration::from_secs(3)) {
+        Command::Probe { listen, status: false } => match vantage::http::probe(&listen, std::time::Duration::from_secs(3)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("not ready: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Probe { listen, status: true } => match vantage::http::status_text(&listen, std::time::Duration::from_secs(5)) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("no status: {e}");
                 ExitCode::from(1)
             }
         },

@@ -237,6 +237,63 @@ fn format_bytes(b: u64) -> String {
     }
 }
 
+/// A few lines of plain text from the /api/v1/status JSON, for a terminal
+/// (`vantage probe --status`, which deploy.sh prints): sources, scrape
+/// targets (only the down ones listed), sinks and eBPF programs.
+pub fn text_summary(status: &serde_json::Value, now_ms: i64) -> String {
+    let mut out = String::new();
+    let empty = serde_json::Map::new();
+    let obj = |key: &str| status[key].as_object().unwrap_or(&empty);
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let (targets, sources): (Vec<_>, Vec<_>) = obj("sources").iter().partition(|(_, s)| s["kind"] == SCRAPE_KIND);
+    let down = |list: &[(&String, &serde_json::Value)]| list.iter().filter(|(_, s)| s["health"] == "down").count();
+    let up = |list: &[(&String, &serde_json::Value)]| list.iter().filter(|(_, s)| s["health"] == "up").count();
+    let _ = writeln!(out, "vantage {}: {}", text(&status["version"]), if status["ready"] == true { "ready" } else { "NOT ready" });
+    let _ = writeln!(out, "sources: {} up, {} down", up(&sources), down(&sources));
+    for (name, s) in &sources {
+        let _ = write!(out, "  {name:<12} {:<7} {:>6} series", text(&s["health"]), s["series"].as_u64().unwrap_or(0));
+        let err = text(&s["last_error"]);
+        if !err.is_empty() {
+            let _ = write!(out, "  error: {err}");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "targets: {} up, {} down", up(&targets), down(&targets));
+    for (name, s) in targets.iter().filter(|(_, s)| s["health"] == "down") {
+        let _ = writeln!(out, "  {name} down: {}", text(&s["last_error"]));
+    }
+    let sinks = obj("sinks");
+    if sinks.is_empty() {
+        out.push_str("sinks: none (pull mode)\n");
+    } else {
+        out.push_str("sinks:\n");
+    }
+    for (name, s) in sinks {
+        let last = s["last_success_ms"].as_i64().unwrap_or(0);
+        let lag = if last > 0 { format!("{:.1} s", s["lag_seconds"].as_f64().unwrap_or(0.0)) } else { "-".into() };
+        let since = if last > 0 { format!("{} s ago", (now_ms - last).max(0) / 1000) } else { "never".into() };
+        let _ = write!(
+            out,
+            "  {name} -> {}  queue {}  WAL {}  lag {lag}  last success {since}",
+            redact_userinfo(&text(&s["endpoint"])),
+            s["pending"].as_u64().unwrap_or(0),
+            format_bytes(s["wal_bytes"].as_u64().unwrap_or(0)),
+        );
+        let err = text(&s["last_error"]);
+        if !err.is_empty() {
+            let _ = write!(out, "  error: {err}");
+        }
+        out.push('\n');
+    }
+    let programs = obj("programs");
+    let attached = programs.values().filter(|p| p["attached"] == true).count();
+    let _ = writeln!(out, "eBPF programs: {attached} of {} attached", programs.len());
+    for (name, p) in programs.iter().filter(|(_, p)| p["attached"] != true) {
+        let _ = writeln!(out, "  {name} not attached: {}", text(&p["error"]));
+    }
+    out
+}
+
 /// Replaces the password (or whole user info) of every `scheme://user:pw@`
 /// URL found in string values; `Secret`s are already `<redacted>`, but a URL
 /// may carry credentials of its own.
@@ -321,6 +378,16 @@ mod tests {
         assert!(html.contains("sources: 1 up, 0 down") && html.contains("targets: 0 up, 1 down"));
         assert!(html.contains("eBPF programs: 1 of 2 attached"));
         assert!(html.contains("2023-11-14 22:13:20 UTC (3 s ago)"), "{html}");
+    }
+
+    #[test]
+    fn text_summary_for_the_terminal() {
+        let json = serde_json::to_value(registry().snapshot()).unwrap();
+        let text = text_summary(&json, 1_700_000_003_000);
+        assert!(text.contains("sources: 1 up, 0 down\n  node         up         312 series\n"), "{text}");
+        assert!(text.contains("targets: 0 up, 1 down\n  scrape/app/<b>10.0.0.1:3000</b> down: connection refused <script>\n"), "{text}");
+        assert!(text.contains("remote_write/0 -> https://<redacted>@prom.example/api/v1/write  queue 17  WAL 3.0 MiB  lag 1.5 s  last success 2 s ago"), "{text}");
+        assert!(text.contains("eBPF programs: 1 of 2 attached\n  block_rq not attached: attach: permission denied\n"), "{text}");
     }
 
     #[test]

@@ -355,3 +355,117 @@ fn image_with_exactly_the_compose_capabilities_attaches_ebpf() {
     assert_eq!(effective_caps(&pid), expected, "the agent runs with exactly {caps:?}");
     assert!(Path::new(&format!("/proc/{pid}")).exists());
 }
+
+/// The compose capabilities this Docker daemon accepts and can grant:
+/// engines before CAP_BPF/CAP_PERFMON were known refuse them, and a daemon
+/// without CAP_SYS_RESOURCE itself cannot grant it.
+fn engine_caps(image: &str) -> (Vec<String>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut refused = Vec::new();
+    for cap in compose_caps() {
+        let out = Command::new("docker")
+            .args(["run", "--rm", "--network", "none", "--cap-drop", "ALL", "--cap-add", &cap, image, "version"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            ok.push(cap);
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(err.contains("unknown capability") || err.contains("unable to apply caps"), "{cap}: {err}");
+            refused.push(cap);
+        }
+    }
+    (ok, refused)
+}
+
+/// Removes the compose project the deploy test started.
+struct ComposeProject(std::path::PathBuf);
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = Command::new("docker-compose").current_dir(&self.0).args(["-p", "vantage", "down", "-v"]).output();
+    }
+}
+
+fn container_id() -> String {
+    let out = Command::new("docker").args(["container", "inspect", "-f", "{{.Id}}", "vantage"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn deploy_script_checks_starts_updates_and_reports() {
+    let image = image();
+    require_program("docker-compose", "docker-compose");
+    let dir = TempDir::new("deploy-script");
+    let root = workspace();
+    for file in ["deploy.sh", "docker-compose.yml"] {
+        std::fs::copy(root.join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::copy(root.join("config/local.toml"), dir.path().join("config/local.toml")).unwrap();
+    dir.write("config/bad.toml", "[node]\nbogus = 1\n");
+    let port = free_port();
+    let env = std::fs::read_to_string(root.join(".env.example")).unwrap();
+    let env: String = env
+        .lines()
+        .map(|l| if l.starts_with("LISTEN_ADDR=") { format!("LISTEN_ADDR=127.0.0.1:{port}") } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    dir.write(".env", &env);
+    let _project = ComposeProject(dir.path().to_path_buf());
+    let _ = Command::new("docker").args(["rm", "-f", "vantage"]).output();
+
+    // The compose file as is, unless this engine cannot run it: then the
+    // same file without the capabilities it refuses (named in the output).
+    let (_, refused) = engine_caps(image);
+    let mut deploy = |config: &str| {
+        let mut cmd = Command::new(dir.path().join("deploy.sh"));
+        cmd.arg(config).env("SERVER_NAME", "host-b").env_remove("LISTEN_ADDR").env_remove("APP_NAME");
+        if !refused.is_empty() {
+            let text = std::fs::read_to_string(dir.path().join("docker-compose.yml")).unwrap();
+            let kept: Vec<&str> =
+                text.lines().filter(|l| !refused.iter().any(|c| l.trim() == format!("- {c}"))).collect();
+            std::fs::write(dir.path().join("docker-compose.engine.yml"), kept.join("\n")).unwrap();
+            cmd.env("COMPOSE_FILE", "docker-compose.engine.yml");
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    if !refused.is_empty() {
+        eprintln!("this Docker engine refuses {refused:?}: deploying docker-compose.yml without them");
+    }
+
+    // An invalid config stops before anything starts.
+    let (ok, out) = deploy("bad.toml");
+    assert!(!ok, "{out}");
+    assert!(out.contains("unknown field `bogus`") && out.contains("nothing was changed"), "{out}");
+    assert_eq!(container_id(), "", "nothing started for an invalid config");
+
+    // A valid one starts, becomes ready and reports.
+    let start = Instant::now();
+    let (ok, out) = deploy("local.toml");
+    assert!(ok, "{out}");
+    eprintln!("deploy.sh took {:.1} s", start.elapsed().as_secs_f64());
+    assert!(out.contains("job \"host-b-node-exporter\", proc /host/proc"), "the per-host override reached the check: {out}");
+    assert!(out.contains("vantage 0.1.0: ready"), "{out}");
+    assert!(out.contains("sources: 2 up, 0 down") || out.contains("sources: 3 up, 0 down"), "{out}");
+    assert!(out.contains("eBPF programs:") && out.contains("sinks: none"), "{out}");
+    let (_, status) = http_get(&format!("http://127.0.0.1:{port}/api/v1/status")).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["config"]["node"]["job"], "host-b-node-exporter");
+    let first = container_id();
+    assert!(!first.is_empty());
+
+    // Again with nothing changed: the same container keeps running.
+    let (ok, out) = deploy("local.toml");
+    assert!(ok, "{out}");
+    assert_eq!(container_id(), first, "an unchanged deploy must not recreate the container");
+
+    // A changed config is applied: the container is recreated.
+    let mut text = std::fs::read_to_string(dir.path().join("config/local.toml")).unwrap();
+    text.push_str("\n# changed\n");
+    std::fs::write(dir.path().join("config/local.toml"), text).unwrap();
+    let (ok, out) = deploy("local.toml");
+    assert!(ok, "{out}");
+    assert_ne!(container_id(), first, "a changed config must recreate the container");
+}
