@@ -469,3 +469,32 @@ fn deploy_script_checks_starts_updates_and_reports() {
     assert!(ok, "{out}");
     assert_ne!(container_id(), first, "a changed config must recreate the container");
 }
+
+#[test]
+fn systemd_unit_verifies_with_the_compose_capabilities() {
+    let unit = std::fs::read_to_string(workspace().join("deploy/vantage.service")).unwrap();
+    let expected: Vec<String> = compose_caps().iter().map(|c| format!("CAP_{c}")).collect();
+    for key in ["AmbientCapabilities=", "CapabilityBoundingSet="] {
+        let line = unit.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key}"));
+        let caps: Vec<&str> = line[key.len()..].split_whitespace().collect();
+        assert_eq!(caps, expected, "{key} must match docker-compose.yml's cap_add");
+    }
+    for needed in ["NoNewPrivileges=yes", "ProtectSystem=strict", "StateDirectory=vantage", "ReadWritePaths=/var/lib/vantage", "RestartPreventExitStatus=78"] {
+        assert!(unit.lines().any(|l| l == needed), "vantage.service lacks {needed}");
+    }
+    // systemd's own checks, with the binary path pointed at the built agent.
+    let analyze = require_program("systemd-analyze", "systemd");
+    let dir = TempDir::new("unit");
+    let path = dir.write("vantage.service", &unit.replace("/usr/local/bin/vantage", vantage_tests::vantage_bin().to_str().unwrap()));
+    let out = Command::new(&analyze).arg("verify").arg(&path).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "systemd-analyze verify: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&analyze).args(["security", "--offline=yes"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for vantage.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(level <= 4.5, "systemd-analyze security exposure {level} (was 4.0 when written)");
+}
