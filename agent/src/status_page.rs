@@ -72,7 +72,8 @@ pub fn render(snap: &Snapshot, now_ms: i64, refresh_seconds: Option<u32>) -> Str
 }
 
 fn summary(h: &mut String, sources: &[(&String, &SourceState)], targets: &[(&String, &SourceState)], snap: &Snapshot) {
-    let count = |list: &[(&String, &SourceState)], health: Health| list.iter().filter(|(_, s)| s.health == health).count();
+    let count =
+        |list: &[(&String, &SourceState)], health: Health| list.iter().filter(|(_, s)| s.health == health).count();
     let attached = snap.programs.values().filter(|p| p.attached).count();
     let failing_sinks = snap.sinks.values().filter(|s| !s.last_error.is_empty()).count();
     let _ = write!(
@@ -248,7 +249,12 @@ pub fn text_summary(status: &serde_json::Value, now_ms: i64) -> String {
     let (targets, sources): (Vec<_>, Vec<_>) = obj("sources").iter().partition(|(_, s)| s["kind"] == SCRAPE_KIND);
     let down = |list: &[(&String, &serde_json::Value)]| list.iter().filter(|(_, s)| s["health"] == "down").count();
     let up = |list: &[(&String, &serde_json::Value)]| list.iter().filter(|(_, s)| s["health"] == "up").count();
-    let _ = writeln!(out, "vantage {}: {}", text(&status["version"]), if status["ready"] == true { "ready" } else { "NOT ready" });
+    let _ = writeln!(
+        out,
+        "vantage {}: {}",
+        text(&status["version"]),
+        if status["ready"] == true { "ready" } else { "NOT ready" }
+    );
     let _ = writeln!(out, "sources: {} up, {} down", up(&sources), down(&sources));
     for (name, s) in &sources {
         let _ = write!(out, "  {name:<12} {:<7} {:>6} series", text(&s["health"]), s["series"].as_u64().unwrap_or(0));
@@ -299,11 +305,7 @@ pub fn text_summary(status: &serde_json::Value, now_ms: i64) -> String {
 /// may carry credentials of its own.
 pub fn redact_url_credentials(value: &mut serde_json::Value) {
     match value {
-        serde_json::Value::String(s) => {
-            if s.contains("://") && s.contains('@') {
-                *s = redact_userinfo(s);
-            }
-        }
+        serde_json::Value::String(s) if s.contains("://") && s.contains('@') => *s = redact_userinfo(s),
         serde_json::Value::Array(items) => items.iter_mut().for_each(redact_url_credentials),
         serde_json::Value::Object(map) => map.values_mut().for_each(redact_url_credentials),
         _ => {}
@@ -347,7 +349,13 @@ mod tests {
         r.register_source("node", "node", true);
         r.record_collection("node", 1_700_000_000_000, 0.0042, 312, None);
         r.register_source("scrape/app/<b>10.0.0.1:3000</b>", "scrape", false);
-        r.record_collection("scrape/app/<b>10.0.0.1:3000</b>", 1_700_000_001_000, 0.2, 0, Some("connection refused <script>".into()));
+        r.record_collection(
+            "scrape/app/<b>10.0.0.1:3000</b>",
+            1_700_000_001_000,
+            0.2,
+            0,
+            Some("connection refused <script>".into()),
+        );
         r.update_sink("remote_write/0", |s| {
             s.kind = "remote_write".into();
             s.endpoint = "https://vantage:hunter2@prom.example/api/v1/write".into();
@@ -385,9 +393,17 @@ mod tests {
         let json = serde_json::to_value(registry().snapshot()).unwrap();
         let text = text_summary(&json, 1_700_000_003_000);
         assert!(text.contains("sources: 1 up, 0 down\n  node         up         312 series\n"), "{text}");
-        assert!(text.contains("targets: 0 up, 1 down\n  scrape/app/<b>10.0.0.1:3000</b> down: connection refused <script>\n"), "{text}");
+        assert!(
+            text.contains(
+                "targets: 0 up, 1 down\n  scrape/app/<b>10.0.0.1:3000</b> down: connection refused <script>\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("remote_write/0 -> https://<redacted>@prom.example/api/v1/write  queue 17  WAL 3.0 MiB  lag 1.5 s  last success 2 s ago"), "{text}");
-        assert!(text.contains("eBPF programs: 1 of 2 attached\n  block_rq not attached: attach: permission denied\n"), "{text}");
+        assert!(
+            text.contains("eBPF programs: 1 of 2 attached\n  block_rq not attached: attach: permission denied\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -46,8 +46,31 @@ fn exprs(dashboard: &serde_json::Value) -> Vec<String> {
 /// aggregation operators (`sum by (le) (..)` puts a clause before the
 /// parenthesis).
 const KEYWORDS: &[&str] = &[
-    "by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or", "unless", "inf", "nan",
-    "sum", "min", "max", "avg", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "inf",
+    "nan",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "group",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
 ];
 
 /// Metric names in a PromQL expression: identifiers outside strings, label
@@ -93,7 +116,8 @@ fn metric_names(expr: &str) -> Vec<String> {
                 }
                 let lower = word.to_ascii_lowercase();
                 if KEYWORDS.contains(&lower.as_str()) {
-                    skip_group = ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&lower.as_str());
+                    skip_group =
+                        ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&lower.as_str());
                 } else if chars.get(j) != Some(&'(') {
                     names.push(word);
                 }
@@ -120,7 +144,9 @@ fn metric_names(expr: &str) -> Vec<String> {
 #[test]
 fn promql_name_extraction() {
     assert_eq!(
-        metric_names(r#"histogram_quantile(0.99, sum by (server_name, le) (rate(x_bucket{a=~"$s",b="c(d"}[$__rate_interval])))"#),
+        metric_names(
+            r#"histogram_quantile(0.99, sum by (server_name, le) (rate(x_bucket{a=~"$s",b="c(d"}[$__rate_interval])))"#
+        ),
         ["x_bucket"]
     );
     assert_eq!(metric_names("time() - a_seconds{x=\"1\"} or vector(0)"), ["a_seconds"]);
@@ -134,14 +160,20 @@ fn dashboards_are_valid_grafana_json() {
     let mut uids = BTreeSet::new();
     for (file, d) in &all {
         assert!(d["title"].as_str().is_some_and(|t| !t.is_empty()), "{file}: title");
-        assert!(uids.insert(d["uid"].as_str().unwrap_or_else(|| panic!("{file}: uid")).to_string()), "{file}: duplicate uid");
+        assert!(
+            uids.insert(d["uid"].as_str().unwrap_or_else(|| panic!("{file}: uid")).to_string()),
+            "{file}: duplicate uid"
+        );
         assert!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 36), "{file}: schemaVersion");
         let panels = d["panels"].as_array().unwrap_or_else(|| panic!("{file}: panels"));
         let mut ids = BTreeSet::new();
         let mut queries = 0;
         for p in panels {
             let title = p["title"].as_str().unwrap_or_else(|| panic!("{file}: a panel without title"));
-            assert!(ids.insert(p["id"].as_u64().unwrap_or_else(|| panic!("{file}/{title}: id"))), "{file}/{title}: duplicate id");
+            assert!(
+                ids.insert(p["id"].as_u64().unwrap_or_else(|| panic!("{file}/{title}: id"))),
+                "{file}/{title}: duplicate id"
+            );
             let grid = &p["gridPos"];
             let (x, w, h) = (grid["x"].as_u64().unwrap(), grid["w"].as_u64().unwrap(), grid["h"].as_u64().unwrap());
             assert!(w > 0 && h > 0 && x + w <= 24, "{file}/{title}: gridPos {grid}");
@@ -149,7 +181,10 @@ fn dashboards_are_valid_grafana_json() {
             if kind == "row" {
                 continue;
             }
-            assert!(["timeseries", "stat", "table", "heatmap", "state-timeline", "gauge", "bargauge"].contains(&kind), "{file}/{title}: {kind}");
+            assert!(
+                ["timeseries", "stat", "table", "heatmap", "state-timeline", "gauge", "bargauge"].contains(&kind),
+                "{file}/{title}: {kind}"
+            );
             assert_eq!(p["datasource"]["type"], "prometheus", "{file}/{title}");
             let targets = p["targets"].as_array().unwrap_or_else(|| panic!("{file}/{title}: targets"));
             assert!(!targets.is_empty(), "{file}/{title}: no targets");
@@ -160,7 +195,10 @@ fn dashboards_are_valid_grafana_json() {
                 assert!(refs.insert(t["refId"].as_str().unwrap().to_string()), "{file}/{title}: duplicate refId");
                 if kind == "heatmap" {
                     assert_eq!(t["format"], "heatmap", "{file}/{title}");
-                    assert!(expr.contains("_bucket") && expr.contains("by (le)"), "{file}/{title}: heatmaps plot buckets by le");
+                    assert!(
+                        expr.contains("_bucket") && expr.contains("by (le)"),
+                        "{file}/{title}: heatmaps plot buckets by le"
+                    );
                 }
                 queries += 1;
             }
@@ -178,7 +216,13 @@ fn balanced(expr: &str) -> bool {
             '(' | '{' | '[' if !in_str => stack.push(c),
             ')' | '}' | ']' if !in_str => {
                 let open = stack.pop();
-                if open != Some(match c { ')' => '(', '}' => '{', _ => '[' }) {
+                if open
+                    != Some(match c {
+                        ')' => '(',
+                        '}' => '{',
+                        _ => '[',
+                    })
+                {
                     return false;
                 }
             }
@@ -226,7 +270,10 @@ fn self_metric_names(sinks: bool) -> Result<BTreeSet<String>, String> {
     let mut agent = Proc::spawn("vantage", cmd, &log);
     let body = wait_for(Duration::from_secs(20), || {
         if let Ok(Some(exit)) = agent.child.try_wait() {
-            return Some(Err(format!("the agent exited ({exit}): {}", std::fs::read_to_string(&log).unwrap_or_default().trim())));
+            return Some(Err(format!(
+                "the agent exited ({exit}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default().trim()
+            )));
         }
         http_get(&format!("http://127.0.0.1:{port}/-/ready")).filter(|(s, _)| *s == 200)?;
         // A second look, after the sinks had a moment to try and fail.

@@ -146,8 +146,12 @@ fn wait_ready(port: u16, logs: &dyn Fn() -> String) -> (String, serde_json::Valu
 /// Checks common to both runtimes: host metrics through /host/proc.
 fn assert_host_metrics(metrics: &str, status: &serde_json::Value) {
     let samples = parse_text(metrics);
-    let load = samples.iter().find(|(s, _)| s.starts_with("node_load1{")).unwrap_or_else(|| panic!("no node_load1:\n{metrics}"));
-    let host_load: f64 = std::fs::read_to_string("/proc/loadavg").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let load = samples
+        .iter()
+        .find(|(s, _)| s.starts_with("node_load1{"))
+        .unwrap_or_else(|| panic!("no node_load1:\n{metrics}"));
+    let host_load: f64 =
+        std::fs::read_to_string("/proc/loadavg").unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert!((load.1 - host_load).abs() < 2.0, "node_load1 {} far from the host's {host_load}", load.1);
     assert_eq!(status["config"]["node"]["proc_path"], "/host/proc", "the image's HOST_PROC reaches the node source");
     assert_eq!(status["config"]["node"]["sys_path"], "/host/sys");
@@ -183,7 +187,14 @@ fn image_under_dockerd_with_the_compose_hardening() {
             .args(["-v", "/var/run/docker.sock:/var/run/docker.sock:ro", "-v", "/var/log:/var/log:ro"])
             .arg("-v")
             .arg(format!("{}:/var/lib/vantage", data.path().display()))
-            .args(["-e", &format!("LISTEN_ADDR=127.0.0.1:{port}"), "--health-interval", "1s", "--health-start-period", "1s"])
+            .args([
+                "-e",
+                &format!("LISTEN_ADDR=127.0.0.1:{port}"),
+                "--health-interval",
+                "1s",
+                "--health-start-period",
+                "1s",
+            ])
             .arg(image);
         let out = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -228,7 +239,8 @@ fn image_under_dockerd_with_the_compose_hardening() {
 
     // The image's healthcheck (`vantage probe`) turns the container healthy.
     let healthy = wait_for(Duration::from_secs(30), || {
-        let out = Command::new("docker").args(["inspect", "-f", "{{.State.Health.Status}}", &container.0]).output().ok()?;
+        let out =
+            Command::new("docker").args(["inspect", "-f", "{{.State.Health.Status}}", &container.0]).output().ok()?;
         (String::from_utf8_lossy(&out.stdout).trim() == "healthy").then_some(())
     });
     assert!(healthy.is_some(), "the container never became healthy; logs:\n{}", logs());
@@ -277,16 +289,19 @@ fn image_with_exactly_the_compose_capabilities_attaches_ebpf() {
     let port = free_port();
     let mut env: Vec<String> = serde_json::from_value(config["Env"].clone()).unwrap();
     env.push(format!("LISTEN_ADDR=127.0.0.1:{port}"));
-    for (name, expected) in [("HOST_PROC", "/host/proc"), ("HOST_SYS", "/host/sys"), ("HOST_ROOT", "/rootfs"), ("DATA_DIR", "/var/lib/vantage")] {
+    for (name, expected) in [
+        ("HOST_PROC", "/host/proc"),
+        ("HOST_SYS", "/host/sys"),
+        ("HOST_ROOT", "/rootfs"),
+        ("DATA_DIR", "/var/lib/vantage"),
+    ] {
         assert!(env.contains(&format!("{name}={expected}")), "image env {env:?} lacks {name}={expected}");
     }
 
     let caps: Vec<String> = grantable_caps().iter().map(|c| format!("CAP_{c}")).collect();
     let data = bundle.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let bind = |src: &str, dst: &str, opts: &[&str]| {
-        serde_json::json!({"destination": dst, "type": "bind", "source": src, "options": opts})
-    };
+    let bind = |src: &str, dst: &str, opts: &[&str]| serde_json::json!({"destination": dst, "type": "bind", "source": src, "options": opts});
     // Compose's mounts; the container's own /proc and /sys are the host's
     // too, since it shares the host's PID namespace and network.
     let mounts = vec![
@@ -418,7 +433,7 @@ fn deploy_script_checks_starts_updates_and_reports() {
     // The compose file as is, unless this engine cannot run it: then the
     // same file without the capabilities it refuses (named in the output).
     let (_, refused) = engine_caps(image);
-    let mut deploy = |config: &str| {
+    let deploy = |config: &str| {
         let mut cmd = Command::new(dir.path().join("deploy.sh"));
         cmd.arg(config).env("SERVER_NAME", "host-b").env_remove("LISTEN_ADDR").env_remove("APP_NAME");
         if !refused.is_empty() {
@@ -446,7 +461,10 @@ fn deploy_script_checks_starts_updates_and_reports() {
     let (ok, out) = deploy("local.toml");
     assert!(ok, "{out}");
     eprintln!("deploy.sh took {:.1} s", start.elapsed().as_secs_f64());
-    assert!(out.contains("job \"host-b-node-exporter\", proc /host/proc"), "the per-host override reached the check: {out}");
+    assert!(
+        out.contains("job \"host-b-node-exporter\", proc /host/proc"),
+        "the per-host override reached the check: {out}"
+    );
     assert!(out.contains("vantage 0.1.0: ready"), "{out}");
     assert!(out.contains("sources: 2 up, 0 down") || out.contains("sources: 3 up, 0 down"), "{out}");
     assert!(out.contains("eBPF programs:") && out.contains("sinks: none"), "{out}");
@@ -479,15 +497,28 @@ fn systemd_unit_verifies_with_the_compose_capabilities() {
         let caps: Vec<&str> = line[key.len()..].split_whitespace().collect();
         assert_eq!(caps, expected, "{key} must match docker-compose.yml's cap_add");
     }
-    for needed in ["NoNewPrivileges=yes", "ProtectSystem=strict", "StateDirectory=vantage", "ReadWritePaths=/var/lib/vantage", "RestartPreventExitStatus=78"] {
+    for needed in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=vantage",
+        "ReadWritePaths=/var/lib/vantage",
+        "RestartPreventExitStatus=78",
+    ] {
         assert!(unit.lines().any(|l| l == needed), "vantage.service lacks {needed}");
     }
     // systemd's own checks, with the binary path pointed at the built agent.
     let analyze = require_program("systemd-analyze", "systemd");
     let dir = TempDir::new("unit");
-    let path = dir.write("vantage.service", &unit.replace("/usr/local/bin/vantage", vantage_tests::vantage_bin().to_str().unwrap()));
+    let path = dir.write(
+        "vantage.service",
+        &unit.replace("/usr/local/bin/vantage", vantage_tests::vantage_bin().to_str().unwrap()),
+    );
     let out = Command::new(&analyze).arg("verify").arg(&path).output().unwrap();
-    assert!(out.status.success() && out.stderr.is_empty(), "systemd-analyze verify: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(&analyze).args(["security", "--offline=yes"]).arg(&path).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let level: f64 = text

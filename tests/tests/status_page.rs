@@ -174,7 +174,11 @@ enabled = false
     assert!(dom.contains("no sinks"), "no sink configured here");
 
     // The configuration in effect, escaped inside <pre>.
-    assert!(dom.contains("&quot;proc_path&quot;: &quot;/nonexistent/proc&quot;") || dom.contains("\"proc_path\": \"/nonexistent/proc\""), "{dom}");
+    assert!(
+        dom.contains("&quot;proc_path&quot;: &quot;/nonexistent/proc&quot;")
+            || dom.contains("\"proc_path\": \"/nonexistent/proc\""),
+        "{dom}"
+    );
     assert!(dom.contains("page-test"));
 
     // No external asset anywhere: the page must work on an isolated host.
@@ -222,8 +226,10 @@ url = "http://vantage:s3cret-pw@127.0.0.1:{dead}/api/v1/write"
     let got = wait_for(Duration::from_secs(20), || {
         let (_, json) = http_get(&format!("{base}/api/v1/status"))?;
         let status: serde_json::Value = serde_json::from_str(&json).ok()?;
-        let target_failed = status["sources"].as_object()?.values().any(|s| s["kind"] == "scrape" && s["health"] == "down");
-        let sink_failed = status["sinks"].as_object()?.values().any(|s| !s["last_error"].as_str().unwrap_or("").is_empty());
+        let target_failed =
+            status["sources"].as_object()?.values().any(|s| s["kind"] == "scrape" && s["health"] == "down");
+        let sink_failed =
+            status["sinks"].as_object()?.values().any(|s| !s["last_error"].as_str().unwrap_or("").is_empty());
         (target_failed && sink_failed).then_some(status)
     });
     let status = got.expect("a down scrape target and a failing sink in /api/v1/status within 20 s");

@@ -69,7 +69,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         bail!("{} is missing: run `cargo xtask docker` without --no-build", binary.display());
     }
     if has_interpreter(&binary)? {
-        bail!("{} is dynamically linked (has an ELF interpreter); a FROM scratch image needs a static binary", binary.display());
+        bail!(
+            "{} is dynamically linked (has an ELF interpreter); a FROM scratch image needs a static binary",
+            binary.display()
+        );
     }
     ensure_dockerd()?;
 
@@ -143,7 +146,8 @@ fn copy_if_changed(from: &Path, to: &Path) -> anyhow::Result<()> {
     }
     // COPY keeps the mode; the image's root has no CAP_DAC_OVERRIDE, so the
     // executable bits must be there.
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("chmod {}", to.display()))
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", to.display()))
 }
 
 /// Starts dockerd in the background when `docker info` cannot reach it.
@@ -156,12 +160,7 @@ pub fn ensure_dockerd() -> anyhow::Result<()> {
     let log = std::fs::File::create(DOCKERD_LOG).with_context(|| format!("create {DOCKERD_LOG}"))?;
     let err = log.try_clone()?;
     // Detached on purpose: the daemon outlives this task, like a service.
-    Command::new("dockerd")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        .spawn()
-        .context("cannot start dockerd")?;
+    Command::new("dockerd").stdin(Stdio::null()).stdout(log).stderr(err).spawn().context("cannot start dockerd")?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
         if docker_reachable() {
@@ -173,10 +172,5 @@ pub fn ensure_dockerd() -> anyhow::Result<()> {
 }
 
 fn docker_reachable() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    Command::new("docker").arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
