@@ -20,6 +20,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "/usr/sbin/losetup"),
     ("chromium", "/usr/bin/chromium"),
     ("chromium-driver", "/usr/bin/chromedriver"),
+    ("docker-compose", "/usr/bin/docker-compose"),
+    ("runc", "/usr/sbin/runc"),
+    ("systemd", "/usr/bin/systemd-analyze"),
+    ("musl-tools", "/usr/bin/musl-gcc"),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
