@@ -113,10 +113,8 @@ impl Queue {
         wal.remove_before(acks.watermark.segment);
         let first = wal.first_segment();
         let mut reader = if acks.watermark.segment < first { Pos { segment: first, offset: 0 } } else { acks.watermark };
-        // Records before the segment being written now were written by an
-        // earlier run: their samples count as pending when read.
-        let replay_end = Pos { segment: wal.stats().segments.max(1) + first, offset: 0 };
-        let replay_end = replay_end.min(self.current_segment_start());
+        // Records from an earlier run count as pending when read.
+        let replay_end = wal.replay_end();
         let mut partial = std::mem::take(&mut acks.partial);
 
         let ctx = Arc::new(SendCtx {
@@ -301,18 +299,6 @@ impl Queue {
         self.save_acks(reader, &outstanding);
         wal.sync();
         self.report(&sink_key);
-    }
-
-    /// The position where this run's appends began (the segment the WAL
-    /// opened for writing).
-    fn current_segment_start(&self) -> Pos {
-        // The WAL opens a fresh segment for appends; everything before it
-        // is from earlier runs. Its number is the last segment at open time.
-        let mut n = self.wal.first_segment();
-        while let wal::Bound::Limit { sealed: true, .. } = self.wal.bound(Pos { segment: n, offset: 0 }) {
-            n += 1;
-        }
-        Pos { segment: n, offset: 0 }
     }
 
     /// Applies a sender's acknowledgements; returns the samples acknowledged.

@@ -106,6 +106,9 @@ pub struct Wal {
     dir: PathBuf,
     max_bytes: u64,
     segment_bytes: u64,
+    /// The segment opened for appends when the WAL was opened: records
+    /// before it were written by an earlier run.
+    first_new: u64,
     inner: Mutex<Inner>,
 }
 
@@ -160,7 +163,12 @@ impl Wal {
         segments.insert(current, SegInfo::default());
         let segment_bytes = (max_bytes / 16).clamp(64 * 1024, 32 * 1024 * 1024);
         let inner = Inner { segments, current, file, total_bytes: total, dropped_full: 0 };
-        Ok((Wal { dir: dir.to_path_buf(), max_bytes, segment_bytes, inner: Mutex::new(inner) }, report))
+        Ok((Wal { dir: dir.to_path_buf(), max_bytes, segment_bytes, first_new: current, inner: Mutex::new(inner) }, report))
+    }
+
+    /// Where this run's appends began; records before it are a replay.
+    pub fn replay_end(&self) -> Pos {
+        Pos { segment: self.first_new, offset: 0 }
     }
 
     /// The WAL's directory.
