@@ -73,7 +73,7 @@ impl Client {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(30));
-        match cfg.proxy_url.as_deref().filter(|p| !p.is_empty()) {
+        match cfg.proxy_url.as_ref().map(|p| p.expose()).filter(|p| !p.is_empty()) {
             Some(p) => b = b.proxy(reqwest::Proxy::all(p).map_err(|e| format!("proxy_url {}: {e}", display_url(p)))?),
             None => b = b.no_proxy(),
         }

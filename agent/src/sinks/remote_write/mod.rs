@@ -44,8 +44,8 @@ pub struct RemoteWriteConfig {
     /// derived from the URL when empty.
     #[serde(default)]
     pub name: String,
-    /// Receiver URL; empty turns this endpoint off.
-    #[serde(default)]
+    /// Receiver URL; empty turns this endpoint off. Shown without userinfo.
+    #[serde(default, serialize_with = "serialize_url")]
     pub url: String,
     /// "v1" (prometheus.WriteRequest) or "v2" (io.prometheus.write.v2.Request,
     /// falling back to v1 when the receiver answers 415).
@@ -63,8 +63,9 @@ pub struct RemoteWriteConfig {
     /// Timeout of one request.
     #[serde(default = "default_timeout", with = "common::duration")]
     pub timeout: Duration,
+    /// HTTP(S) proxy; it may carry credentials, so it is kept secret.
     #[serde(default)]
-    pub proxy_url: Option<String>,
+    pub proxy_url: Option<Secret>,
     #[serde(default)]
     pub tls: TlsConfig,
     /// Relabel rules applied to every sample before it enters the WAL.
@@ -101,6 +102,10 @@ pub struct QueueConfig {
     pub min_backoff: Duration,
     #[serde(default = "default_max_backoff", with = "common::duration")]
     pub max_backoff: Duration,
+}
+
+fn serialize_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&client::display_url(url))
 }
 
 fn default_protobuf_message() -> String {
