@@ -190,8 +190,8 @@ pub mod size {
         let mult: u64 = match t[digits..].trim() {
             "" | "B" => 1,
             "KB" => 1000,
-            "MB" => 1000_000,
-            "GB" => 1000_000_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
             "KiB" => 1 << 10,
             "MiB" => 1 << 20,
             "GiB" => 1 << 30,
@@ -536,11 +536,12 @@ impl super::MetricSink for Sink {
     }
 }
 
+/// A started endpoint: its sink and its queue task.
+pub type Started = (Arc<dyn super::MetricSink>, tokio::task::JoinHandle<()>);
+
 /// Starts one queue per active endpoint; returns each sink and its task.
-pub fn start(
-    ctx: &crate::Context,
-) -> Result<Vec<(Arc<dyn super::MetricSink>, tokio::task::JoinHandle<()>)>, String> {
-    let mut out: Vec<(Arc<dyn super::MetricSink>, tokio::task::JoinHandle<()>)> = Vec::new();
+pub fn start(ctx: &crate::Context) -> Result<Vec<Started>, String> {
+    let mut out: Vec<Started> = Vec::new();
     let mut provided = Vec::new();
     let mut names = std::collections::HashSet::new();
     let external: Vec<(String, String)> =
@@ -642,6 +643,28 @@ mod tests {
         assert_eq!(s.stats.dropped[DROP_OUT_OF_ORDER].load(Ordering::Relaxed), 2);
         batch.families[0].samples[0].timestamp_ms = t + 1000;
         assert_eq!(s.record(&batch).1, 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stale_markers_survive_wal_and_encoding_bit_for_bit() {
+        use crate::sinks::MetricSink;
+        let dir = std::env::temp_dir().join(format!("vantage-rw-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = sink(&dir);
+        let mut f = Family::new("up", MetricType::Gauge, "");
+        f.push(&[("job", "gone")], stale_nan(), now_ms());
+        s.accept(&Arc::new(Batch { source: "t".into(), families: vec![f] }));
+        assert_eq!(s.stats.pending.load(Ordering::Relaxed), 1);
+        let wal::Read::Record { samples, body, .. } = wal::read_record(&s.wal, &mut None, wal::Pos::default()) else {
+            panic!("no record in the WAL")
+        };
+        assert_eq!(samples, 1);
+        let rec = proto::WalRecord::decode(body.as_slice()).unwrap();
+        let mut out = Vec::new();
+        encode::Encoder::new().v1(rec.series.iter(), &mut out);
+        let req = encode::decode_v1(&out).unwrap();
+        assert_eq!(req.timeseries[0].samples[0].value.to_bits(), crate::sample::STALE_NAN_BITS);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

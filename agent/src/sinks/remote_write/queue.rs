@@ -68,6 +68,8 @@ struct RecState {
     remaining: [u32; BUCKETS],
     /// Buckets done (acknowledged, dropped, or never holding a sample).
     acked: u64,
+    /// Buckets holding samples of this record (before skipping any).
+    present: u64,
 }
 
 /// What a sender task reports back.
@@ -164,10 +166,11 @@ impl Queue {
                             }
                         };
                         let skip = partial.remove(&pos).unwrap_or(0);
-                        let mut st = RecState { remaining: [0; BUCKETS], acked: 0 };
+                        let mut st = RecState { remaining: [0; BUCKETS], acked: 0, present: 0 };
                         let mut count = 0u64;
                         for (i, series) in rec.series.into_iter().enumerate() {
                             let b = bucket(&series);
+                            st.present |= 1 << b;
                             if skip & (1 << b) != 0 {
                                 continue;
                             }
@@ -274,7 +277,7 @@ impl Queue {
                         saturated += 1;
                     }
                     self.report(&sink_key);
-                    if ticks % RESHARD_EVERY.as_secs() as u32 == 0 && target == n {
+                    if ticks.is_multiple_of(RESHARD_EVERY.as_secs() as u32) && target == n {
                         if saturated >= 5 && progress > 0 && n < self.cfg.max_shards {
                             target = (n * 2).min(self.cfg.max_shards);
                         } else if saturated == 0 && at_end && n > self.cfg.min_shards
@@ -328,7 +331,9 @@ impl Queue {
 
     fn save_acks(&self, reader: Pos, outstanding: &BTreeMap<Pos, RecState>) {
         let watermark = outstanding.keys().next().copied().unwrap_or(reader);
-        let partial = outstanding.iter().filter(|(_, s)| s.acked != 0).map(|(p, s)| (*p, s.acked)).collect();
+        // Only records with an acknowledged bucket that held samples need
+        // a mask; the rest are resent whole.
+        let partial = outstanding.iter().filter(|(_, s)| s.acked & s.present != 0).map(|(p, s)| (*p, s.acked)).collect();
         if let Err(e) = self.wal.save_acks(&AckState { watermark, partial }) {
             tracing::error!(endpoint = %self.name, wal = %self.wal.dir().display(), error = %e, "cannot save WAL acknowledgements: a restart may send some samples twice");
         }
@@ -455,6 +460,71 @@ async fn send(ctx: Arc<SendCtx>, shard: usize, batch: Vec<Entry>, done: mpsc::Un
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::remote_write::RemoteWriteConfig;
+
+    fn queue(dir: &std::path::Path) -> Queue {
+        let (wal, _) = Wal::open(dir, 1 << 30).unwrap();
+        let cfg = RemoteWriteConfig { url: "http://127.0.0.1:9/api/v1/write".into(), ..Default::default() };
+        Queue {
+            name: "t".into(),
+            url: cfg.url.clone(),
+            cfg: cfg.queue_config.clone(),
+            flush_deadline: cfg.flush_deadline,
+            wal: Arc::new(wal),
+            client: Arc::new(Client::new(&cfg).unwrap()),
+            stats: Arc::new(Stats::default()),
+            v2: Arc::new(AtomicBool::new(false)),
+            notify: Arc::new(Notify::new()),
+            shutdown: CancellationToken::new(),
+            registry: Registry::default(),
+        }
+    }
+
+    fn state(buckets: &[(usize, u32)]) -> RecState {
+        let mut st = RecState { remaining: [0; BUCKETS], acked: 0, present: 0 };
+        for &(b, k) in buckets {
+            st.remaining[b] = k;
+            st.present |= 1 << b;
+        }
+        st.acked = !st.present;
+        st
+    }
+
+    #[test]
+    fn acknowledgements_out_of_order_keep_the_watermark_and_masks_exact() {
+        let dir = std::env::temp_dir().join(format!("vantage-rw-acks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let q = queue(&dir);
+        let (a, b) = (Pos { segment: 0, offset: 0 }, Pos { segment: 0, offset: 100 });
+        let reader = Pos { segment: 0, offset: 200 };
+        let mut out = BTreeMap::new();
+        out.insert(a, state(&[(3, 2), (7, 1)]));
+        out.insert(b, state(&[(3, 1)]));
+        q.save_acks(reader, &out);
+        assert_eq!(q.wal.load_acks(), AckState { watermark: a, partial: HashMap::new() });
+
+        // The later record completes first: the watermark stays at `a`.
+        assert_eq!(q.apply_acks(&[(b, 3, 1)], &mut out), 1);
+        assert!(!out.contains_key(&b));
+        q.save_acks(reader, &out);
+        assert_eq!(q.wal.load_acks(), AckState { watermark: a, partial: HashMap::new() });
+
+        // Bucket 7 of `a` is done, bucket 3 only half: the mask says 7.
+        q.apply_acks(&[(a, 7, 1), (a, 3, 1)], &mut out);
+        q.save_acks(reader, &out);
+        let saved = q.wal.load_acks();
+        assert_eq!(saved.watermark, a);
+        let mask = saved.partial[&a];
+        assert!(mask & (1 << 7) != 0 && mask & (1 << 3) == 0);
+
+        // Everything acknowledged: the watermark moves to the reader.
+        q.apply_acks(&[(a, 3, 1)], &mut out);
+        assert!(out.is_empty());
+        q.save_acks(reader, &out);
+        assert_eq!(q.wal.load_acks(), AckState { watermark: reader, partial: HashMap::new() });
+        assert_eq!(q.stats.pending.load(Ordering::Relaxed), -4);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn jitter_stays_within_half_and_full() {
