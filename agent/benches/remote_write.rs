@@ -9,7 +9,12 @@ use vantage::sinks::remote_write::proto::{Label, Sample, TimeSeries};
 
 /// 2000 series shaped like node_exporter's: a name, six labels, one sample.
 fn batch() -> Vec<TimeSeries> {
-    let names = ["node_cpu_seconds_total", "node_network_receive_bytes_total", "node_filesystem_avail_bytes", "node_disk_io_time_seconds_total"];
+    let names = [
+        "node_cpu_seconds_total",
+        "node_network_receive_bytes_total",
+        "node_filesystem_avail_bytes",
+        "node_disk_io_time_seconds_total",
+    ];
     (0..2000)
         .map(|i| {
             let mut labels = vec![
@@ -22,7 +27,10 @@ fn batch() -> Vec<TimeSeries> {
                 Label { name: "server_name".into(), value: "wallet-07".into() },
             ];
             labels.sort();
-            TimeSeries { labels, samples: vec![Sample { value: i as f64 * 1.5 + 0.25, timestamp: 1_764_000_000_000 + i as i64 }] }
+            TimeSeries {
+                labels,
+                samples: vec![Sample { value: i as f64 * 1.5 + 0.25, timestamp: 1_764_000_000_000 + i as i64 }],
+            }
         })
         .collect()
 }

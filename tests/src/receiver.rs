@@ -147,9 +147,14 @@ impl Receiver {
     /// A receiver serving HTTPS with `cert` and `key` (PEM files).
     pub fn start_tls(script: Script, cert: &Path, key: &Path) -> Receiver {
         let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
-            rustls::pki_types::pem::PemObject::pem_file_iter(cert).expect("read cert").map(|c| c.expect("parse cert")).collect();
-        let key = <rustls::pki_types::PrivateKeyDer as rustls::pki_types::pem::PemObject>::from_pem_file(key).expect("read key");
-        let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).expect("server cert");
+            rustls::pki_types::pem::PemObject::pem_file_iter(cert)
+                .expect("read cert")
+                .map(|c| c.expect("parse cert"))
+                .collect();
+        let key = <rustls::pki_types::PrivateKeyDer as rustls::pki_types::pem::PemObject>::from_pem_file(key)
+            .expect("read key");
+        let config =
+            rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).expect("server cert");
         Self::start_on(free_port(), script, Some(Arc::new(config)))
     }
 
@@ -180,7 +185,10 @@ impl Receiver {
                                 while tls.conn.is_handshaking() {
                                     match tls.conn.complete_io(&mut tls.sock) {
                                         Ok(_) => {}
-                                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                                        Err(e)
+                                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                                || e.kind() == std::io::ErrorKind::TimedOut =>
+                                        {
                                             if s.stop.load(Ordering::Relaxed) {
                                                 return;
                                             }
@@ -196,7 +204,9 @@ impl Receiver {
                             None => serve(&s, stream),
                         });
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
@@ -290,7 +300,8 @@ fn serve<S: Read + Write>(shared: &Shared, stream: S) {
             .filter_map(|l| l.split_once(':'))
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        let len: usize = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let len: usize =
+            headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
         let mut body = vec![0u8; len];
         let mut got = 0;
         while got < len {
@@ -353,7 +364,8 @@ pub fn decode(body: &[u8], v2: bool) -> Result<Vec<Series>, String> {
         req.timeseries
             .iter()
             .map(|ts| {
-                let labels = ts.labels_refs.chunks(2).map(|p| Ok((sym(p[0])?, sym(p[1])?))).collect::<Result<_, String>>()?;
+                let labels =
+                    ts.labels_refs.chunks(2).map(|p| Ok((sym(p[0])?, sym(p[1])?))).collect::<Result<_, String>>()?;
                 Ok(Series { labels, samples: ts.samples.iter().map(|s| (s.timestamp, s.value)).collect() })
             })
             .collect()
@@ -378,10 +390,59 @@ pub fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         let out = Command::new(&openssl).args(args).current_dir(dir).output().expect("run openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=vantage test CA"]);
-    run(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=localhost"]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=vantage test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
     // rustls wants PKCS#8 keys.
     run(&["pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-out", "key8.pem"]);
     (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key8.pem"))
@@ -420,7 +481,9 @@ impl VictoriaMetrics {
             .arg("-search.disableCache");
         let log = self.dir.path().join(format!("vm-{}.log", Instant::now().elapsed().as_nanos()));
         self.proc = Some(Proc::spawn("victoria-metrics", cmd, &log));
-        let ok = wait_for(Duration::from_secs(30), || crate::http_get(&format!("{}/health", self.url())).filter(|(s, _)| *s == 200));
+        let ok = wait_for(Duration::from_secs(30), || {
+            crate::http_get(&format!("{}/health", self.url())).filter(|(s, _)| *s == 200)
+        });
         assert!(ok.is_some(), "victoria-metrics did not become healthy");
     }
 
@@ -455,7 +518,9 @@ impl VictoriaMetrics {
                     .cloned()
                     .unwrap_or_default()
                     .iter()
-                    .map(|p| (p[0].as_f64().unwrap_or(0.0), p[1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)))
+                    .map(|p| {
+                        (p[0].as_f64().unwrap_or(0.0), p[1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN))
+                    })
                     .collect();
                 (r["metric"].clone(), values)
             })
@@ -482,6 +547,8 @@ pub fn restart_prometheus(p: &mut crate::prometheus::Prometheus) {
         .arg("--storage.tsdb.retention.time=1d")
         .arg("--query.lookback-delta=5m");
     p.proc = Proc::spawn("prometheus", cmd, &p.dir.path().join("prometheus-restarted.log"));
-    let ready = wait_for(Duration::from_secs(30), || crate::http_get(&format!("{}/-/ready", p.url())).filter(|(s, _)| *s == 200));
+    let ready = wait_for(Duration::from_secs(30), || {
+        crate::http_get(&format!("{}/-/ready", p.url())).filter(|(s, _)| *s == 200)
+    });
     assert!(ready.is_some(), "prometheus did not come back");
 }

@@ -68,7 +68,9 @@ enabled = false
         cmd.args(["run", "--config"]).arg(&path).env("RUST_LOG", "info");
         let proc = Proc::spawn("vantage", cmd, &log);
         let agent = Agent { proc, port, log };
-        let up = wait_for(Duration::from_secs(20), || vantage_tests::http_get(&agent.url("/-/healthy")).filter(|(s, _)| *s == 200));
+        let up = wait_for(Duration::from_secs(20), || {
+            vantage_tests::http_get(&agent.url("/-/healthy")).filter(|(s, _)| *s == 200)
+        });
         assert!(up.is_some(), "agent did not start; log:\n{}", agent.log_text());
         agent
     }
@@ -98,10 +100,19 @@ fn check_requests(reqs: &[Received], version: &str) {
     for r in reqs {
         assert!(r.error.is_none(), "request {} did not decode: {:?}", r.n, r.error);
         assert_eq!(r.header("content-encoding"), Some("snappy"), "request {}", r.n);
-        let ctype = if version == "0.1.0" { "application/x-protobuf" } else { "application/x-protobuf;proto=io.prometheus.write.v2.Request" };
+        let ctype = if version == "0.1.0" {
+            "application/x-protobuf"
+        } else {
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+        };
         assert_eq!(r.header("content-type"), Some(ctype), "request {}", r.n);
         assert_eq!(r.header("x-prometheus-remote-write-version"), Some(version), "request {}", r.n);
-        assert!(r.header("user-agent").is_some_and(|u| u.starts_with("vantage/")), "request {}: {:?}", r.n, r.header("user-agent"));
+        assert!(
+            r.header("user-agent").is_some_and(|u| u.starts_with("vantage/")),
+            "request {}: {:?}",
+            r.n,
+            r.header("user-agent")
+        );
         for s in &r.series {
             let names: Vec<&str> = s.labels.iter().map(|(n, _)| n.as_str()).collect();
             let mut sorted = names.clone();
@@ -128,7 +139,12 @@ fn check_order(reqs: &[Received]) -> usize {
         for s in &r.series {
             for (ts, _) in &s.samples {
                 let prev = last.insert(s.key(), *ts);
-                assert!(prev.is_none_or(|p| *ts > p), "series {} went from {prev:?} to {ts} in request {}", s.key(), r.n);
+                assert!(
+                    prev.is_none_or(|p| *ts > p),
+                    "series {} went from {prev:?} to {ts} in request {}",
+                    s.key(),
+                    r.n
+                );
                 n += 1;
             }
         }
@@ -168,22 +184,21 @@ batch_send_deadline = "1s"
             recv.url()
         ),
     );
-    let load = wait_for(Duration::from_secs(20), || {
-        prom.query("node_load1{job=\"rw-basic\"}").into_iter().next()
-    })
-    .unwrap_or_else(|| panic!("node_load1 never reached Prometheus; log:\n{}", agent.log_text()));
+    let load = wait_for(Duration::from_secs(20), || prom.query("node_load1{job=\"rw-basic\"}").into_iter().next())
+        .unwrap_or_else(|| panic!("node_load1 never reached Prometheus; log:\n{}", agent.log_text()));
     assert_eq!(load["value"][1], "1.25");
     assert_eq!(load["metric"]["cluster"], "test");
     assert_eq!(load["metric"]["server_name"], "host-a");
     assert_eq!(load["metric"]["instance"], "host-a:9100");
     for (q, v) in [("node_load5", "2.5"), ("node_load15", "3.75"), ("up", "1")] {
-        let r = wait_for(Duration::from_secs(10), || prom.query(&format!("{q}{{job=\"rw-basic\",cluster=\"test\"}}")).into_iter().next());
+        let r = wait_for(Duration::from_secs(10), || {
+            prom.query(&format!("{q}{{job=\"rw-basic\",cluster=\"test\"}}")).into_iter().next()
+        });
         assert_eq!(r.expect(q)["value"][1], v, "{q}");
     }
     set_load(dir.path(), 4.5);
-    let changed = wait_for(Duration::from_secs(10), || {
-        prom.query("node_load1{job=\"rw-basic\"} == 4.5").into_iter().next()
-    });
+    let changed =
+        wait_for(Duration::from_secs(10), || prom.query("node_load1{job=\"rw-basic\"} == 4.5").into_iter().next());
     assert!(changed.is_some(), "new value did not arrive");
 
     // Prometheus stored exactly what the scripted receiver got.
@@ -273,10 +288,16 @@ fn status_500_is_resent_with_same_timestamps_400_is_dropped_429_waits() {
     check_order(&reqs);
 
     let log = agent.log_text();
-    assert!(log.contains("sample rejected: bad thing") && log.contains("faulty"), "the 400 body and endpoint must be logged:\n{log}");
+    assert!(
+        log.contains("sample rejected: bad thing") && log.contains("faulty"),
+        "the 400 body and endpoint must be logged:\n{log}"
+    );
     let dropped = agent.metric("vantage_remote_write_samples_dropped_total{endpoint=\"faulty\",reason=\"rejected\"}");
     assert_eq!(dropped, Some(rejected.len() as f64));
-    assert_eq!(agent.metric("vantage_remote_write_samples_failed_total{endpoint=\"faulty\"}"), Some(rejected.len() as f64));
+    assert_eq!(
+        agent.metric("vantage_remote_write_samples_failed_total{endpoint=\"faulty\"}"),
+        Some(rejected.len() as f64)
+    );
     let retried = agent.metric("vantage_remote_write_samples_retried_total{endpoint=\"faulty\"}").unwrap();
     let first_two: usize = [0, 4].iter().map(|&i| reqs[i].series.iter().map(|s| s.samples.len()).sum::<usize>()).sum();
     assert_eq!(retried, first_two as f64);
@@ -307,12 +328,16 @@ fn wrong_password_is_dropped_counted_and_never_printed() {
     let expected = format!("Basic {}", base64(&format!("agent:{password}")));
     assert!(seen_auth.lock().unwrap().iter().all(|a| *a == expected));
     // Dropped, not retried: no sample is sent twice.
-    let mut all: Vec<(String, i64)> = reqs.iter().flat_map(|r| r.series.iter().flat_map(|s| s.samples.iter().map(move |(t, _)| (s.key(), *t)))).collect();
+    let mut all: Vec<(String, i64)> = reqs
+        .iter()
+        .flat_map(|r| r.series.iter().flat_map(|s| s.samples.iter().map(move |(t, _)| (s.key(), *t))))
+        .collect();
     let total = all.len();
     all.sort();
     all.dedup();
     assert_eq!(all.len(), total, "a sample answered 401 was sent again");
-    let dropped = agent.metric("vantage_remote_write_samples_dropped_total{endpoint=\"authfail\",reason=\"rejected\"}").unwrap();
+    let dropped =
+        agent.metric("vantage_remote_write_samples_dropped_total{endpoint=\"authfail\",reason=\"rejected\"}").unwrap();
     assert!(dropped >= total as f64 - 20.0 && dropped > 0.0, "dropped {dropped} of {total}");
     let (_, status) = vantage_tests::http_get(&agent.url("/api/v1/status")).unwrap();
     let (_, metrics) = vantage_tests::http_get(&agent.url("/metrics")).unwrap();
@@ -379,7 +404,10 @@ batch_send_deadline = "1s"
     assert!(without_ca.requests().is_empty(), "a request got through without the CA");
     assert!(without_ca.tls_failures() >= 1);
     let log = agent.log_text();
-    assert!(log.lines().any(|l| l.contains("no-ca") && l.contains("retry")), "the failing endpoint must be named:\n{log}");
+    assert!(
+        log.lines().any(|l| l.contains("no-ca") && l.contains("retry")),
+        "the failing endpoint must be named:\n{log}"
+    );
 }
 
 #[test]
@@ -451,7 +479,8 @@ fn per_series_order_with_a_slow_random_receiver() {
     assert!(n >= 20, "{n} samples");
     // Shards really ran in parallel: some requests overlapped (a request
     // arrived while another was still sleeping).
-    let distinct_series: std::collections::HashSet<String> = reqs.iter().flat_map(|r| r.series.iter().map(|s| s.key())).collect();
+    let distinct_series: std::collections::HashSet<String> =
+        reqs.iter().flat_map(|r| r.series.iter().map(|s| s.key())).collect();
     assert_eq!(distinct_series.len(), 4, "node_load1/5/15 and up");
 }
 
@@ -470,11 +499,14 @@ fn outages_and_agent_kill_leave_no_gap() {
         .into_iter()
         .map(|(name, f)| {
             let failed = failed.clone();
-            (name, std::thread::spawn(move || {
-                if std::panic::catch_unwind(f).is_err() {
-                    failed.store(true, Ordering::Relaxed);
-                }
-            }))
+            (
+                name,
+                std::thread::spawn(move || {
+                    if std::panic::catch_unwind(f).is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                }),
+            )
         })
         .collect();
     for (name, h) in handles {
@@ -510,7 +542,13 @@ fn prometheus_down_60s() {
     let series = prom.raw_samples(&format!("up{{job=\"{job}\"}}"), "10m");
     let samples = &series[0].1;
     let g = gaps(samples, 1.6);
-    assert!(g.is_empty(), "gaps {g:?} in {} samples from {} to {}", samples.len(), samples[0].0, samples.last().unwrap().0);
+    assert!(
+        g.is_empty(),
+        "gaps {g:?} in {} samples from {} to {}",
+        samples.len(),
+        samples[0].0,
+        samples.last().unwrap().0
+    );
     let span = samples.last().unwrap().0 - samples[0].0;
     assert!(span >= 64.0, "samples span only {span} s across the outage");
     assert!(samples.first().unwrap().0 <= t0 + 1.0);
@@ -521,7 +559,10 @@ fn prometheus_down_agent_killed() {
     let dir = TempDir::new("rw-out2");
     let mut prom = Prometheus::start("");
     let job = "rw-out2";
-    let endpoint = format!("[[remote_write]]\nname = \"prom\"\nurl = \"{}\"\n[remote_write.queue_config]\nbatch_send_deadline = \"1s\"\n", prom.remote_write_url());
+    let endpoint = format!(
+        "[[remote_write]]\nname = \"prom\"\nurl = \"{}\"\n[remote_write.queue_config]\nbatch_send_deadline = \"1s\"\n",
+        prom.remote_write_url()
+    );
     let agent = Agent::start(dir.path(), job, &endpoint);
     let t0 = now_s();
     assert!(wait_caught_up(&prom, job, t0, Duration::from_secs(20)), "first samples; log:\n{}", agent.log_text());
@@ -543,7 +584,10 @@ fn prometheus_down_agent_killed() {
     // The only gap allowed is the agent's own downtime.
     assert!(g.len() <= 1, "gaps {g:?}");
     for (a, b) in &g {
-        assert!(*a >= killed - 1.6 && *b <= restarted + 2.0, "gap {a}..{b} is not the agent's downtime {killed}..{restarted}");
+        assert!(
+            *a >= killed - 1.6 && *b <= restarted + 2.0,
+            "gap {a}..{b} is not the agent's downtime {killed}..{restarted}"
+        );
     }
     assert!(samples.iter().filter(|(t, _)| *t > t0 && *t < killed).count() as f64 >= (killed - t0) - 2.0);
     assert!(agent.log_text().contains("WAL found"), "the restart replayed nothing:\n{}", agent.log_text());
@@ -570,12 +614,18 @@ fn victoria_down_30s() {
     let down = now_s();
     std::thread::sleep(Duration::from_secs(15));
     // Prometheus keeps receiving while VictoriaMetrics is down.
-    assert!(wait_caught_up(&prom, job, now_s() - 3.0, Duration::from_secs(5)), "Prometheus stalled while VictoriaMetrics was down");
+    assert!(
+        wait_caught_up(&prom, job, now_s() - 3.0, Duration::from_secs(5)),
+        "Prometheus stalled while VictoriaMetrics was down"
+    );
     std::thread::sleep(Duration::from_secs(15));
     vm.restart();
     let back = now_s();
     let caught_up = wait_for(Duration::from_secs(60), || {
-        vm.raw_samples(&format!("up{{job=\"{job}\"}}"), "10m").first().and_then(|(_, s)| s.last().copied()).filter(|(t, _)| *t >= back)
+        vm.raw_samples(&format!("up{{job=\"{job}\"}}"), "10m")
+            .first()
+            .and_then(|(_, s)| s.last().copied())
+            .filter(|(t, _)| *t >= back)
     });
     assert!(caught_up.is_some(), "VictoriaMetrics never caught up; log:\n{}", agent.log_text());
     std::thread::sleep(Duration::from_secs(3));
@@ -583,7 +633,10 @@ fn victoria_down_30s() {
     let v = vm.raw_samples(&format!("up{{job=\"{job}\"}}"), "10m").remove(0).1;
     assert!(gaps(&p, 1.6).is_empty(), "Prometheus gaps {:?}", gaps(&p, 1.6));
     assert!(gaps(&v, 1.6).is_empty(), "VictoriaMetrics gaps {:?}", gaps(&v, 1.6));
-    assert!(v.iter().filter(|(t, _)| *t > down && *t < back).count() >= 25, "VictoriaMetrics is missing the outage window");
+    assert!(
+        v.iter().filter(|(t, _)| *t > down && *t < back).count() >= 25,
+        "VictoriaMetrics is missing the outage window"
+    );
 }
 
 #[test]
@@ -600,7 +653,11 @@ fn damaged_wal_tail_is_cut_and_the_rest_is_sent() {
     drop(agent);
     // Flip one bit in the last record of the newest segment.
     let wal_dir = dir.path().join("data/remote_write/walrus");
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(&wal_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "seg")).collect();
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
     segs.sort();
     let last = segs.last().expect("a WAL segment").clone();
     let mut data = std::fs::read(&last).unwrap();
@@ -616,7 +673,13 @@ fn damaged_wal_tail_is_cut_and_the_rest_is_sent() {
             .requests()
             .iter()
             .filter(|r| r.status == 204)
-            .flat_map(|r| r.series.iter().filter(|s| s.label("__name__") == Some("up")).flat_map(|s| s.samples.iter().map(|(t, _)| *t)).collect::<Vec<_>>())
+            .flat_map(|r| {
+                r.series
+                    .iter()
+                    .filter(|s| s.label("__name__") == Some("up"))
+                    .flat_map(|s| s.samples.iter().map(|(t, _)| *t))
+                    .collect::<Vec<_>>()
+            })
             .filter(|t| (*t as f64) / 1000.0 < killed)
             .collect();
         Some(ts).filter(|t| t.len() as f64 >= (killed - t0) - 3.0)
@@ -660,7 +723,10 @@ fn shards_grow_when_the_receiver_falls_behind_and_order_holds() {
 fn restart_after_sigkill_resends_only_what_was_unacknowledged() {
     let dir = TempDir::new("rw-resend");
     let recv = Receiver::start(Box::new(|_, _| Reply::Ok));
-    let endpoint = format!("[[remote_write]]\nname = \"ok\"\nurl = \"{}\"\n[remote_write.queue_config]\nbatch_send_deadline = \"200ms\"\n", recv.url());
+    let endpoint = format!(
+        "[[remote_write]]\nname = \"ok\"\nurl = \"{}\"\n[remote_write.queue_config]\nbatch_send_deadline = \"200ms\"\n",
+        recv.url()
+    );
     let agent = Agent::start(dir.path(), "rw-resend", &endpoint);
     std::thread::sleep(Duration::from_secs(6));
     agent.proc.signal(libc::SIGKILL);

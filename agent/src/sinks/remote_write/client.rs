@@ -80,7 +80,8 @@ impl Client {
         let tls = &cfg.tls;
         if let Some(ca) = &tls.ca_file {
             let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
             if certs.is_empty() {
                 return Err(format!("tls.ca_file {}: no PEM certificate in it", ca.display()));
             }
@@ -119,9 +120,10 @@ impl Client {
         }
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("headers: {k:?} is not a header name"))?;
-            let mut value =
-                HeaderValue::from_str(v.expose()).map_err(|_| format!("headers: the value of {k:?} is not a valid header value"))?;
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("headers: {k:?} is not a header name"))?;
+            let mut value = HeaderValue::from_str(v.expose())
+                .map_err(|_| format!("headers: the value of {k:?} is not a valid header value"))?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
@@ -217,7 +219,10 @@ mod tests {
 
     #[test]
     fn display_url_hides_userinfo_and_query() {
-        assert_eq!(display_url("https://u:hunter2@example.com/api/v1/write?token=x"), "https://example.com/api/v1/write");
+        assert_eq!(
+            display_url("https://u:hunter2@example.com/api/v1/write?token=x"),
+            "https://example.com/api/v1/write"
+        );
     }
 
     #[test]

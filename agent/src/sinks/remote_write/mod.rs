@@ -186,7 +186,8 @@ pub mod size {
     pub fn parse(text: &str) -> Result<u64, String> {
         let t = text.trim();
         let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let n: u64 = t[..digits].parse().map_err(|_| format!("invalid size {text:?}: use forms like \"1GiB\" or \"512MiB\""))?;
+        let n: u64 =
+            t[..digits].parse().map_err(|_| format!("invalid size {text:?}: use forms like \"1GiB\" or \"512MiB\""))?;
         let mult: u64 = match t[digits..].trim() {
             "" | "B" => 1,
             "KB" => 1000,
@@ -296,7 +297,8 @@ impl RemoteWriteConfig {
 
     /// One line for `vantage check`.
     pub fn describe(&self) -> String {
-        let mut s = format!("{} -> {} ({})", self.endpoint_name(), client::display_url(&self.url), self.protobuf_message);
+        let mut s =
+            format!("{} -> {} ({})", self.endpoint_name(), client::display_url(&self.url), self.protobuf_message);
         if self.tls.insecure_skip_verify {
             s.push_str(", TLS VERIFICATION OFF");
         }
@@ -383,9 +385,12 @@ impl SelfMetrics for Provider {
         let ts = now_ms();
         let fam = |name: &str, kind, help: &str| Family::new(name, kind, help);
         let mut sent = fam(sm::RW_SAMPLES_SENT, MetricType::Counter, "Samples acknowledged by the receiver.");
-        let mut retried = fam(sm::RW_SAMPLES_RETRIED, MetricType::Counter, "Samples sent again after a recoverable failure.");
-        let mut dropped = fam(sm::RW_SAMPLES_DROPPED, MetricType::Counter, "Samples that will never be sent, by reason.");
-        let mut failed = fam(sm::RW_SAMPLES_FAILED, MetricType::Counter, "Samples the receiver rejected with a 4xx (not retried).");
+        let mut retried =
+            fam(sm::RW_SAMPLES_RETRIED, MetricType::Counter, "Samples sent again after a recoverable failure.");
+        let mut dropped =
+            fam(sm::RW_SAMPLES_DROPPED, MetricType::Counter, "Samples that will never be sent, by reason.");
+        let mut failed =
+            fam(sm::RW_SAMPLES_FAILED, MetricType::Counter, "Samples the receiver rejected with a 4xx (not retried).");
         let mut pending = fam(sm::RW_SAMPLES_PENDING, MetricType::Gauge, "Samples in the WAL not yet acknowledged.");
         let mut shards = fam(sm::RW_SHARDS, MetricType::Gauge, "Parallel shards sending.");
         let mut wal_bytes = fam(sm::RW_WAL_BYTES, MetricType::Gauge, "Bytes of the endpoint's WAL on disk.");
@@ -415,7 +420,12 @@ impl SelfMetrics for Provider {
             let mut cumulative = 0;
             for (i, le) in DURATION_BUCKETS.iter().enumerate() {
                 cumulative += s.buckets[i].load(Ordering::Relaxed);
-                dur.push_named(&bucket_name, &[("endpoint", &s.endpoint), ("le", &le.to_string())], cumulative as f64, ts);
+                dur.push_named(
+                    &bucket_name,
+                    &[("endpoint", &s.endpoint), ("le", &le.to_string())],
+                    cumulative as f64,
+                    ts,
+                );
             }
             let count = get(&s.duration_count);
             dur.push_named(&bucket_name, &[("endpoint", &s.endpoint), ("le", "+Inf")], count, ts);
@@ -486,7 +496,10 @@ impl Sink {
                 last.map.insert(h, s.timestamp_ms);
                 // Stale markers (the stale NaN) go out as they are.
                 rec.series.push(proto::TimeSeries {
-                    labels: labels.iter().map(|l| proto::Label { name: l.name.clone(), value: l.value.clone() }).collect(),
+                    labels: labels
+                        .iter()
+                        .map(|l| proto::Label { name: l.name.clone(), value: l.value.clone() })
+                        .collect(),
                     samples: vec![proto::Sample { value: s.value, timestamp: s.timestamp_ms }],
                 });
                 rec.kinds.push(kind);
@@ -670,7 +683,8 @@ mod tests {
 
     #[test]
     fn config_defaults_and_sizes() {
-        let c: RemoteWriteConfig = toml::from_str("url = \"http://x/api/v1/write\"\nmax_wal_size = \"512MiB\"").unwrap();
+        let c: RemoteWriteConfig =
+            toml::from_str("url = \"http://x/api/v1/write\"\nmax_wal_size = \"512MiB\"").unwrap();
         assert_eq!(c.max_wal_size, 512 << 20);
         assert_eq!(c.queue_config.max_samples_per_send, 2000);
         assert_eq!(c.queue_config.batch_send_deadline, Duration::from_secs(5));
@@ -678,8 +692,10 @@ mod tests {
         let mut p = Vec::new();
         c.validate("rw", &mut p);
         assert!(p.is_empty(), "{p:?}");
-        let c: RemoteWriteConfig =
-            toml::from_str("url = \"ftp://x\"\nprotobuf_message = \"v3\"\nheaders = { \"Content-Type\" = \"text/plain\" }").unwrap();
+        let c: RemoteWriteConfig = toml::from_str(
+            "url = \"ftp://x\"\nprotobuf_message = \"v3\"\nheaders = { \"Content-Type\" = \"text/plain\" }",
+        )
+        .unwrap();
         c.validate("rw", &mut p);
         assert_eq!(p.len(), 3, "{p:?}");
         assert!(size::parse("1GiB").unwrap() == 1 << 30 && size::parse("2GB").unwrap() == 2_000_000_000);

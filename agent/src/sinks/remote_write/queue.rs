@@ -114,7 +114,8 @@ impl Queue {
         let mut acks = wal.load_acks();
         wal.remove_before(acks.watermark.segment);
         let first = wal.first_segment();
-        let mut reader = if acks.watermark.segment < first { Pos { segment: first, offset: 0 } } else { acks.watermark };
+        let mut reader =
+            if acks.watermark.segment < first { Pos { segment: first, offset: 0 } } else { acks.watermark };
         // Records from an earlier run count as pending when read.
         let replay_end = wal.replay_end();
         let mut partial = std::mem::take(&mut acks.partial);
@@ -180,7 +181,12 @@ impl Queue {
                             let sh = &mut shards[b % n];
                             sh.samples += k;
                             sh.since.get_or_insert_with(Instant::now);
-                            sh.buf.push_back(Entry { series, kind: rec.kinds.get(i).copied().unwrap_or(0), rec: pos, bucket: b as u8 });
+                            sh.buf.push_back(Entry {
+                                series,
+                                kind: rec.kinds.get(i).copied().unwrap_or(0),
+                                rec: pos,
+                                bucket: b as u8,
+                            });
                             buffered += k;
                         }
                         st.acked = (0..BUCKETS).filter(|&b| st.remaining[b] == 0).fold(0u64, |m, b| m | (1 << b));
@@ -333,7 +339,8 @@ impl Queue {
         let watermark = outstanding.keys().next().copied().unwrap_or(reader);
         // Only records with an acknowledged bucket that held samples need
         // a mask; the rest are resent whole.
-        let partial = outstanding.iter().filter(|(_, s)| s.acked & s.present != 0).map(|(p, s)| (*p, s.acked)).collect();
+        let partial =
+            outstanding.iter().filter(|(_, s)| s.acked & s.present != 0).map(|(p, s)| (*p, s.acked)).collect();
         if let Err(e) = self.wal.save_acks(&AckState { watermark, partial }) {
             tracing::error!(endpoint = %self.name, wal = %self.wal.dir().display(), error = %e, "cannot save WAL acknowledgements: a restart may send some samples twice");
         }

@@ -163,7 +163,10 @@ impl Wal {
         segments.insert(current, SegInfo::default());
         let segment_bytes = (max_bytes / 16).clamp(64 * 1024, 32 * 1024 * 1024);
         let inner = Inner { segments, current, file, total_bytes: total, dropped_full: 0 };
-        Ok((Wal { dir: dir.to_path_buf(), max_bytes, segment_bytes, first_new: current, inner: Mutex::new(inner) }, report))
+        Ok((
+            Wal { dir: dir.to_path_buf(), max_bytes, segment_bytes, first_new: current, inner: Mutex::new(inner) },
+            report,
+        ))
     }
 
     /// Where this run's appends began; records before it are a replay.
@@ -326,11 +329,7 @@ impl Wal {
 
 fn create_segment(dir: &Path, n: u64) -> Result<File, WalError> {
     let path = seg_path(dir, n);
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|source| WalError::Segment { file: path, source })
+    OpenOptions::new().create(true).append(true).open(&path).map_err(|source| WalError::Segment { file: path, source })
 }
 
 fn parse_acks(data: &[u8]) -> Option<AckState> {
