@@ -751,3 +751,38 @@ fn restart_after_sigkill_resends_only_what_was_unacknowledged() {
     assert!(duplicates <= 8, "{duplicates} samples sent twice after the restart");
     check_requests(&reqs, "0.1.0");
 }
+
+/// Needs the real `relabel::Relabeler` (the scrape helper's, on main).
+#[test]
+fn write_relabel_configs_drop_and_rewrite_before_the_wal() {
+    let dir = TempDir::new("rw-relabel");
+    let recv = Receiver::start(Box::new(|_, _| Reply::Ok));
+    let agent = Agent::start(
+        dir.path(),
+        "rw-relabel",
+        &format!(
+            r#"
+[[remote_write]]
+name = "relabeled"
+url = "{}"
+[[remote_write.write_relabel_configs]]
+source_labels = ["__name__"]
+regex = "node_load5"
+action = "drop"
+[[remote_write.write_relabel_configs]]
+target_label = "team"
+replacement = "infra"
+[remote_write.queue_config]
+batch_send_deadline = "1s"
+"#,
+            recv.url()
+        ),
+    );
+    let reqs = wait_for(Duration::from_secs(20), || Some(recv.requests()).filter(|r| r.len() >= 3))
+        .unwrap_or_else(|| panic!("no requests; log:\n{}", agent.log_text()));
+    check_requests(&reqs, "0.1.0");
+    let names: std::collections::BTreeSet<String> =
+        reqs.iter().flat_map(|r| r.series.iter().map(|s| s.label("__name__").unwrap().to_string())).collect();
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["node_load1", "node_load15", "up"]);
+    assert!(reqs.iter().flat_map(|r| &r.series).all(|s| s.label("team") == Some("infra")));
+}
