@@ -1,5 +1,7 @@
 //! Scraping Prometheus-format endpoints with Prometheus's semantics.
 
+pub mod parser;
+
 use serde::{Deserialize, Serialize};
 
 /// One `[[scrape]]` job.
