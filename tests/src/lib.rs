@@ -7,6 +7,7 @@
 //! never a silent skip.
 
 pub mod prometheus;
+pub mod scrape;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
