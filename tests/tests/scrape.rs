@@ -236,3 +236,165 @@ fn bad_targets_are_isolated() {
     assert_eq!(good_state["health"], "up");
     assert_eq!(good.seen("/metrics").accept, PROMETHEUS_ACCEPT);
 }
+
+/// Bodies for the differential test: what real exporters write, and the
+/// corners of the format.
+fn differential_bodies(now_ms: i64) -> Vec<(&'static str, Route)> {
+    let escapes = concat!(
+        "# HELP esc_total Escapes: backslash \\\\ and newline \\n in help.\n",
+        "# TYPE esc_total counter\n",
+        "esc_total{path=\"C:\\\\dir\\\\file\",quote=\"say \\\"hi\\\"\",nl=\"a\\nb\",odd=\"x\\zy\"} 3\n",
+        "unicode_gauge{city=\"Zürich\",snow=\"☃\",cjk=\"東京\"} 1.5\n",
+        "empty_values{a=\"\",b=\"kept\"} 2\n",
+        "only_empty{a=\"\"} 4\n",
+        "trailing{a=\"1\",b=\"2\",} 5\n",
+        "spaced{ a = \"1\" , b=\"2\" } 6\n",
+        "  leading_space 7\n",
+        "tabbed\t8\n",
+        "special_values{v=\"nan\"} NaN\n",
+        "special_values{v=\"pinf\"} +Inf\n",
+        "special_values{v=\"ninf\"} -Inf\n",
+        "big_and_small{v=\"big\"} 1.7976931348623157e+308\n",
+        "big_and_small{v=\"small\"} 5e-324\n",
+        "big_and_small{v=\"neg\"} -0.000123\n",
+        "# a free comment line\n",
+        "colon:metric:name 9\n",
+    );
+    let with_ts = format!("stamped_gauge{{k=\"v\"}} 11 {now_ms}\n# TYPE plain gauge\nplain 12\n");
+    let histogram = concat!(
+        "# HELP rpc_duration_seconds RPC latency.\n",
+        "# TYPE rpc_duration_seconds histogram\n",
+        "rpc_duration_seconds_bucket{service=\"a\",le=\"0.005\"} 1\n",
+        "rpc_duration_seconds_bucket{service=\"a\",le=\"0.01\"} 2\n",
+        "rpc_duration_seconds_bucket{service=\"a\",le=\"0.1\"} 4\n",
+        "rpc_duration_seconds_bucket{service=\"a\",le=\"+Inf\"} 5\n",
+        "rpc_duration_seconds_sum{service=\"a\"} 0.2345\n",
+        "rpc_duration_seconds_count{service=\"a\"} 5\n",
+        "# HELP go_gc_duration_seconds A summary of GC pauses.\n",
+        "# TYPE go_gc_duration_seconds summary\n",
+        "go_gc_duration_seconds{quantile=\"0\"} 4.1e-05\n",
+        "go_gc_duration_seconds{quantile=\"0.5\"} 0.000112\n",
+        "go_gc_duration_seconds{quantile=\"1\"} NaN\n",
+        "go_gc_duration_seconds_sum 0.5\n",
+        "go_gc_duration_seconds_count 4321\n",
+    );
+    let openmetrics = concat!(
+        "# TYPE om_requests counter\n",
+        "# HELP om_requests Requests.\n",
+        "om_requests_total{code=\"200\"} 10 # {trace_id=\"abc\"} 1.0\n",
+        "om_requests_created{code=\"200\"} 1700000000.5\n",
+        "# TYPE om_build info\n",
+        "om_build_info{version=\"2.0\"} 1\n",
+        "# TYPE om_state stateset\n",
+        "om_state{om_state=\"ready\"} 1\n",
+        "om_state{om_state=\"starting\"} 0\n",
+        "# TYPE om_temp_celsius gauge\n",
+        "# UNIT om_temp_celsius celsius\n",
+        "om_temp_celsius 21.5\n",
+        "# EOF\n",
+    );
+    vec![
+        ("escapes", Route::text(escapes)),
+        ("stamped", Route::text(&with_ts)),
+        ("histogram", Route::text(histogram)),
+        ("kafka", Route::text(&kafka_jmx_body(1234.0))),
+        ("openmetrics", Route { body: openmetrics.into(), content_type: OPENMETRICS.into(), ..Default::default() }),
+        ("broken", Route::text("fine_metric 1\nbroken_metric{a=\"1\" 2\n")),
+    ]
+}
+
+/// Instant query of everything of `job`: labels without `job` -> value
+/// (as Prometheus prints it, so NaN compares equal to NaN).
+fn job_series(prom: &vantage_tests::prometheus::Prometheus, job: &str, at: f64) -> BTreeMap<String, String> {
+    let client = reqwest::blocking::Client::new();
+    let body: serde_json::Value = client
+        .get(format!("{}/api/v1/query", prom.url()))
+        .query(&[("query", format!("{{job=\"{job}\"}}")), ("time", at.to_string())])
+        .send()
+        .and_then(|r| r.json())
+        .expect("query prometheus");
+    let mut out = BTreeMap::new();
+    for s in body["data"]["result"].as_array().cloned().unwrap_or_default() {
+        let mut labels: Vec<(String, String)> = s["metric"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "job")
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+            .collect();
+        labels.sort();
+        let key = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(",");
+        out.insert(key, s["value"][1].as_str().unwrap_or("").to_string());
+    }
+    out
+}
+
+/// Done-when of the scrape issue: a real Prometheus scrapes the bodies
+/// directly, Vantage scrapes the same bodies and remote_writes into the
+/// same Prometheus; every series and value agrees, apart from `job`.
+#[test]
+fn differential_against_prometheus() {
+    let server = ExpoServer::start();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let bodies = differential_bodies(now_ms);
+    let mut prom_jobs = String::new();
+    let mut vantage_jobs = String::new();
+    for (name, route) in &bodies {
+        server.set(&format!("/b/{name}"), route.clone());
+        prom_jobs.push_str(&format!(
+            "  - job_name: direct_{name}\n    metrics_path: /b/{name}\n    static_configs:\n      - targets: ['{}']\n",
+            server.address()
+        ));
+        vantage_jobs.push_str(&format!(
+            "[[scrape]]\njob_name = \"vantage_{name}\"\nmetrics_path = \"/b/{name}\"\ntargets = [\"{}\"]\n",
+            server.address()
+        ));
+    }
+    let prom = vantage_tests::prometheus::Prometheus::start(&prom_jobs);
+    let dir = TempDir::new("scrape-diff");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = format!(
+        "[agent]\nlisten_addr = \"{listen}\"\nscrape_interval = \"1s\"\ndata_dir = \"{}\"\n{}{vantage_jobs}\
+         [[remote_write]]\nname = \"prom\"\nurl = \"{}\"\n[remote_write.queue_config]\nbatch_send_deadline = \"1s\"\n",
+        dir.path().display(),
+        base_config(""),
+        prom.remote_write_url()
+    );
+    let path = dir.write("vantage.toml", &cfg);
+    let mut cmd = Command::new(vantage_tests::vantage_bin());
+    cmd.args(["run", "--config", path.to_str().unwrap()]);
+    let _agent = Proc::spawn("vantage", cmd, &dir.path().join("vantage.log"));
+
+    // Both sides have scraped every body a few times.
+    let ready = wait_for(Duration::from_secs(40), || {
+        let all = bodies.iter().all(|(name, _)| {
+            ["direct", "vantage"].iter().all(|side| {
+                prom.query(&format!("count_over_time(up{{job=\"{side}_{name}\"}}[1m]) >= 3")).len() == 1
+            })
+        });
+        all.then_some(())
+    });
+    let log = || std::fs::read_to_string(dir.path().join("vantage.log")).unwrap_or_default();
+    assert!(ready.is_some(), "scrapes did not arrive; vantage log:\n{}", log());
+    std::thread::sleep(Duration::from_secs(2));
+    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() - 1.0;
+
+    let mut total = 0;
+    for (name, _) in &bodies {
+        let direct = job_series(&prom, &format!("direct_{name}"), at);
+        let via = job_series(&prom, &format!("vantage_{name}"), at);
+        let keys = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&via), keys(&direct), "{name}: series differ\nvantage log:\n{}", log());
+        for (series, value) in &direct {
+            if series.contains("__name__=\"scrape_duration_seconds\"") {
+                continue;
+            }
+            assert_eq!(&via[series], value, "{name}: {series}");
+        }
+        total += direct.len();
+        let up = if *name == "broken" { "0" } else { "1" };
+        assert!(direct.iter().any(|(k, v)| k.starts_with("__name__=\"up\"") && v == up), "{name}: up {direct:?}");
+    }
+    // 6 bodies, 5 per-target series each, plus the bodies' own series.
+    assert!(total > 6 * 5 + 40, "only {total} series compared");
+}
