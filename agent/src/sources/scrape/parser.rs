@@ -206,6 +206,12 @@ impl<'a> Parser<'a> {
             }
             if line[0] == b'#' {
                 self.text_comment(&line[1..], on)?;
+            } else if line.len() != raw.len() {
+                // Prometheus keeps leading blanks in the metric name, which
+                // then fails as invalid: the whole scrape does. It counts
+                // as a scraped sample there.
+                self.samples += 1;
+                return Err(format!("invalid metric name {:?} (leading whitespace)", lossy_head(raw)));
             } else {
                 self.text_sample(line, on)?;
             }

@@ -95,6 +95,7 @@ fn prometheus_text_errors_name_the_line() {
         ("a{b=\"c\",,d=\"e\"} 1\n", 1),
         ("a-b 1\n", 1),
         ("a\n", 1),
+        ("a 1\n  b 2\n", 2),
     ] {
         let err = samples(body, Format::Prometheus).unwrap_err();
         assert_eq!(err.line, line, "{body:?}: {err}");
