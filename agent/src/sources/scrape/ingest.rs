@@ -98,6 +98,65 @@ pub fn attach_target_labels(labels: &mut Labels, target: &Labels, honor_labels: 
     }
 }
 
+/// The label set of one sample: its name and labels merged with the
+/// target's in one sorted pass (one allocation for the set, two per label).
+/// Clashes between exposed and target labels take the general path.
+/// `order` is scratch space. None when the sample has an invalid name.
+fn build_labels(
+    name: &str,
+    exposed: &[(&str, std::borrow::Cow<'_, str>)],
+    target: &Labels,
+    honor_labels: bool,
+    order: &mut Vec<usize>,
+) -> Option<Labels> {
+    order.clear();
+    order.extend(0..exposed.len());
+    order.sort_unstable_by(|a, b| exposed[*a].0.cmp(exposed[*b].0));
+    let mut set = Labels::with_capacity(exposed.len() + target.len() + 1);
+    let mut name_done = false;
+    let mut t = target.iter().peekable();
+    let mut clash = false;
+    for &i in order.iter() {
+        let (k, v) = (exposed[i].0, exposed[i].1.as_ref());
+        if !name_done && METRIC_NAME < k {
+            while let Some(tl) = t.next_if(|tl| tl.name.as_str() < METRIC_NAME) {
+                set.push_sorted(tl.name.as_str(), tl.value.as_str());
+            }
+            set.push_sorted(METRIC_NAME, name);
+            name_done = true;
+        }
+        while let Some(tl) = t.next_if(|tl| tl.name.as_str() < k) {
+            set.push_sorted(tl.name.as_str(), tl.value.as_str());
+        }
+        if t.peek().is_some_and(|tl| tl.name == k) {
+            clash = true;
+            break;
+        }
+        set.push_sorted(k, v);
+    }
+    if clash {
+        // Rare: build the exposed set first, then attach as Prometheus does.
+        let mut set = Labels::with_capacity(exposed.len() + target.len() + 2);
+        set.set(METRIC_NAME, name);
+        for (k, v) in exposed {
+            set.set(*k, v.as_ref());
+        }
+        attach_target_labels(&mut set, target, honor_labels);
+        return Some(set);
+    }
+    for tl in t {
+        if !name_done && METRIC_NAME < tl.name.as_str() {
+            set.push_sorted(METRIC_NAME, name);
+            name_done = true;
+        }
+        set.push_sorted(tl.name.as_str(), tl.value.as_str());
+    }
+    if !name_done {
+        set.push_sorted(METRIC_NAME, name);
+    }
+    Some(set)
+}
+
 /// Parses `body` and builds the families to store, or the reason to store
 /// nothing.
 pub fn ingest(body: &[u8], opts: &Options<'_>) -> Result<Ingested, IngestError> {
@@ -110,6 +169,7 @@ pub fn ingest(body: &[u8], opts: &Options<'_>) -> Result<Ingested, IngestError> 
     // metric skip the lookups.
     let mut last: Option<(&[u8], usize)> = None;
     let mut failure: Option<IngestError> = None;
+    let mut order: Vec<usize> = Vec::with_capacity(16);
 
     let parsed = parser::parse(body, opts.format, false, |event| {
         if failure.is_some() {
@@ -140,14 +200,8 @@ pub fn ingest(body: &[u8], opts: &Options<'_>) -> Result<Ingested, IngestError> 
                         i
                     }
                 };
-                // Exposed labels are usually in order already: push_sorted
-                // appends then, and inserts in place otherwise.
-                let mut set = Labels::new();
-                set.push_sorted(METRIC_NAME, name);
-                for (k, v) in labels {
-                    set.push_sorted(*k, v.as_ref());
-                }
-                attach_target_labels(&mut set, opts.target_labels, opts.honor_labels);
+                let set = build_labels(name, labels, opts.target_labels, opts.honor_labels, &mut order);
+                let Some(mut set) = set else { return };
                 if !opts.metric_relabel.is_empty() && !opts.metric_relabel.apply(&mut set) {
                     return;
                 }
