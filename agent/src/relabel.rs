@@ -95,6 +95,9 @@ struct Rule {
     source_labels: Vec<String>,
     separator: String,
     regex: Regex,
+    /// Whether the regex is the default `(.*)`: its only group is then the
+    /// whole value (when it has no newline), so no regex needs to run.
+    regex_is_default: bool,
     modulus: u64,
     target_label: String,
     /// Whether `target_label` holds `$` references to expand.
@@ -219,6 +222,7 @@ impl Rule {
             source_labels: config.source_labels.clone(),
             separator,
             regex,
+            regex_is_default: regex_text == DEFAULT_REGEX,
             modulus,
             target_label,
             target_is_template,
@@ -245,6 +249,21 @@ impl Rule {
         }
     }
 
+    /// `replace` with the default regex without running it: the match is
+    /// the whole value. None when the general path must run (a newline in
+    /// the value, `$` forms other than `$1`).
+    fn replace_default(&self, value: &str) -> Option<(String, String)> {
+        if !self.regex_is_default || self.target_is_template || value.contains('\n') {
+            return None;
+        }
+        let v = match self.replacement.as_str() {
+            "$1" | "${1}" => value.to_string(),
+            r if !r.contains('$') => r.to_string(),
+            _ => return None,
+        };
+        Some((self.target_label.clone(), v))
+    }
+
     /// Applies this rule; false when the series or target is dropped.
     fn apply(&self, labels: &mut Labels) -> bool {
         match self.action {
@@ -259,6 +278,11 @@ impl Rule {
             Action::Replace => {
                 let write = {
                     let value = self.source_value(labels);
+                    if let Some((target, v)) = self.replace_default(&value) {
+                        drop(value);
+                        labels.set(target, v);
+                        return true;
+                    }
                     self.regex.captures(&value).and_then(|caps| {
                         let target = if self.target_is_template {
                             let mut t = String::new();
@@ -532,6 +556,15 @@ mod tests {
                     r.replacement = s("${2}");
                 })],
                 Some(vec![("a", "some-2-value")]),
+            ),
+            (
+                "the default regex does not match across a newline",
+                vec![("a", "x\ny")],
+                vec![with(rule("replace"), |r| {
+                    r.source_labels = src(&["a"]);
+                    r.target_label = s("b");
+                })],
+                Some(vec![("a", "x\ny")]),
             ),
             (
                 "no match leaves the set unchanged",

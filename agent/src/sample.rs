@@ -48,6 +48,12 @@ impl Labels {
         Labels(Vec::new())
     }
 
+    /// An empty label set with room for `n` labels (builders that know the
+    /// count avoid regrowing).
+    pub fn with_capacity(n: usize) -> Self {
+        Labels(Vec::with_capacity(n))
+    }
+
     /// Builds a label set from pairs; a later pair wins over an earlier one
     /// with the same name, and empty values are dropped.
     pub fn from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {

@@ -8,6 +8,7 @@
 
 pub mod prometheus;
 pub mod receiver;
+pub mod scrape;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

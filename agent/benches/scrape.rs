@@ -1,0 +1,236 @@
+//! Scrape hot path: parse a 100,000-series body and build its samples with
+//! target labels and two metric relabel rules, as one scrape does.
+//!
+//! `cargo bench -p vantage --bench scrape` prints criterion's median per
+//! body, then samples/s on one core and the peak heap of one pass
+//! (counted by the allocator below).
+//!
+//! With `SCRAPE_BENCH_PROMETHEUS=1` it also runs a real Prometheus (Debian
+//! package `prometheus`) scraping the same body once a second and reports
+//! Prometheus's CPU seconds per scrape from its process_cpu_seconds_total.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion, Throughput};
+use vantage::relabel::{RelabelConfig, Relabeler};
+use vantage::sample::Labels;
+use vantage::sources::scrape::ingest::{ingest, Options};
+use vantage::sources::scrape::parser::Format;
+
+/// The system allocator, counting live and peak bytes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const SERIES: usize = 100_000;
+
+/// A body shaped like a busy service's: histograms, counters, gauges,
+/// 3-5 labels per series.
+fn body() -> String {
+    let mut out = String::with_capacity(SERIES * 110);
+    out.push_str("# HELP http_request_duration_seconds Request latency.\n# TYPE http_request_duration_seconds histogram\n");
+    let les = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "+Inf"];
+    let mut n = 0;
+    let mut route = 0;
+    while n + les.len() + 2 <= SERIES / 2 {
+        for (i, le) in les.iter().enumerate() {
+            out.push_str(&format!(
+                "http_request_duration_seconds_bucket{{method=\"GET\",route=\"/api/v1/item/{route}\",le=\"{le}\"}} {}\n",
+                i * 7 + route
+            ));
+        }
+        out.push_str(&format!("http_request_duration_seconds_sum{{method=\"GET\",route=\"/api/v1/item/{route}\"}} {}.25\n", route * 3));
+        out.push_str(&format!("http_request_duration_seconds_count{{method=\"GET\",route=\"/api/v1/item/{route}\"}} {}\n", route * 9));
+        n += les.len() + 2;
+        route += 1;
+    }
+    out.push_str("# HELP orders_total Orders by market.\n# TYPE orders_total counter\n");
+    while n < SERIES {
+        out.push_str(&format!(
+            "orders_total{{market=\"M{}\",side=\"{}\",status=\"filled\",shard=\"{}\"}} {}\n",
+            n % 5000,
+            if n % 2 == 0 { "buy" } else { "sell" },
+            n % 16,
+            n as f64 * 1.5
+        ));
+        n += 1;
+    }
+    out
+}
+
+fn rules() -> Relabeler {
+    Relabeler::new(&[
+        // Drop a family nobody queries (matches nothing here: every rule is
+        // evaluated, nothing is lost).
+        RelabelConfig {
+            source_labels: vec!["__name__".into()],
+            regex: Some("go_gc_.*|nodejs_eventloop_lag_.*".into()),
+            action: Some("drop".into()),
+            ..Default::default()
+        },
+        // Rename a label, as the seed's jobs do for Kafka.
+        RelabelConfig {
+            source_labels: vec!["shard".into()],
+            target_label: Some("partition".into()),
+            ..Default::default()
+        },
+    ])
+    .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let body = body();
+    let target = Labels::from_pairs([("job", "app"), ("instance", "10.0.0.1:3000")]);
+    let relabel = rules();
+    let opts = Options {
+        format: Format::Prometheus,
+        scrape_ms: 1_700_000_000_000,
+        honor_timestamps: true,
+        honor_labels: false,
+        target_labels: &target,
+        metric_relabel: &relabel,
+        sample_limit: 0,
+        label_limit: 0,
+    };
+    let check = ingest(body.as_bytes(), &opts).unwrap();
+    assert_eq!(check.scraped, SERIES);
+    assert_eq!(check.kept, SERIES);
+    drop(check);
+
+    let mut g = c.benchmark_group("scrape");
+    g.throughput(Throughput::Elements(SERIES as u64));
+    g.sample_size(20);
+    g.bench_function("parse_relabel_100k", |b| b.iter(|| black_box(ingest(black_box(body.as_bytes()), &opts).unwrap())));
+    g.finish();
+
+    // Our own figures: median of 11 passes, and the heap peak of one pass.
+    let mut times: Vec<Duration> = (0..11)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(ingest(body.as_bytes(), &opts).unwrap());
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    let median = times[times.len() / 2];
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = ingest(body.as_bytes(), &opts).unwrap();
+    let peak = PEAK.load(Ordering::Relaxed) - base;
+    drop(out);
+    println!(
+        "scrape: {SERIES} series ({} bytes of body) in {:.1} ms median: {:.2} M samples/s on one core; heap peak {:.1} MiB ({:.0} B/series)",
+        body.len(),
+        median.as_secs_f64() * 1e3,
+        SERIES as f64 / median.as_secs_f64() / 1e6,
+        peak as f64 / (1 << 20) as f64,
+        peak as f64 / SERIES as f64
+    );
+    if std::env::var_os("SCRAPE_BENCH_PROMETHEUS").is_some() {
+        prometheus_cpu(&body);
+    }
+}
+
+/// Prometheus's CPU seconds per scrape of `body`: serve it, let Prometheus
+/// scrape it once a second, read process_cpu_seconds_total across 20
+/// scrapes, and subtract the same window with an empty target.
+fn prometheus_cpu(body: &str) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_port = listener.local_addr().unwrap().port();
+    let served: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = served.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let b = s.lock().unwrap().clone();
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", b.len());
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&b);
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("vantage-bench-prom-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let prom_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: body\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian package prometheus) must be installed for SCRAPE_BENCH_PROMETHEUS");
+    let cpu = || -> f64 {
+        let text = reqwest_get(prom_port, "/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix("process_cpu_seconds_total ").and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(f64::NAN)
+    };
+    std::thread::sleep(Duration::from_secs(5));
+    let window = Duration::from_secs(20);
+    // Idle: the target answers an empty body.
+    let c0 = cpu();
+    std::thread::sleep(window);
+    let idle = cpu() - c0;
+    *served.lock().unwrap() = body.as_bytes().to_vec();
+    std::thread::sleep(Duration::from_secs(3)); // first scrape creates the series
+    let c1 = cpu();
+    std::thread::sleep(window);
+    let busy = cpu() - c1;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let per_scrape = (busy - idle) / window.as_secs_f64();
+    println!(
+        "prometheus: {:.3} CPU s per scrape of the {SERIES}-series body ({:.2} M samples/s per core; idle {:.3} CPU s/s subtracted)",
+        per_scrape,
+        SERIES as f64 / per_scrape / 1e6,
+        idle / window.as_secs_f64()
+    );
+}
+
+/// A tiny HTTP GET on loopback (the bench has no HTTP client dependency).
+fn reqwest_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    benches();
+    criterion::Criterion::default().configure_from_args().final_summary();
+}

@@ -1,0 +1,354 @@
+//! Turns one scraped body into families the way Prometheus's scrape loop
+//! appends it: target labels attached (with `exported_` renames unless
+//! honor_labels), metric relabeling, label and sample limits, timestamps.
+
+use std::collections::HashMap;
+
+use super::parser::{self, Event, Format};
+use crate::relabel::Relabeler;
+use crate::sample::{Family, Labels, MetricType, Sample, METRIC_NAME};
+
+/// How to turn a body into samples.
+pub struct Options<'r> {
+    pub format: Format,
+    /// Scrape start, the timestamp of samples without their own.
+    pub scrape_ms: i64,
+    pub honor_timestamps: bool,
+    pub honor_labels: bool,
+    /// The target's labels (job, instance, static labels), sorted.
+    pub target_labels: &'r Labels,
+    pub metric_relabel: &'r Relabeler,
+    /// Most samples kept after relabeling; 0 for no limit.
+    pub sample_limit: usize,
+    /// Most labels per series; 0 for no limit.
+    pub label_limit: usize,
+}
+
+/// What came out of a body.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    pub families: Vec<Family>,
+    /// Samples in the body (`scrape_samples_scraped`).
+    pub scraped: usize,
+    /// Samples kept after metric relabeling.
+    pub kept: usize,
+}
+
+/// Why a body gave nothing: its samples are all discarded, as Prometheus
+/// discards a scrape whose append fails.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{error}")]
+    Parse { error: parser::ParseError, kept: usize },
+    #[error("sample_limit exceeded: more than {limit} samples after relabeling")]
+    SampleLimit { limit: usize, scraped: usize },
+    #[error("label_limit exceeded: series {series} has {count} labels, limit {limit}")]
+    LabelLimit { series: String, count: usize, limit: usize, scraped: usize },
+}
+
+impl IngestError {
+    /// Samples read before the failure, for `scrape_samples_scraped`.
+    pub fn scraped(&self) -> usize {
+        match self {
+            IngestError::Parse { error, .. } => error.samples_before,
+            IngestError::SampleLimit { scraped, .. } | IngestError::LabelLimit { scraped, .. } => *scraped,
+        }
+    }
+}
+
+/// Suffixes a sample name may add to its family's name, by family type.
+fn family_suffixes(kind: MetricType) -> &'static [&'static str] {
+    match kind {
+        MetricType::Counter => &["_total", "_created"],
+        MetricType::Summary => &["_sum", "_count", "_created"],
+        MetricType::Histogram => &["_bucket", "_sum", "_count", "_created"],
+        MetricType::GaugeHistogram => &["_bucket", "_gsum", "_gcount"],
+        MetricType::Info => &["_info"],
+        _ => &[],
+    }
+}
+
+/// Sets the target's labels on a sample's labels as Prometheus does: with
+/// honor_labels the sample's own win; otherwise the target's win and a
+/// clashing label of the sample is kept as `exported_<name>`.
+pub fn attach_target_labels(labels: &mut Labels, target: &Labels, honor_labels: bool) {
+    if honor_labels {
+        for l in target.iter() {
+            if labels.get(&l.name).is_none() {
+                labels.set(l.name.as_str(), l.value.as_str());
+            }
+        }
+        return;
+    }
+    let mut clashes: Vec<(String, String)> = Vec::new();
+    for l in target.iter() {
+        if let Some(v) = labels.get(&l.name) {
+            clashes.push((l.name.clone(), v.to_string()));
+        }
+        labels.set(l.name.as_str(), l.value.as_str());
+    }
+    // Shorter names first, as Prometheus resolves them.
+    clashes.sort_by_key(|(name, _)| name.len());
+    for (name, value) in clashes {
+        let mut new = format!("exported_{name}");
+        while labels.get(&new).is_some() || target.get(&new).is_some() {
+            new.insert_str(0, "exported_");
+        }
+        labels.set(new, value);
+    }
+}
+
+/// The label set of one sample: its name and labels merged with the
+/// target's in one sorted pass (one allocation for the set, two per label).
+/// Clashes between exposed and target labels take the general path.
+/// `order` is scratch space. None when the sample has an invalid name.
+fn build_labels(
+    name: &str,
+    exposed: &[(&str, std::borrow::Cow<'_, str>)],
+    target: &Labels,
+    honor_labels: bool,
+    order: &mut Vec<usize>,
+) -> Option<Labels> {
+    order.clear();
+    order.extend(0..exposed.len());
+    order.sort_unstable_by(|a, b| exposed[*a].0.cmp(exposed[*b].0));
+    let mut set = Labels::with_capacity(exposed.len() + target.len() + 1);
+    let mut name_done = false;
+    let mut t = target.iter().peekable();
+    let mut clash = false;
+    for &i in order.iter() {
+        let (k, v) = (exposed[i].0, exposed[i].1.as_ref());
+        if !name_done && METRIC_NAME < k {
+            while let Some(tl) = t.next_if(|tl| tl.name.as_str() < METRIC_NAME) {
+                set.push_sorted(tl.name.as_str(), tl.value.as_str());
+            }
+            set.push_sorted(METRIC_NAME, name);
+            name_done = true;
+        }
+        while let Some(tl) = t.next_if(|tl| tl.name.as_str() < k) {
+            set.push_sorted(tl.name.as_str(), tl.value.as_str());
+        }
+        if t.peek().is_some_and(|tl| tl.name == k) {
+            clash = true;
+            break;
+        }
+        set.push_sorted(k, v);
+    }
+    if clash {
+        // Rare: build the exposed set first, then attach as Prometheus does.
+        let mut set = Labels::with_capacity(exposed.len() + target.len() + 2);
+        set.set(METRIC_NAME, name);
+        for (k, v) in exposed {
+            set.set(*k, v.as_ref());
+        }
+        attach_target_labels(&mut set, target, honor_labels);
+        return Some(set);
+    }
+    for tl in t {
+        if !name_done && METRIC_NAME < tl.name.as_str() {
+            set.push_sorted(METRIC_NAME, name);
+            name_done = true;
+        }
+        set.push_sorted(tl.name.as_str(), tl.value.as_str());
+    }
+    if !name_done {
+        set.push_sorted(METRIC_NAME, name);
+    }
+    Some(set)
+}
+
+/// Parses `body` and builds the families to store, or the reason to store
+/// nothing.
+pub fn ingest(body: &[u8], opts: &Options<'_>) -> Result<Ingested, IngestError> {
+    let mut out = Ingested::default();
+    let mut types: HashMap<&[u8], MetricType> = HashMap::new();
+    let mut helps: HashMap<String, String> = HashMap::new();
+    let mut units: HashMap<String, String> = HashMap::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    // The family of the previous sample name: consecutive samples of one
+    // metric skip the lookups.
+    let mut last: Option<(&[u8], usize)> = None;
+    let mut failure: Option<IngestError> = None;
+    let mut order: Vec<usize> = Vec::with_capacity(16);
+
+    let parsed = parser::parse(body, opts.format, false, |event| {
+        if failure.is_some() {
+            return;
+        }
+        match event {
+            Event::Help { family, text } => {
+                helps.insert(family.to_string(), text.into_owned());
+            }
+            Event::Unit { family, unit } => {
+                units.insert(family.to_string(), unit.to_string());
+            }
+            Event::Type { family, kind } => {
+                types.insert(family.as_bytes(), kind);
+                last = None;
+            }
+            Event::Sample { name, labels, value, timestamp_ms } => {
+                out.scraped += 1;
+                let fam = match last {
+                    Some((n, i)) if n == name.as_bytes() => i,
+                    _ => {
+                        let (fname, kind) = family_of(name, &types);
+                        let i = *index.entry(fname.to_string()).or_insert_with(|| {
+                            out.families.push(Family::new(fname, kind, ""));
+                            out.families.len() - 1
+                        });
+                        last = Some((name.as_bytes(), i));
+                        i
+                    }
+                };
+                let set = build_labels(name, labels, opts.target_labels, opts.honor_labels, &mut order);
+                let Some(mut set) = set else { return };
+                if !opts.metric_relabel.is_empty() && !opts.metric_relabel.apply(&mut set) {
+                    return;
+                }
+                if set.metric_name().is_empty() {
+                    return;
+                }
+                if opts.label_limit > 0 && set.len() > opts.label_limit {
+                    failure = Some(IngestError::LabelLimit {
+                        series: set.to_string(),
+                        count: set.len(),
+                        limit: opts.label_limit,
+                        scraped: out.scraped,
+                    });
+                    return;
+                }
+                out.kept += 1;
+                if opts.sample_limit > 0 && out.kept > opts.sample_limit {
+                    failure = Some(IngestError::SampleLimit { limit: opts.sample_limit, scraped: out.scraped });
+                    return;
+                }
+                let ts = match timestamp_ms {
+                    Some(t) if opts.honor_timestamps => t,
+                    _ => opts.scrape_ms,
+                };
+                out.families[fam].samples.push(Sample { labels: set, value, timestamp_ms: ts });
+            }
+        }
+    });
+    match (parsed, failure) {
+        (Err(error), _) => return Err(IngestError::Parse { error, kept: out.kept }),
+        (Ok(n), Some(f)) => {
+            // Prometheus counts every sample of the body even when a limit
+            // stopped the append.
+            return Err(match f {
+                IngestError::SampleLimit { limit, .. } => IngestError::SampleLimit { limit, scraped: n },
+                IngestError::LabelLimit { series, count, limit, .. } => IngestError::LabelLimit { series, count, limit, scraped: n },
+                other => other,
+            });
+        }
+        (Ok(n), None) => out.scraped = n,
+    }
+    for f in &mut out.families {
+        if let Some(h) = helps.remove(&f.name) {
+            f.help = h;
+        }
+        if let Some(u) = units.remove(&f.name) {
+            f.unit = u;
+        }
+    }
+    out.families.retain(|f| !f.samples.is_empty());
+    Ok(out)
+}
+
+/// The family a sample name belongs to, by the TYPE lines seen so far:
+/// `x_bucket` belongs to histogram `x`, `x_total` to counter `x`...
+fn family_of<'n>(name: &'n str, types: &HashMap<&[u8], MetricType>) -> (&'n str, MetricType) {
+    if let Some(kind) = types.get(name.as_bytes()) {
+        return (name, *kind);
+    }
+    for suffix in ["_bucket", "_sum", "_count", "_total", "_created", "_gsum", "_gcount", "_info"] {
+        if let Some(base) = name.strip_suffix(suffix) {
+            if let Some(kind) = types.get(base.as_bytes()) {
+                if family_suffixes(*kind).contains(&suffix) {
+                    return (base, *kind);
+                }
+            }
+        }
+    }
+    (name, MetricType::Untyped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relabel::RelabelConfig;
+
+    fn opts<'r>(target: &'r Labels, relabel: &'r Relabeler) -> Options<'r> {
+        Options {
+            format: Format::Prometheus,
+            scrape_ms: 1000,
+            honor_timestamps: true,
+            honor_labels: false,
+            target_labels: target,
+            metric_relabel: relabel,
+            sample_limit: 0,
+            label_limit: 0,
+        }
+    }
+
+    fn series(out: &Ingested) -> Vec<String> {
+        out.families.iter().flat_map(|f| f.samples.iter()).map(|s| format!("{} {} {}", s.labels, s.value, s.timestamp_ms)).collect()
+    }
+
+    #[test]
+    fn target_labels_relabeling_families_and_timestamps() {
+        let target = Labels::from_pairs([("job", "kafka"), ("instance", "k1:7071"), ("broker_id", "1")]);
+        let relabel = Relabeler::new(&[RelabelConfig {
+            source_labels: vec!["__name__".into()],
+            regex: Some("drop_me.*".into()),
+            action: Some("drop".into()),
+            ..Default::default()
+        }])
+        .unwrap();
+        let body = concat!(
+            "# HELP h A histogram.\n# TYPE h histogram\n",
+            "h_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 3\nh_sum 4.5\nh_count 3\n",
+            "drop_me_total 5\n",
+            "x{job=\"app\",instance=\"other\",exported_job=\"e\",v=\"\"} 7 5000\n",
+        );
+        let out = ingest(body.as_bytes(), &opts(&target, &relabel)).unwrap();
+        assert_eq!(out.scraped, 6);
+        assert_eq!(out.kept, 5);
+        assert_eq!(out.families[0].name, "h");
+        assert_eq!(out.families[0].kind, MetricType::Histogram);
+        assert_eq!(out.families[0].help, "A histogram.");
+        assert_eq!(out.families[0].samples.len(), 4);
+        assert_eq!(
+            series(&out),
+            [
+                "h_bucket{broker_id=\"1\", instance=\"k1:7071\", job=\"kafka\", le=\"1\"} 2 1000",
+                "h_bucket{broker_id=\"1\", instance=\"k1:7071\", job=\"kafka\", le=\"+Inf\"} 3 1000",
+                "h_sum{broker_id=\"1\", instance=\"k1:7071\", job=\"kafka\"} 4.5 1000",
+                "h_count{broker_id=\"1\", instance=\"k1:7071\", job=\"kafka\"} 3 1000",
+                "x{broker_id=\"1\", exported_exported_job=\"app\", exported_instance=\"other\", exported_job=\"e\", instance=\"k1:7071\", job=\"kafka\"} 7 5000",
+            ]
+        );
+        let mut honor = opts(&target, &relabel);
+        honor.honor_labels = true;
+        honor.honor_timestamps = false;
+        let out = ingest(b"x{job=\"app\"} 7 5000\n", &honor).unwrap();
+        assert_eq!(series(&out), ["x{broker_id=\"1\", instance=\"k1:7071\", job=\"app\"} 7 1000"]);
+    }
+
+    #[test]
+    fn limits_and_parse_errors_discard_the_body() {
+        let target = Labels::from_pairs([("job", "j")]);
+        let none = Relabeler::default();
+        let mut o = opts(&target, &none);
+        o.sample_limit = 2;
+        let err = ingest(b"a 1\nb 2\nc 3\nd 4\n", &o).unwrap_err();
+        assert!(matches!(err, IngestError::SampleLimit { limit: 2, scraped: 4 }), "{err:?}");
+        let mut o = opts(&target, &none);
+        o.label_limit = 2;
+        let err = ingest(b"a{x=\"1\",y=\"2\"} 1\n", &o).unwrap_err();
+        assert!(err.to_string().contains("label_limit"), "{err}");
+        let err = ingest(b"a 1\nb 2\nc{ 3\n", &opts(&target, &none)).unwrap_err();
+        assert_eq!(err.scraped(), 2);
+        assert!(err.to_string().starts_with("parse error at line 3"), "{err}");
+    }
+}

@@ -1,0 +1,553 @@
+//! Targets and their scrape loops: target relabeling (`__address__`,
+//! `__scheme__`, `__metrics_path__`, `__param_*`, `__meta_*`), the HTTP
+//! request as Prometheus makes it, Prometheus's own per-target series, and
+//! staleness when a scrape fails or a target goes away.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::ingest::{self, attach_target_labels, IngestError};
+use super::parser::{Format, ACCEPT};
+use super::{parse_size, ScrapeConfig};
+use crate::config::common::Secret;
+use crate::relabel::Relabeler;
+use crate::sample::{now_ms, Batch, Family, Labels, MetricType, METRIC_NAME};
+use crate::stale::StaleTracker;
+
+/// Why a scrape gave no samples. The text is what the status API and the
+/// log show.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("timeout: no complete answer within {0:?} (scrape_timeout)")]
+    Timeout(Duration),
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("server returned HTTP status {0}")]
+    Status(String),
+    #[error("body size limit exceeded: more than {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("request failed: {0}")]
+    Http(String),
+    #[error("{0}")]
+    Ingest(#[from] IngestError),
+}
+
+/// How a job authenticates.
+#[derive(Clone, Debug)]
+enum Auth {
+    None,
+    Basic(String, Secret),
+    Bearer(Secret),
+}
+
+/// One scrape job, ready to scrape: cheap to clone.
+#[derive(Clone)]
+pub struct Job {
+    inner: Arc<JobInner>,
+}
+
+struct JobInner {
+    config: ScrapeConfig,
+    interval: Duration,
+    timeout: Duration,
+    client: reqwest::Client,
+    auth: Auth,
+    body_limit: u64,
+    target_relabel: Relabeler,
+    metric_relabel: Relabeler,
+}
+
+/// One target after target relabeling.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Labels put on every series of the target: job, instance and the
+    /// rest of the non-`__` labels.
+    pub labels: Labels,
+    pub url: reqwest::Url,
+    /// `scrape/<job>/<instance>`: the name in the status API.
+    pub name: String,
+    /// Identity of the target: labels and URL.
+    pub key: String,
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn build_client(config: &ScrapeConfig) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("Vantage/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .pool_max_idle_per_host(1);
+    if !config.gzip {
+        b = b.no_gzip();
+    }
+    if let Some(tls) = &config.tls {
+        if let Some(ca) = &tls.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("tls ca_file {}: {e}", ca.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls ca_file {}: {e}", ca.display()))? {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(c), Some(k)) => {
+                let mut pem = std::fs::read(c).map_err(|e| format!("tls cert_file {}: {e}", c.display()))?;
+                pem.push(b'\n');
+                pem.extend(std::fs::read(k).map_err(|e| format!("tls key_file {}: {e}", k.display()))?);
+                b = b.identity(reqwest::Identity::from_pem(&pem).map_err(|e| format!("tls client certificate: {e}"))?);
+            }
+            (None, None) => {}
+            _ => return Err("tls cert_file and key_file must be set together".into()),
+        }
+        if tls.insecure_skip_verify {
+            tracing::warn!(job = %config.job_name, "tls.insecure_skip_verify is set: server certificates are not checked");
+            b = b.danger_accept_invalid_certs(true);
+        }
+        if tls.server_name.is_some() {
+            tracing::warn!(job = %config.job_name, "tls.server_name is not supported for scrape targets and is ignored");
+        }
+    }
+    b.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// Adds the scheme's default port when the address has none, as
+/// Prometheus 2.42 does before it sets `instance`.
+fn with_port(address: &str, scheme: &str) -> String {
+    let has_port = match address.rfind(']') {
+        Some(end) => address[end..].contains(':'),
+        None => address.contains(':'),
+    };
+    if has_port {
+        address.to_string()
+    } else {
+        format!("{address}:{}", if scheme == "https" { 443 } else { 80 })
+    }
+}
+
+impl Job {
+    /// Prepares a job: HTTP client, credentials, relabel rules.
+    pub fn new(config: ScrapeConfig, default_interval: Duration) -> Result<Job, String> {
+        let interval = config.interval(default_interval);
+        let timeout = config.timeout(default_interval);
+        let client = build_client(&config)?;
+        let bearer = Secret::resolve(&config.bearer_token, &config.bearer_token_file, "bearer_token")?;
+        let auth = match config.basic_auth.as_ref().map(|b| b.credentials()).transpose()?.flatten() {
+            Some((user, pass)) => Auth::Basic(user, pass),
+            None if !bearer.is_empty() => Auth::Bearer(bearer),
+            None => Auth::None,
+        };
+        let body_limit = config.body_size_limit.as_deref().map(parse_size).transpose()?.unwrap_or(0);
+        let target_relabel = Relabeler::new(&config.relabel_configs).map_err(|e| format!("relabel_configs: {e}"))?;
+        let metric_relabel = Relabeler::new(&config.metric_relabel_configs).map_err(|e| format!("metric_relabel_configs: {e}"))?;
+        Ok(Job {
+            inner: Arc::new(JobInner { config, interval, timeout, client, auth, body_limit, target_relabel, metric_relabel }),
+        })
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.job_name
+    }
+
+    /// The static targets, after target relabeling.
+    pub fn static_targets(&self) -> Vec<Target> {
+        let c = &self.inner.config;
+        let mut groups: Vec<(&String, Option<&BTreeMap<String, String>>)> = c.targets.iter().map(|t| (t, None)).collect();
+        for g in &c.static_configs {
+            groups.extend(g.targets.iter().map(|t| (t, Some(&g.labels))));
+        }
+        let mut out = Vec::new();
+        for (address, labels) in groups {
+            if address.trim().is_empty() {
+                continue;
+            }
+            let mut set = Labels::new();
+            for (k, v) in labels.into_iter().flatten() {
+                set.set(k.as_str(), v.as_str());
+            }
+            set.set("__address__", address.trim());
+            out.extend(self.target(set));
+        }
+        dedup(out)
+    }
+
+    /// Targets from discovered label sets (Docker), after relabeling.
+    pub fn discovered_targets(&self, discovered: &[Labels]) -> Vec<Target> {
+        dedup(discovered.iter().filter_map(|l| self.target(l.clone())).collect())
+    }
+
+    /// Applies Prometheus's target labeling to `set` (`__address__` and
+    /// discovered labels): defaults, relabel_configs, then `instance`.
+    pub fn target(&self, mut set: Labels) -> Option<Target> {
+        let c = &self.inner.config;
+        let defaults = [
+            ("job", c.job_name.clone()),
+            ("__metrics_path__", c.metrics_path.clone().unwrap_or_else(|| "/metrics".into())),
+            ("__scheme__", c.scheme.clone().unwrap_or_else(|| "http".into())),
+            ("__scrape_interval__", crate::config::common::format_duration(self.inner.interval)),
+            ("__scrape_timeout__", crate::config::common::format_duration(self.inner.timeout)),
+        ];
+        for (k, v) in defaults {
+            if set.get(k).is_none() {
+                set.set(k, v);
+            }
+        }
+        for (k, v) in &c.params {
+            let name = format!("__param_{k}");
+            if set.get(&name).is_none() {
+                if let Some(first) = v.first() {
+                    set.set(name, first.as_str());
+                }
+            }
+        }
+        if !self.inner.target_relabel.apply(&mut set) {
+            return None;
+        }
+        let address = set.get("__address__").unwrap_or("").trim().to_string();
+        if address.is_empty() {
+            return None;
+        }
+        let scheme = set.get("__scheme__").unwrap_or("http").to_string();
+        let address = with_port(&address, &scheme);
+        set.set("__address__", address.as_str());
+        if set.get("instance").is_none() {
+            set.set("instance", address.as_str());
+        }
+        let path = set.get("__metrics_path__").unwrap_or("/metrics").to_string();
+        let mut url = reqwest::Url::parse(&format!("{scheme}://{address}{path}")).ok()?;
+        let mut params: BTreeMap<String, Vec<String>> = c.params.clone();
+        for l in set.iter() {
+            if let Some(k) = l.name.strip_prefix("__param_") {
+                let entry = params.entry(k.to_string()).or_default();
+                match entry.first_mut() {
+                    Some(first) => *first = l.value.clone(),
+                    None => entry.push(l.value.clone()),
+                }
+            }
+        }
+        if !params.is_empty() {
+            let mut q = url.query_pairs_mut();
+            for (k, vs) in &params {
+                for v in vs {
+                    q.append_pair(k, v);
+                }
+            }
+        }
+        set.retain(|l| !l.name.starts_with("__"));
+        let name = format!("scrape/{}/{}", set.get("job").unwrap_or(""), set.get("instance").unwrap_or(""));
+        let key = format!("{set}|{url}");
+        Some(Target { labels: set, url, name, key })
+    }
+
+    /// Fetches the body of `target`: the Prometheus Accept header, auth,
+    /// the body size limit, and the format from the Content-Type.
+    async fn fetch(&self, target: &Target) -> Result<(Vec<u8>, Format), ScrapeError> {
+        let j = &self.inner;
+        let mut req = j
+            .client
+            .get(target.url.clone())
+            .header(reqwest::header::ACCEPT, ACCEPT)
+            .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", j.timeout.as_secs_f64()));
+        match &j.auth {
+            Auth::None => {}
+            Auth::Basic(user, pass) => req = req.basic_auth(user, Some(pass.expose())),
+            Auth::Bearer(token) => req = req.bearer_auth(token.expose()),
+        }
+        let mut resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                ScrapeError::Connect(error_chain(&e))
+            } else {
+                ScrapeError::Http(error_chain(&e))
+            }
+        })?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(ScrapeError::Status(resp.status().to_string()));
+        }
+        let format = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(Format::from_content_type)
+            .unwrap_or(Format::Prometheus);
+        let limit = j.body_limit;
+        if limit > 0 && resp.content_length().is_some_and(|n| n > limit) {
+            return Err(ScrapeError::BodyTooLarge(limit));
+        }
+        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0).min(64 << 20) as usize);
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ScrapeError::Http(error_chain(&e)))? {
+            if limit > 0 && (body.len() + chunk.len()) as u64 > limit {
+                return Err(ScrapeError::BodyTooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, format))
+    }
+
+    /// One scrape of `target`: its families plus Prometheus's per-target
+    /// series (`up`, `scrape_duration_seconds`, ...), and the error if it
+    /// failed (then only the per-target series). `seen` holds the series of
+    /// the last good scrape, for `scrape_series_added`.
+    pub async fn scrape(&self, target: &Target, seen: &mut HashSet<u64>) -> (Vec<Family>, Option<ScrapeError>) {
+        let j = &self.inner;
+        let start_ms = now_ms();
+        let started = Instant::now();
+        let fetched = match tokio::time::timeout(j.timeout, self.fetch(target)).await {
+            Ok(r) => r,
+            Err(_) => Err(ScrapeError::Timeout(j.timeout)),
+        };
+        let result = fetched.and_then(|(body, format)| {
+            let opts = ingest::Options {
+                format,
+                scrape_ms: start_ms,
+                honor_timestamps: j.config.honor_timestamps,
+                honor_labels: j.config.honor_labels,
+                target_labels: &target.labels,
+                metric_relabel: &j.metric_relabel,
+                sample_limit: j.config.sample_limit,
+                label_limit: j.config.label_limit,
+            };
+            ingest::ingest(&body, &opts).map_err(ScrapeError::from)
+        });
+        let seconds = started.elapsed().as_secs_f64();
+        let (mut families, scraped, kept, added, error) = match result {
+            Ok(ing) => {
+                let hasher = seen_hasher();
+                let mut now_seen = HashSet::with_capacity(ing.kept);
+                let mut added = 0usize;
+                for s in ing.families.iter().flat_map(|f| f.samples.iter()) {
+                    let h = hasher.hash_one(&s.labels);
+                    if !seen.contains(&h) && now_seen.insert(h) {
+                        added += 1;
+                    } else {
+                        now_seen.insert(h);
+                    }
+                }
+                *seen = now_seen;
+                (ing.families, ing.scraped, ing.kept, added, None)
+            }
+            Err(e) => {
+                let (scraped, kept) = match &e {
+                    ScrapeError::Ingest(IngestError::Parse { error, kept }) => (error.samples_before, *kept),
+                    ScrapeError::Ingest(other) => (other.scraped(), 0),
+                    _ => (0, 0),
+                };
+                (Vec::new(), scraped, kept, 0, Some(e))
+            }
+        };
+        let up = if error.is_none() { 1.0 } else { 0.0 };
+        let report = [
+            ("up", up),
+            ("scrape_duration_seconds", seconds),
+            ("scrape_samples_scraped", scraped as f64),
+            ("scrape_samples_post_metric_relabeling", kept as f64),
+            ("scrape_series_added", added as f64),
+        ];
+        for (name, value) in report {
+            let mut labels = Labels::from_pairs([(METRIC_NAME, name)]);
+            attach_target_labels(&mut labels, &target.labels, false);
+            let mut f = Family::new(name, MetricType::Gauge, "");
+            f.samples.push(crate::sample::Sample { labels, value, timestamp_ms: start_ms });
+            families.push(f);
+        }
+        (families, error)
+    }
+
+    /// Where this target's first scrape falls in the interval: a fixed
+    /// offset from the target's hash, so targets spread over the interval
+    /// and keep their phase across restarts (as Prometheus does).
+    pub fn first_delay(&self, target: &Target) -> Duration {
+        let interval = self.inner.interval.as_millis().max(1) as u64;
+        let offset = fnv1a(target.key.as_bytes()) % interval;
+        let now = now_ms().max(0) as u64 % interval;
+        Duration::from_millis((offset + interval - now) % interval)
+    }
+}
+
+fn seen_hasher() -> std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher> {
+    std::hash::BuildHasherDefault::default()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+fn dedup(targets: Vec<Target>) -> Vec<Target> {
+    let mut keys = HashSet::new();
+    targets.into_iter().filter(|t| keys.insert(t.key.clone())).collect()
+}
+
+/// Runs one target until `stop`: scrape on the interval, send each result
+/// with stale markers for series that went away. When the target is
+/// removed (stop without agent shutdown) every series gets a stale marker.
+async fn run_target(job: Job, target: Target, ctx: crate::Context, stop: CancellationToken) {
+    let name: Arc<str> = target.name.as_str().into();
+    ctx.registry.register_source(&name, "scrape", false);
+    let interval = job.inner.interval;
+    let start = tokio::time::Instant::now() + job.first_delay(&target);
+    let mut ticker = tokio::time::interval_at(start, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut stale = StaleTracker::default();
+    let mut seen = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        let at = now_ms();
+        let started = Instant::now();
+        let (mut families, error) = tokio::select! {
+            r = job.scrape(&target, &mut seen) => r,
+            _ = stop.cancelled() => break,
+        };
+        stale.mark(&mut families, at);
+        let batch = Batch { source: name.clone(), families };
+        let error = error.map(|e| {
+            tracing::warn!(target = %name, url = %target.url, error = %e, "scrape failed");
+            e.to_string()
+        });
+        ctx.registry.record_collection(&name, at, started.elapsed().as_secs_f64(), batch.len(), error);
+        if ctx.metrics.send(batch).await.is_err() {
+            return;
+        }
+    }
+    if !ctx.shutdown.is_cancelled() {
+        let families = stale.mark_all(now_ms());
+        let _ = ctx.metrics.send(Batch { source: name.clone(), families }).await;
+        ctx.registry.remove_source(&name);
+    }
+}
+
+/// Runs a job: one loop per target, following Docker discovery when the
+/// job asks for it.
+pub async fn run_job(job: Job, ctx: crate::Context) {
+    let statics = job.static_targets();
+    let mut docker = if job.inner.config.docker_sd { ctx.docker_targets.clone() } else { None };
+    if job.inner.config.docker_sd && docker.is_none() {
+        tracing::warn!(job = %job.name(), "docker_sd is set but Docker discovery is not enabled ([docker] enabled = false)");
+    }
+    let mut running: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();
+    loop {
+        let mut wanted = statics.clone();
+        if let Some(rx) = &docker {
+            let discovered = rx.borrow().clone();
+            wanted.extend(job.discovered_targets(&discovered));
+            wanted = dedup(wanted);
+        }
+        let keys: HashSet<String> = wanted.iter().map(|t| t.key.clone()).collect();
+        running.retain(|key, (stop, _)| {
+            let keep = keys.contains(key);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for t in wanted {
+            if !running.contains_key(&t.key) {
+                let stop = ctx.shutdown.child_token();
+                let key = t.key.clone();
+                let task = tokio::spawn(run_target(job.clone(), t, ctx.clone(), stop.clone()));
+                running.insert(key, (stop, task));
+            }
+        }
+        match docker.as_mut() {
+            Some(rx) => {
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { docker = None; },
+                    _ = ctx.shutdown.cancelled() => break,
+                }
+            }
+            None => {
+                ctx.shutdown.cancelled().await;
+                break;
+            }
+        }
+    }
+    for (_, (_, task)) in running {
+        let _ = task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relabel::RelabelConfig;
+
+    #[test]
+    fn target_relabeling_builds_url_and_instance() {
+        let config: ScrapeConfig = toml::from_str(
+            r#"
+            job_name = "app"
+            metrics_path = "/system-stats"
+            params = { module = ["a", "b"] }
+            [[static_configs]]
+            targets = ["10.0.0.1:3000", "", "10.0.0.2"]
+            labels = { team = "x" }
+            [[relabel_configs]]
+            source_labels = ["__address__"]
+            regex = "10\\.0\\.0\\.2.*"
+            target_label = "__param_module"
+            replacement = "c"
+            "#,
+        )
+        .unwrap();
+        let job = Job::new(config, Duration::from_secs(15)).unwrap();
+        let t = job.static_targets();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].url.as_str(), "http://10.0.0.1:3000/system-stats?module=a&module=b");
+        assert_eq!(t[0].labels.to_string(), "{instance=\"10.0.0.1:3000\", job=\"app\", team=\"x\"}");
+        assert_eq!(t[0].name, "scrape/app/10.0.0.1:3000");
+        assert_eq!(t[1].url.as_str(), "http://10.0.0.2/system-stats?module=c&module=b");
+        let d = job.first_delay(&t[0]);
+        assert!(d < Duration::from_secs(15));
+    }
+
+    #[test]
+    fn docker_targets_with_meta_labels() {
+        let mut config = ScrapeConfig { job_name: "docker".into(), docker_sd: true, ..Default::default() };
+        config.relabel_configs = vec![
+            RelabelConfig {
+                source_labels: vec!["__meta_docker_container_label_metrics".into()],
+                regex: Some("true".into()),
+                action: Some("keep".into()),
+                ..Default::default()
+            },
+            RelabelConfig {
+                source_labels: vec!["__meta_docker_container_name".into()],
+                regex: Some("/?(.*)".into()),
+                target_label: Some("container".into()),
+                ..Default::default()
+            },
+        ];
+        let job = Job::new(config, Duration::from_secs(15)).unwrap();
+        let found = vec![
+            Labels::from_pairs([
+                ("__address__", "172.17.0.2:8080"),
+                ("__meta_docker_container_name", "/web"),
+                ("__meta_docker_container_label_metrics", "true"),
+            ]),
+            Labels::from_pairs([("__address__", "172.17.0.3:8080"), ("__meta_docker_container_name", "/db")]),
+        ];
+        let t = job.discovered_targets(&found);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].labels.to_string(), "{container=\"web\", instance=\"172.17.0.2:8080\", job=\"docker\"}");
+    }
+}
