@@ -8,7 +8,7 @@ use crate::sample::MetricType;
 
 /// (sysfs attribute, metric name, type, scale).
 const PROPS: [(&CStr, &str, MetricType, f64); 17] = [
-    (c"address_assign_type", "address_assign_type", MetricType::Gauge, 1.0),
+    (c"addr_assign_type", "address_assign_type", MetricType::Gauge, 1.0),
     (c"carrier", "carrier", MetricType::Gauge, 1.0),
     (c"carrier_changes", "carrier_changes_total", MetricType::Counter, 1.0),
     (c"carrier_up_count", "carrier_up_changes_total", MetricType::Counter, 1.0),

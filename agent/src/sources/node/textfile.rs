@@ -169,7 +169,8 @@ pub(super) fn parse(text: &str) -> Result<Vec<Parsed>, String> {
 
 fn mtime(path: &Path) -> std::io::Result<f64> {
     let m = std::fs::metadata(path)?.modified()?;
-    Ok(m.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64())
+    // Whole seconds, as node_exporter reports them.
+    Ok(m.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as f64)
 }
 
 impl Sub for Textfile {
@@ -195,7 +196,8 @@ impl Sub for Textfile {
                         .collect();
                     files.sort();
                     for path in files {
-                        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        // node_exporter 1.5 labels mtimes with the full path.
+                        let name = path.display().to_string();
                         let result = std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| parse(&t));
                         match (result, mtime(&path)) {
                             (Ok(families), Ok(m)) => {
@@ -277,7 +279,8 @@ mod tests {
         assert_eq!(value(&got, "backup_ok{db=\"main\"}"), 1.0);
         assert_eq!(value(&got, "jobs_done_total{}"), 5.0);
         assert_eq!(value(&got, "node_textfile_scrape_error{}"), 1.0);
-        assert!(value(&got, "node_textfile_mtime_seconds{file=\"good.prom\"}") > 1.6e9);
+        let series = format!("node_textfile_mtime_seconds{{file={:?}}}", t.0.join("tf/good.prom").display().to_string());
+        assert!(value(&got, &series) > 1.6e9);
         assert!(!got.iter().any(|(s, _)| s.contains("bad.prom") || s.contains("broken")));
         let (families, _) = run_families(&mut c);
         let nohelp = families.iter().find(|f| f.name == "jobs_done_total").unwrap();
