@@ -610,7 +610,7 @@ fn num(path: &Path, field: &str) -> Result<f64, NodeError> {
 }
 
 #[cfg(test)]
-pub(crate) mod testing {
+mod testing {
     //! Helpers for the collectors' unit tests: a fake procfs/sysfs tree in a
     //! temp dir and a one-shot run of one collector.
     use super::*;
