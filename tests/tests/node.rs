@@ -345,3 +345,92 @@ fn host_paths_from_the_environment_and_one_warning_for_foreign_collectors() {
         assert!(stderr.contains(name), "{stderr}");
     }
 }
+
+/// A FUSE filesystem whose statfs answers only after `delay` seconds,
+/// standing in for a dead NFS server (python3-fusepy).
+const HANGFS: &str = r#"
+import sys, time, errno, stat
+from fusepy import FUSE, Operations, FuseOSError
+
+class Hang(Operations):
+    def __init__(self, delay):
+        self.delay = delay
+    def getattr(self, path, fh=None):
+        if path == "/":
+            return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
+        raise FuseOSError(errno.ENOENT)
+    def readdir(self, path, fh):
+        return [".", ".."]
+    def statfs(self, path):
+        time.sleep(self.delay)
+        return {"f_bsize": 4096, "f_blocks": 100, "f_bfree": 50, "f_bavail": 40, "f_files": 10, "f_ffree": 5, "f_frsize": 4096, "f_namemax": 255}
+
+FUSE(Hang(float(sys.argv[2])), sys.argv[1], foreground=True)
+"#;
+
+#[test]
+fn a_hung_mount_does_not_stall_the_collection() {
+    let python = std::path::Path::new("/usr/bin/python3");
+    assert!(python.exists(), "/usr/bin/python3 missing: install the Debian package python3");
+    let probe = Command::new(python).args(["-c", "import fusepy"]).output().unwrap();
+    assert!(probe.status.success(), "python3 cannot import fusepy: install the Debian package python3-fusepy");
+    let unshare = require_program("unshare", "util-linux");
+    let dir = TempDir::new("node-hung");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let script = dir.write("hangfs.py", HANGFS);
+    // proc_path /proc/self: the mounts of this private mount namespace
+    // (<proc>/1/mounts is absent there, so <proc>/mounts is read), so the
+    // hung mount is seen by nothing else on the machine.
+    let config = dir.write(
+        "vantage.toml",
+        "[node]\njob = \"h\"\ninstance = \"h\"\nproc_path = \"/proc/self\"\nenable = [\"filesystem\"]\nmount_timeout = \"1s\"\n\
+         [ebpf]\nenabled = false\n[docker]\nenabled = false\n",
+    );
+    let out = dir.path().join("out.prom");
+    // In a private mount namespace: mount the hung filesystem, run one
+    // collection, and time until its output is complete (the process's
+    // exit itself waits in the kernel for the FUSE request to finish).
+    let sh = format!(
+        "set -e\n\
+         /usr/bin/python3 {script} {mnt} 8 & FS=$!\n\
+         for i in $(seq 100); do grep -q ' {mnt} fuse' /proc/self/mounts && break; sleep 0.05; done\n\
+         grep -q ' {mnt} fuse' /proc/self/mounts\n\
+         start=$(date +%s%N)\n\
+         {vantage} collect --once --config {config} > {out} 2>{out}.err & V=$!\n\
+         for i in $(seq 400); do grep -q '^up' {out} && break; sleep 0.02; done\n\
+         end=$(date +%s%N)\n\
+         echo elapsed_ms $(( (end - start) / 1000000 ))\n\
+         umount -l {mnt}; kill $FS; wait $V || true\n",
+        script = script.display(),
+        mnt = mnt.display(),
+        vantage = vantage_bin().display(),
+        config = config.display(),
+        out = out.display(),
+    );
+    let run = Command::new(unshare).args(["-m", "--propagation", "private", "sh", "-c", &sh]).output().expect("run unshare");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let err = std::fs::read_to_string(format!("{}.err", out.display())).unwrap_or_default();
+    assert!(run.status.success(), "{stdout}\n{}\n{err}", String::from_utf8_lossy(&run.stderr));
+    let elapsed: u64 = stdout.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("elapsed_ms");
+    eprintln!("collection with a hung mount: {elapsed} ms");
+    // One 1 s timeout, not the 8 s the statfs takes.
+    assert!(elapsed < 4000, "collection took {elapsed} ms with a hung mount");
+    let series = vantage_tests::parse_text(&text);
+    let get = |s: &str| series.iter().find(|(n, _)| n == s).map(|(_, v)| *v);
+    let m = mnt.display();
+    assert_eq!(
+        get(&format!("node_filesystem_device_error{{device=\"Hang\",fstype=\"fuse\",instance=\"h\",job=\"h\",mountpoint=\"{m}\"}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(!text.contains(&format!("node_filesystem_size_bytes{{device=\"Hang\"")), "no sizes for the hung mount");
+    assert_eq!(
+        series.iter().find(|(n, _)| n.starts_with("node_filesystem_device_error") && n.ends_with("mountpoint=\"/\"}")).map(|(_, v)| *v),
+        Some(0.0),
+        "the root filesystem is still measured: {text}"
+    );
+    assert!(series.iter().any(|(n, v)| n.starts_with("node_filesystem_size_bytes") && n.ends_with("mountpoint=\"/\"}") && *v > 0.0));
+    assert!(err.contains("statfs timed out"), "{err}");
+}
