@@ -119,6 +119,7 @@ const IN_SCOPE: &[&str] = &[
     "node_filefd_",
     "node_entropy_",
     "node_time_",
+    "node_timex_",
     "node_uname_info",
     "node_os_",
     "node_nf_conntrack_",
@@ -132,7 +133,7 @@ const IN_SCOPE: &[&str] = &[
 /// The collectors Vantage implements (agent/src/sources/node/mod.rs).
 const VANTAGE_COLLECTORS: &[&str] = &[
     "conntrack", "cpu", "diskstats", "entropy", "filefd", "filesystem", "loadavg", "meminfo", "netclass", "netdev",
-    "netstat", "os", "pressure", "schedstat", "sockstat", "softnet", "stat", "textfile", "time", "uname", "vmstat",
+    "netstat", "os", "pressure", "schedstat", "sockstat", "softnet", "stat", "textfile", "time", "timex", "uname", "vmstat",
 ];
 
 /// Whether `name`'s values are fixed facts (info metrics, mtimes, ...),

@@ -50,6 +50,7 @@ pub const COLLECTORS: &[&str] = &[
     "stat",
     "textfile",
     "time",
+    "timex",
     "uname",
     "vmstat",
 ];
@@ -61,7 +62,7 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "ethtool", "fibrechannel", "hwmon", "infiniband", "interrupts", "ipvs", "ksmd", "lnstat", "logind", "mdadm",
     "meminfo_numa", "mountstats", "network_route", "nfs", "nfsd", "ntp", "nvme", "perf", "powersupplyclass",
     "processes", "qdisc", "rapl", "runit", "selinux", "slabinfo", "softirqs", "supervisord", "sysctl", "systemd",
-    "tapestats", "tcpstat", "thermal_zone", "timex", "udp_queues", "wifi", "xfs", "zfs", "zoneinfo",
+    "tapestats", "tcpstat", "thermal_zone", "udp_queues", "wifi", "xfs", "zfs", "zoneinfo",
 ];
 
 /// node_exporter's `--collector.filesystem.mount-points-exclude` default.
@@ -535,6 +536,7 @@ impl NodeCollector {
                 "stat" => Box::new(stat::Stat::new(c)),
                 "textfile" => Box::new(textfile::Textfile::new(c)),
                 "time" => Box::new(system::Time::new(c)),
+                "timex" => Box::new(system::Timex),
                 "uname" => Box::new(system::Uname),
                 "vmstat" => Box::new(meminfo::Vmstat::new(c)),
                 _ => continue,

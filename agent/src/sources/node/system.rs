@@ -112,6 +112,55 @@ impl Sub for Uname {
     }
 }
 
+/// The `timex` collector: the kernel clock discipline from adjtimex(2).
+pub(super) struct Timex;
+
+/// adjtimex's 16-bit fraction of parts per million.
+const PPM16: f64 = 1_000_000.0 * 65_536.0;
+
+impl Sub for Timex {
+    fn name(&self) -> &'static str {
+        "timex"
+    }
+
+    fn update(&mut self, out: &mut Out<'_>) -> Result<(), NodeError> {
+        // SAFETY: adjtimex with modes 0 only reads into the zeroed struct.
+        let mut t: libc::timex = unsafe { std::mem::zeroed() };
+        let state = unsafe { libc::adjtimex(&mut t) };
+        if state < 0 {
+            return Err(NodeError::Read { path: "adjtimex(2)".into(), source: std::io::Error::last_os_error() });
+        }
+        // Offsets and jitter are in ns with STA_NANO, else in µs.
+        let div = if t.status & libc::STA_NANO != 0 { 1e9 } else { 1e6 };
+        let g = MetricType::Gauge;
+        let c = MetricType::Counter;
+        let sync = if state == libc::TIME_ERROR { 0.0 } else { 1.0 };
+        let rows: [(&str, MetricType, &str, f64); 17] = [
+            ("node_timex_offset_seconds", g, "Time offset in between local system and reference clock.", t.offset as f64 / div),
+            ("node_timex_frequency_adjustment_ratio", g, "Local clock frequency adjustment.", 1.0 + t.freq as f64 / PPM16),
+            ("node_timex_maxerror_seconds", g, "Maximum error in seconds.", t.maxerror as f64 / 1e6),
+            ("node_timex_estimated_error_seconds", g, "Estimated error in seconds.", t.esterror as f64 / 1e6),
+            ("node_timex_status", g, "Value of the status array bits.", t.status as f64),
+            ("node_timex_loop_time_constant", g, "Phase-locked loop time constant.", t.constant as f64),
+            ("node_timex_tick_seconds", g, "Seconds between clock ticks.", t.tick as f64 / 1e6),
+            ("node_timex_pps_frequency_hertz", g, "Pulse per second frequency.", t.ppsfreq as f64 / PPM16),
+            ("node_timex_pps_jitter_seconds", g, "Pulse per second jitter.", t.jitter as f64 / div),
+            ("node_timex_pps_shift_seconds", g, "Pulse per second interval duration.", t.shift as f64),
+            ("node_timex_pps_stability_hertz", g, "Pulse per second stability, average of recent frequency changes.", t.stabil as f64 / PPM16),
+            ("node_timex_pps_jitter_total", c, "Pulse per second count of jitter limit exceeded events.", t.jitcnt as f64),
+            ("node_timex_pps_calibration_total", c, "Pulse per second count of calibration intervals.", t.calcnt as f64),
+            ("node_timex_pps_error_total", c, "Pulse per second count of calibration errors.", t.errcnt as f64),
+            ("node_timex_pps_stability_exceeded_total", c, "Pulse per second count of stability limit exceeded events.", t.stbcnt as f64),
+            ("node_timex_tai_offset_seconds", g, "International Atomic Time (TAI) offset.", t.tai as f64),
+            ("node_timex_sync_status", g, "Is clock synchronized to a reliable server (1 = yes, 0 = no).", sync),
+        ];
+        for (name, kind, help, value) in rows {
+            out.single(name, kind, help, &[], value);
+        }
+        Ok(())
+    }
+}
+
 /// os-release keys of `node_os_info`, with their label names.
 const OS_KEYS: [(&str, &str); 12] = [
     ("BUILD_ID", "build_id"),
@@ -281,6 +330,9 @@ mod tests {
         assert_eq!(value(&got, "node_time_clocksource_current_info{clocksource=\"tsc\", device=\"0\"}"), 1.0);
         assert_eq!(value(&got, "node_time_clocksource_available_info{clocksource=\"acpi_pm\", device=\"0\"}"), 1.0);
         assert_eq!(got.iter().filter(|(s, _)| s.starts_with("node_time_zone_offset_seconds{time_zone=")).count(), 1);
+        let got = run(&mut Timex).unwrap();
+        assert_eq!(got.len(), 17);
+        assert!(value(&got, "node_timex_tick_seconds{}") > 0.0);
         let got = run(&mut Uname).unwrap();
         assert_eq!(got.len(), 1);
         assert!(got[0].0.contains("sysname=\"Linux\""), "{got:?}");
