@@ -283,3 +283,40 @@ fn every_histogram_is_well_formed_and_promtool_accepts_the_output() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_program_switched_off_in_the_config_is_reported_down_and_the_rest_run() {
+    let dir = TempDir::new("ebpf-off");
+    let port = free_port();
+    let config = dir.write(
+        "vantage.toml",
+        &format!(
+            "[agent]\nlisten_addr = \"127.0.0.1:{port}\"\nserve_collected = true\n\
+             [node]\nenabled = false\n[docker]\nenabled = false\n\
+             [ebpf]\ninterval = \"1s\"\nprograms = {{ kfree_skb = false, block_rq_issue = false }}\n"
+        ),
+    );
+    let mut cmd = Command::new(vantage_bin());
+    cmd.args(["run", "--config"]).arg(&config);
+    let _agent = Proc::spawn("vantage", cmd, &dir.path().join("vantage.log"));
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let body = wait_for(Duration::from_secs(20), || {
+        http_get(&url).map(|(_, b)| b).filter(|b| b.contains("ebpf_cpu_context_switches_total"))
+    })
+    .expect("agent serves eBPF metrics");
+    let up = |p: &str| value(&body, "vantage_ebpf_program_up", &[("program", p)]);
+    assert_eq!(up("kfree_skb"), 0.0);
+    assert_eq!(up("block_rq_issue"), 0.0);
+    for p in ["sched_switch", "sched_wakeup", "block_rq_complete", "tcp_retransmit_skb", "inet_sock_set_state"] {
+        assert_eq!(up(p), 1.0, "{p} should be attached");
+    }
+    // The counters of a switched-off program stay at zero.
+    assert_eq!(value(&body, "ebpf_skb_drops_total", &[]), 0.0);
+
+    // An unknown program name is a configuration error.
+    let bad = dir.write("bad.toml", "[ebpf]\nprograms = { no_such_program = false }\n");
+    let out = vantage_tests::vantage(&["check", "--config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(err.contains("unknown program \"no_such_program\""), "{err}");
+}

@@ -34,6 +34,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EbpfConfig {
+    /// Whether the eBPF source runs at all.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Collection interval; the agent's scrape_interval when unset.
