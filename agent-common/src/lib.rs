@@ -33,7 +33,10 @@ pub struct Log2Hist {
 
 impl Log2Hist {
     /// An empty histogram.
-    pub const ZERO: Log2Hist = Log2Hist { slots: [0; LOG2_SLOTS], sum: 0 };
+    pub const ZERO: Log2Hist = Log2Hist {
+        slots: [0; LOG2_SLOTS],
+        sum: 0,
+    };
 }
 
 /// Size of the `TASK_SLOTS` array of the run-queue latency program: a power
@@ -145,7 +148,38 @@ pub struct KernelOffsets {
     pub sock_protocol: u32,
     /// `tcp_sock.srtt_us` (smoothed RTT in microseconds << 3).
     pub tcp_srtt_us: u32,
+    /// `sock.sk_cgrp_data` + `sock_cgroup_data.cgroup`: the socket's cgroup.
+    pub sock_cgroup: u32,
+    /// `task_struct.cgroups`.
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp`: the task's cgroup in the unified hierarchy.
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`: the cgroup id (the inode number of its directory).
+    pub kernfs_id: u32,
 }
+
+/// Key of `CGROUP_EVENTS` (LRU hash, atomic u64 counts): a cgroup and one of
+/// the `TCP_*` counter slots. Written by the tcp programs when the agent
+/// enabled container labels; read by the collector, which keeps the
+/// cgroups that belong to Docker containers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CgroupSlot {
+    pub cgroup: u64,
+    pub slot: u32,
+    pub _pad: u32,
+}
+
+/// Most (cgroup, counter) pairs `CGROUP_EVENTS` keeps; the least recently
+/// updated go first.
+pub const CGROUP_EVENT_KEYS: u32 = 8192;
+
+/// Most cgroups `CGROUP_RUNQ` (LRU hash: cgroup id -> [`Log2Hist`] of
+/// run-queue latency; written by `sched_switch` when container labels are
+/// on, read by the collector) keeps.
+pub const CGROUP_RUNQ_KEYS: u32 = 2048;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -155,4 +189,5 @@ mod pod {
     unsafe impl aya::Pod for super::BlockKey {}
     unsafe impl aya::Pod for super::BlockHists {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::CgroupSlot {}
 }

@@ -2,9 +2,7 @@
 //! and operation. In-flight requests are keyed by the request's address in
 //! an LRU hash, so a completion the program never sees cannot leak.
 
-use agent_common::{
-    BlockHists, BlockKey, Log2Hist, BLOCK_INFLIGHT, BLOCK_KEYS, BLOCK_OP_DISCARD,
-};
+use agent_common::{BlockHists, BlockKey, Log2Hist, BLOCK_INFLIGHT, BLOCK_KEYS, BLOCK_OP_DISCARD};
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
@@ -27,7 +25,10 @@ static BLOCK_IO: HashMap<BlockKey, BlockHists> = HashMap::with_max_entries(BLOCK
 
 /// The first value of a new `BLOCK_IO` entry. Too large for the 512-byte
 /// BPF stack, so it lives in .rodata and the helper copies it from there.
-static ZERO_HISTS: BlockHists = BlockHists { latency: Log2Hist::ZERO, size: Log2Hist::ZERO };
+static ZERO_HISTS: BlockHists = BlockHists {
+    latency: Log2Hist::ZERO,
+    size: Log2Hist::ZERO,
+};
 
 /// The REQ_OP bits of `request.cmd_flags`.
 const REQ_OP_MASK: u32 = 0xff;
@@ -77,7 +78,12 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Option<()> {
     }
     let major: i32 = unsafe { field(disk, offset(|o| &o.disk_major)) };
     let minor: i32 = unsafe { field(disk, offset(|o| &o.disk_first_minor)) };
-    let key = BlockKey { major: major as u32, minor: minor as u32, op, _pad: 0 };
+    let key = BlockKey {
+        major: major as u32,
+        minor: minor as u32,
+        op,
+        _pad: 0,
+    };
     let hists = match BLOCK_IO.get_ptr_mut(&key) {
         Some(h) => h,
         None => {

@@ -37,7 +37,37 @@ mod shared {
         disk_first_minor: 0,
         sock_protocol: 0,
         tcp_srtt_us: 0,
+        sock_cgroup: 0,
+        task_cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kernfs_id: 0,
     };
+
+    /// Nonzero when the agent wants per-cgroup counts (`[ebpf]
+    /// container_label = true`) and the kernel has the fields to find them.
+    #[no_mangle]
+    static CONTAINER_LABEL: u32 = 0;
+
+    /// Whether per-cgroup counting is on.
+    #[inline(always)]
+    pub fn container_label() -> bool {
+        // SAFETY: a static; volatile only defeats constant folding.
+        unsafe { core::ptr::read_volatile(&CONTAINER_LABEL) != 0 }
+    }
+
+    /// The id of a `struct cgroup` (its kernfs node id), 0 for none.
+    #[inline(always)]
+    pub unsafe fn cgroup_id(cgroup: *const u8) -> u64 {
+        if cgroup.is_null() {
+            return 0;
+        }
+        let kn: *const u8 = field(cgroup, offset(|o| &o.cgroup_kn));
+        if kn.is_null() {
+            return 0;
+        }
+        field(kn, offset(|o| &o.kernfs_id))
+    }
 
     /// One offset, read through a volatile load so the compiler cannot
     /// fold the build-time zero in: `offset(|o| &o.task_pid)`.
@@ -89,7 +119,11 @@ mod shared {
         if x >= 1 << 1 {
             bits += 1;
         }
-        if bits >= LOG2_SLOTS { LOG2_SLOTS - 1 } else { bits }
+        if bits >= LOG2_SLOTS {
+            LOG2_SLOTS - 1
+        } else {
+            bits
+        }
     }
 
     /// Adds `value` (slot from `scaled`) to a histogram only this CPU writes.

@@ -3,8 +3,8 @@
 //! are per-CPU counters or histograms; nothing is kept per socket.
 
 use agent_common::{
-    Log2Hist, SKB_DROP_SLOTS, TCP_CONN_ACTIVE, TCP_CONN_FAILED, TCP_CONN_PASSIVE, TCP_COUNTER_SLOTS,
-    TCP_RESETS_RECEIVED, TCP_RESETS_SENT, TCP_RETRANSMITS,
+    Log2Hist, SKB_DROP_SLOTS, TCP_CONN_ACTIVE, TCP_CONN_FAILED, TCP_CONN_PASSIVE,
+    TCP_COUNTER_SLOTS, TCP_RESETS_RECEIVED, TCP_RESETS_SENT, TCP_RETRANSMITS,
 };
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
@@ -13,7 +13,46 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 
-use crate::shared::{field, hist_add_local, offset};
+use agent_common::{CgroupSlot, CGROUP_EVENT_KEYS};
+use aya_ebpf::maps::LruHashMap;
+
+use crate::shared::{cgroup_id, container_label, field, hist_add_local, offset};
+
+/// Per-cgroup copies of some `TCP_COUNTERS` slots, only when the agent
+/// asked for container labels (see `agent_common::CgroupSlot`).
+#[map]
+static CGROUP_EVENTS: LruHashMap<CgroupSlot, u64> =
+    LruHashMap::with_max_entries(CGROUP_EVENT_KEYS, 0);
+
+/// Counts `slot` for the cgroup of socket `sk` (null for a reset sent
+/// without a socket: nothing to attribute).
+#[inline(always)]
+fn bump_cgroup(sk: *const u8, slot: u32) {
+    if !container_label() || sk.is_null() {
+        return;
+    }
+    let cgroup: *const u8 = unsafe { field(sk, offset(|o| &o.sock_cgroup)) };
+    let id = unsafe { cgroup_id(cgroup) };
+    if id == 0 {
+        return;
+    }
+    let key = CgroupSlot {
+        cgroup: id,
+        slot,
+        _pad: 0,
+    };
+    match CGROUP_EVENTS.get_ptr_mut(&key) {
+        // SAFETY: map values are 8-byte aligned; other CPUs add too.
+        Some(c) => unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                c, 1,
+            );
+        },
+        None => {
+            let _ = CGROUP_EVENTS.insert(&key, &1, 0);
+        }
+    }
+}
 
 /// TCP event counters (slots `agent_common::TCP_*`). Written by the tcp and
 /// sock programs below; read by the collector.
@@ -45,23 +84,26 @@ fn bump(slot: u32) {
 
 // void tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
-pub fn tcp_retransmit_skb(_ctx: BtfTracePointContext) -> i32 {
+pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
     bump(TCP_RETRANSMITS);
+    bump_cgroup(ctx.arg(0), TCP_RETRANSMITS);
     0
 }
 
 // void tcp_send_reset(const struct sock *sk, const struct sk_buff *skb,
 //                     enum sk_rst_reason reason)
 #[btf_tracepoint(function = "tcp_send_reset")]
-pub fn tcp_send_reset(_ctx: BtfTracePointContext) -> i32 {
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
     bump(TCP_RESETS_SENT);
+    bump_cgroup(ctx.arg(0), TCP_RESETS_SENT);
     0
 }
 
 // void tcp_receive_reset(struct sock *sk)
 #[btf_tracepoint(function = "tcp_receive_reset")]
-pub fn tcp_receive_reset(_ctx: BtfTracePointContext) -> i32 {
+pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     bump(TCP_RESETS_RECEIVED);
+    bump_cgroup(ctx.arg(0), TCP_RESETS_RECEIVED);
     0
 }
 
@@ -103,7 +145,11 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let reason: u32 = ctx.arg(2);
-    let slot = if reason < SKB_DROP_SLOTS { reason } else { SKB_DROP_SLOTS - 1 };
+    let slot = if reason < SKB_DROP_SLOTS {
+        reason
+    } else {
+        SKB_DROP_SLOTS - 1
+    };
     if let Some(c) = SKB_DROPS.get_ptr_mut(slot) {
         unsafe { *c += 1 };
     }

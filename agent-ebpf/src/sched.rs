@@ -11,7 +11,44 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 
-use crate::shared::{field, hist_add_local, offset};
+use agent_common::CGROUP_RUNQ_KEYS;
+use aya_ebpf::maps::LruHashMap;
+
+use crate::shared::{cgroup_id, container_label, field, hist_add_atomic, hist_add_local, offset};
+
+/// Run-queue latency per cgroup, only with container labels on. Written by
+/// `sched_switch`; read by the collector for containers' cgroups.
+#[map]
+static CGROUP_RUNQ: LruHashMap<u64, Log2Hist> = LruHashMap::with_max_entries(CGROUP_RUNQ_KEYS, 0);
+
+/// First value of a `CGROUP_RUNQ` entry (too big for the BPF stack).
+static ZERO_HIST: Log2Hist = Log2Hist::ZERO;
+
+/// Adds a run-queue latency to the histogram of `task`'s cgroup.
+#[inline(always)]
+fn add_cgroup_latency(task: *const u8, delta: u64) {
+    let id = unsafe {
+        let css_set: *const u8 = field(task, offset(|o| &o.task_cgroups));
+        if css_set.is_null() {
+            return;
+        }
+        cgroup_id(field(css_set, offset(|o| &o.css_set_dfl_cgrp)))
+    };
+    if id == 0 {
+        return;
+    }
+    let h = match CGROUP_RUNQ.get_ptr_mut(&id) {
+        Some(h) => h,
+        None => {
+            let _ = CGROUP_RUNQ.insert(&id, &ZERO_HIST, 1);
+            let Some(h) = CGROUP_RUNQ.get_ptr_mut(&id) else {
+                return;
+            };
+            h
+        }
+    };
+    hist_add_atomic(h, delta.div_ceil(1000), delta);
+}
 
 /// Context switches on each CPU. Written by `sched_switch`; read by the
 /// agent's ebpf collector as `ebpf_cpu_context_switches_total{cpu}`.
@@ -44,7 +81,13 @@ fn mark_runnable(task: *const u8, now: u64) {
         return;
     }
     if let Some(slot) = TASK_SLOTS_MAP.get_ptr_mut(pid as u32 & (TASK_SLOTS - 1)) {
-        unsafe { *slot = WakeSlot { pid: pid as u32, _pad: 0, ts: now } };
+        unsafe {
+            *slot = WakeSlot {
+                pid: pid as u32,
+                _pad: 0,
+                ts: now,
+            }
+        };
     }
 }
 
@@ -83,7 +126,9 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     if pid <= 0 {
         return 0;
     }
-    let Some(slot) = TASK_SLOTS_MAP.get_ptr_mut(pid as u32 & (TASK_SLOTS - 1)) else { return 0 };
+    let Some(slot) = TASK_SLOTS_MAP.get_ptr_mut(pid as u32 & (TASK_SLOTS - 1)) else {
+        return 0;
+    };
     let slot = unsafe { &mut *slot };
     if slot.pid != pid as u32 || slot.ts == 0 || slot.ts > now {
         return 0;
@@ -92,6 +137,9 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     slot.ts = 0;
     if let Some(h) = RUNQ_LATENCY.get_ptr_mut(0) {
         hist_add_local(h, delta.div_ceil(1000), delta);
+    }
+    if container_label() {
+        add_cgroup_latency(next, delta);
     }
     0
 }

@@ -10,6 +10,7 @@
 
 mod block;
 pub mod btf;
+mod containers;
 mod net;
 mod sched;
 
@@ -43,6 +44,10 @@ pub struct EbpfConfig {
     /// Per-program switches, e.g. `programs = { kfree_skb = false }`.
     #[serde(default)]
     pub programs: BTreeMap<String, bool>,
+    /// Adds a `container` label (the Docker container's name) to
+    /// retransmits, resets and run-queue latency, from the event's cgroup.
+    #[serde(default)]
+    pub container_label: bool,
 }
 
 fn yes() -> bool {
@@ -51,7 +56,12 @@ fn yes() -> bool {
 
 impl Default for EbpfConfig {
     fn default() -> Self {
-        EbpfConfig { enabled: true, interval: None, programs: BTreeMap::new() }
+        EbpfConfig {
+            enabled: true,
+            interval: None,
+            programs: BTreeMap::new(),
+            container_label: false,
+        }
     }
 }
 
@@ -75,14 +85,21 @@ impl EbpfConfig {
     pub fn validate(&self, problems: &mut Vec<String>) {
         for name in self.programs.keys() {
             if !PROGRAMS.contains(&name.as_str()) {
-                problems.push(format!("ebpf.programs: unknown program {name:?} (known: {})", PROGRAMS.join(", ")));
+                problems.push(format!(
+                    "ebpf.programs: unknown program {name:?} (known: {})",
+                    PROGRAMS.join(", ")
+                ));
             }
         }
     }
 
     /// One line for `vantage check`.
     pub fn describe(&self) -> String {
-        let on: Vec<&str> = PROGRAMS.iter().copied().filter(|p| self.program_enabled(p)).collect();
+        let on: Vec<&str> = PROGRAMS
+            .iter()
+            .copied()
+            .filter(|p| self.program_enabled(p))
+            .collect();
         format!("programs {}", on.join(", "))
     }
 
@@ -122,8 +139,23 @@ fn kernel_offsets(btf: &KernelBtf) -> KernelOffsets {
         disk_first_minor: at("gendisk", "first_minor"),
         sock_protocol: at("sock", "sk_protocol"),
         tcp_srtt_us: at("tcp_sock", "srtt_us"),
+        sock_cgroup: at("sock", "sk_cgrp_data") + at("sock_cgroup_data", "cgroup"),
+        task_cgroups: at("task_struct", "cgroups"),
+        css_set_dfl_cgrp: at("css_set", "dfl_cgrp"),
+        cgroup_kn: at("cgroup", "kn"),
+        kernfs_id: at("kernfs_node", "id"),
     }
 }
+
+/// The members that finding a socket's or task's cgroup needs.
+const CGROUP_MEMBERS: &[(&str, &str)] = &[
+    ("sock", "sk_cgrp_data"),
+    ("sock_cgroup_data", "cgroup"),
+    ("task_struct", "cgroups"),
+    ("css_set", "dfl_cgrp"),
+    ("cgroup", "kn"),
+    ("kernfs_node", "id"),
+];
 
 /// The eBPF source: the loaded object and what the maps' keys mean.
 pub struct EbpfCollector {
@@ -132,14 +164,20 @@ pub struct EbpfCollector {
     drop_reasons: Vec<String>,
     /// "major:minor" -> kernel device name, from /sys/class/block.
     devices: block::DeviceNames,
+    /// Container names by cgroup id, when `container_label` is on.
+    containers: Option<containers::Containers>,
 }
 
 impl EbpfCollector {
     /// Loads the object and attaches every enabled program, recording each
     /// program's state in `registry`.
     pub fn start(config: &EbpfConfig, registry: &Registry) -> Self {
-        let mut collector =
-            EbpfCollector { ebpf: None, drop_reasons: Vec::new(), devices: block::DeviceNames::default() };
+        let mut collector = EbpfCollector {
+            ebpf: None,
+            drop_reasons: Vec::new(),
+            devices: block::DeviceNames::default(),
+            containers: None,
+        };
         let unavailable = |reason: String| {
             tracing::warn!(error = %reason, "eBPF is unavailable (needs CAP_BPF and CAP_PERFMON, or root, and a kernel with BTF); running without kernel metrics");
             for p in PROGRAMS {
@@ -168,9 +206,25 @@ impl EbpfCollector {
             && wakeups.iter().all(|p| config.program_enabled(p))
             && kernel_btf.member_offset("task_struct", "pid").is_ok();
         let runq_enabled: u32 = runq.into();
+        let mut label = config.container_label;
+        if label {
+            let missing: Vec<String> = CGROUP_MEMBERS
+                .iter()
+                .filter_map(|(s, m)| kernel_btf.member_offset(s, m).err().map(|e| e.to_string()))
+                .collect();
+            if !missing.is_empty() {
+                tracing::warn!(error = %missing.join("; "), "ebpf.container_label is on but the kernel's cgroup fields were not found; no container label");
+                label = false;
+            }
+        }
+        let container_label: u32 = label.into();
+        if label {
+            collector.containers = Some(containers::Containers::default());
+        }
         let mut ebpf = match EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("RUNQ_ENABLED", &runq_enabled, true)
+            .override_global("CONTAINER_LABEL", &container_label, true)
             .load(OBJECT)
         {
             Ok(ebpf) => ebpf,
@@ -212,19 +266,32 @@ impl EbpfCollector {
 }
 
 fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), String> {
-    let program = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
     let program: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e:#}"))?;
     program.load(name, btf).map_err(|e| match &e {
         // The verifier's last lines say why; the whole log is hundreds.
-        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             let tail: Vec<&str> = log
                 .lines()
                 .rev()
-                .filter(|l| !l.is_empty() && !l.starts_with("verification time") && !l.starts_with("processed ") && !l.starts_with("stack depth"))
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("verification time")
+                        && !l.starts_with("processed ")
+                        && !l.starts_with("stack depth")
+                })
                 .take(3)
                 .collect();
-            format!("load: {io_error}: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+            format!(
+                "load: {io_error}: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
         }
         _ => format!("load: {e:#}"),
     })?;
@@ -235,7 +302,10 @@ fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), S
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lifting it is
 /// harmless on newer ones (this is what CAP_SYS_RESOURCE is for).
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit only reads the struct we pass.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
@@ -246,11 +316,17 @@ impl super::Collector for EbpfCollector {
     }
 
     fn collect(&mut self, now_ms: i64) -> Result<Vec<Family>, String> {
-        let Some(ebpf) = &self.ebpf else { return Ok(Vec::new()) };
+        let Some(ebpf) = &self.ebpf else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
-        sched::collect(ebpf, now_ms, &mut out)?;
+        if let Some(c) = &mut self.containers {
+            c.refresh();
+        }
+        let containers = self.containers.as_ref();
+        sched::collect(ebpf, containers, now_ms, &mut out)?;
         block::collect(ebpf, &mut self.devices, now_ms, &mut out)?;
-        net::collect(ebpf, &self.drop_reasons, now_ms, &mut out)?;
+        net::collect(ebpf, &self.drop_reasons, containers, now_ms, &mut out)?;
         Ok(out)
     }
 }
@@ -261,6 +337,15 @@ fn merge(into: &mut Log2Hist, other: &Log2Hist) {
         *a += b;
     }
     into.sum += other.sum;
+}
+
+/// Subtracts `other` from `from` (the host's share once containers' are
+/// taken out of a total).
+fn subtract(from: &mut Log2Hist, other: &Log2Hist) {
+    for (a, b) in from.slots.iter_mut().zip(other.slots.iter()) {
+        *a = a.saturating_sub(*b);
+    }
+    from.sum = from.sum.saturating_sub(other.sum);
 }
 
 /// How a [`Log2Hist`] maps to Prometheus buckets: slot `i` holds values up
@@ -275,7 +360,12 @@ struct Buckets {
 }
 
 /// Microsecond slots from 1 µs to 2^24 µs (about 16.8 s), sum in ns.
-const LATENCY_NS: Buckets = Buckets { unit: 1e-6, first: 0, last: 24, sum_unit: 1e-9 };
+const LATENCY_NS: Buckets = Buckets {
+    unit: 1e-6,
+    first: 0,
+    last: 24,
+    sum_unit: 1e-9,
+};
 
 /// Pushes one histogram series set (`_bucket` cumulative, `_sum`, `_count`)
 /// with `labels` into `f`.
@@ -300,7 +390,12 @@ fn push_histogram(f: &mut Family, labels: &[(&str, &str)], h: &Log2Hist, b: &Buc
     }
     let total: u64 = h.slots.iter().sum();
     with_le("+Inf", total as f64, f);
-    f.push_named(&format!("{name}_sum"), labels, h.sum as f64 * b.sum_unit, now_ms);
+    f.push_named(
+        &format!("{name}_sum"),
+        labels,
+        h.sum as f64 * b.sum_unit,
+        now_ms,
+    );
     f.push_named(&format!("{name}_count"), labels, total as f64, now_ms);
 }
 
@@ -327,7 +422,11 @@ mod tests {
         let get = |name: &str, le: Option<&str>| {
             f.samples
                 .iter()
-                .find(|s| s.labels.metric_name() == name && s.labels.get("le") == le && s.labels.get("op") == Some("read"))
+                .find(|s| {
+                    s.labels.metric_name() == name
+                        && s.labels.get("le") == le
+                        && s.labels.get("op") == Some("read")
+                })
                 .map(|s| s.value)
         };
         assert_eq!(get("x_seconds_bucket", Some("0.000001")), Some(2.0));
