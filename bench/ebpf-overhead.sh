@@ -150,4 +150,9 @@ for r in results:
         for name, cnt, ns in r["rows"]:
             print(f"   {name:<18} {cnt:>10} {ns / cnt if cnt else 0:>8.0f}")
         print(f"   {'all (weighted)':<18} {tot_cnt:>10} {tot_ns / tot_cnt if tot_cnt else 0:>8.0f}")
+        for area, prefix in (("scheduler", "sched_"), ("block", "block_")):
+            rows = [(c, n) for name, c, n in r["rows"] if name.startswith(prefix)]
+            cnt, ns = sum(c for c, _ in rows), sum(n for _, n in rows)
+            share = 100.0 * ns / (r["cpu"] * 1e9) if r["cpu"] else 0.0
+            print(f"   {area + ' (weighted)':<18} {cnt:>10} {ns / cnt if cnt else 0:>8.0f}   {share:.3f} % of workload CPU")
 PY
