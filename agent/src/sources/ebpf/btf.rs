@@ -220,5 +220,17 @@ mod tests {
                 .any(|(n, v)| n == "SKB_DROP_REASON_NOT_SPECIFIED" && *v == 2),
             "{reasons:?}"
         );
+        // A nested struct's member is found too.
+        assert!(btf.member_offset("sock", "sk_protocol").is_ok());
+        assert!(btf.member_offset("sock_cgroup_data", "cgroup").is_ok());
+    }
+
+    #[test]
+    fn rejects_what_is_not_btf() {
+        assert_eq!(KernelBtf::parse(b"\x7fELF....").unwrap_err(), "bad magic");
+        // The right magic but sections pointing past the end.
+        let mut short = vec![0x9f, 0xeb, 1, 0, 24, 0, 0, 0];
+        short.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(KernelBtf::parse(&short).is_err());
     }
 }
