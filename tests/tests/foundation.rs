@@ -18,6 +18,8 @@ fn every_config_file_passes_check_with_env_example() {
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "{}: {}{}", path.display(), stdout, String::from_utf8_lossy(&out.stderr));
             assert!(stdout.contains("configuration is valid"), "{stdout}");
+            // .env.example's passwords are all "change-me": no secret is printed.
+            assert!(!stdout.contains("change-me"), "a secret leaked into check output:\n{stdout}");
             checked += 1;
         }
     }
