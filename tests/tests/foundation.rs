@@ -81,11 +81,8 @@ fn usage_errors_exit_2() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("vantage {}", env!("CARGO_PKG_VERSION")));
 }
 
-#[test]
-fn collect_once_is_valid_exposition_with_kernel_context_switches() {
-    let out = vantage(&["collect", "--once"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
+/// Runs `promtool check metrics` on `text`: (exit success, its findings).
+fn promtool_check(text: &str) -> (bool, Vec<String>) {
     let promtool = require_program("promtool", "prometheus");
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
@@ -96,12 +93,39 @@ fn collect_once_is_valid_exposition_with_kernel_context_switches() {
         .unwrap();
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let checked = child.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    let findings = String::from_utf8_lossy(&checked.stdout).to_string() + &String::from_utf8_lossy(&checked.stderr);
+    (checked.status.success(), findings.lines().map(str::to_string).filter(|l| !l.trim().is_empty()).collect())
+}
+
+/// Lint findings that node_exporter's own names draw (node_memory_AnonPages_bytes
+/// is camelCase, node_entropy_*_bits is not in bytes): Vantage keeps those
+/// names on purpose so dashboards keep working.
+fn is_node_exporter_naming_lint(finding: &str) -> bool {
+    finding.starts_with("node_")
+        && (finding.contains("should be written in 'snake_case' not 'camelCase'")
+            || finding.contains("use base unit \"bytes\" instead of \"bits\""))
+}
+
+#[test]
+fn collect_once_without_node_names_passes_promtool_exactly() {
+    let dir = TempDir::new("collect-ebpf");
+    let config = dir.write("c.toml", "[node]\nenabled = false\n[docker]\nenabled = false\n");
+    let out = vantage(&["collect", "--once", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (ok, findings) = promtool_check(&text);
+    assert!(ok && findings.is_empty(), "promtool check metrics: {findings:?}");
+    assert!(text.contains("ebpf_runqueue_latency_seconds_bucket{"), "{text}");
+}
+
+#[test]
+fn collect_once_is_valid_exposition_with_kernel_context_switches() {
+    let out = vantage(&["collect", "--once"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (_, findings) = promtool_check(&text);
+    let other: Vec<&String> = findings.iter().filter(|f| !is_node_exporter_naming_lint(f)).collect();
+    assert!(other.is_empty(), "promtool check metrics found more than node_exporter's own naming lints: {other:?}");
     let series = parse_text(&text);
     let switches: Vec<f64> =
         series.iter().filter(|(s, _)| s.starts_with("ebpf_cpu_context_switches_total{cpu=")).map(|(_, v)| *v).collect();
