@@ -492,6 +492,9 @@ impl FileSource {
             d.skipping = skipping;
             d.rotated = Some(Instant::now());
             self.readers.push(d);
+            // Finish the old content before the new, to keep the stream in order.
+            let j = self.readers.len() - 1;
+            while self.read(j).await?.1 {}
         }
         let r = &mut self.readers[i];
         r.cursor.retire(r.last_ack);
