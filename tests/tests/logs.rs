@@ -479,3 +479,81 @@ fn memory_stays_flat_while_loki_is_down() {
     wait_for(Duration::from_secs(120), || (loki.count() as u64 >= written).then_some(()))
         .unwrap_or_else(|| panic!("{} of {written} lines arrived after Loki came back", loki.count()));
 }
+
+/// A busybox container's stdout and stderr arrive with container labels,
+/// Docker's 16 KiB splits joined; after `docker restart` and after an agent
+/// restart nothing arrives twice and nothing is missing.
+#[test]
+fn container_logs_arrive_once_across_docker_and_agent_restarts() {
+    use vantage_tests::logs_docker::{busybox_image, docker};
+    let image = busybox_image();
+    let dir = TempDir::new("logs-docker");
+    let loki = Loki::start();
+    let name = format!("vantage-logs-{}", std::process::id());
+    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    let script = r#"r=$(cat /proc/sys/kernel/random/uuid); printf "long-$r-"; head -c 40000 /dev/zero | tr '\0' x; echo; i=0; while true; do echo "out $r $i"; echo "err $r $i" >&2; i=$((i+1)); sleep 0.05; done"#;
+    let id = docker(&["run", "-d", "--name", &name, image, "/bin/sh", "-c", script]);
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _cleanup = Cleanup(name.clone());
+    let src = format!("[logs.docker]\nenabled = true\ninclude = \"^{name}$\"\nrefresh_interval = \"1s\"\n");
+    let cfg = config(dir.path(), &loki, &src, "");
+    let mut agent = Agent::start(dir.path(), &cfg, "1");
+    let runs = |loki: &Loki| -> Vec<String> {
+        let mut r: Vec<String> = Vec::new();
+        for e in loki.entries() {
+            if let Some(id) = e.line.strip_prefix("out ").and_then(|s| s.split(' ').next()) {
+                if !r.iter().any(|x| x == id) {
+                    r.push(id.to_string());
+                }
+            }
+        }
+        r
+    };
+    let count_of = |loki: &Loki, run: &str| loki.entries().iter().filter(|e| e.line.starts_with(&format!("out {run} "))).count();
+    wait_for(Duration::from_secs(20), || runs(&loki).first().filter(|r| count_of(&loki, r) >= 20).cloned()).expect("first run's lines");
+    docker(&["restart", "-t", "1", &name]);
+    wait_for(Duration::from_secs(20), || (runs(&loki).len() >= 2 && count_of(&loki, &runs(&loki)[1]) >= 20).then_some(()))
+        .expect("lines after docker restart");
+    agent.proc.signal(libc::SIGTERM);
+    agent.proc.wait_timeout(Duration::from_secs(10)).expect("agent stops on SIGTERM");
+    let before = loki.count();
+    std::thread::sleep(Duration::from_secs(1));
+    let _agent = Agent::start(dir.path(), &cfg, "2");
+    wait_for(Duration::from_secs(20), || (loki.count() >= before + 60).then_some(())).expect("lines after the agent restart");
+    docker(&["stop", "-t", "1", &name]);
+    std::thread::sleep(Duration::from_secs(2));
+
+    let entries = loki.entries();
+    let mut seen = std::collections::HashSet::new();
+    for e in &entries {
+        assert!(seen.insert((e.line.clone(), e.labels.get("stream").cloned())), "sent twice: {:?}", e.line);
+        assert_eq!(e.labels.get("container_name"), Some(&name));
+        assert_eq!(e.labels.get("container_id"), Some(&id));
+        assert_eq!(e.labels.get("image").map(String::as_str), Some(image));
+        assert_eq!(e.labels.get("job").map(String::as_str), Some("docker"));
+        let want = if e.line.starts_with("err ") { "stderr" } else { "stdout" };
+        assert_eq!(e.labels.get("stream").map(String::as_str), Some(want), "{:?}", e.line);
+    }
+    let runs = runs(&loki);
+    assert!(runs.len() >= 2, "{runs:?}");
+    for r in &runs {
+        // Every line of every run, both streams, without a gap.
+        for stream in ["out", "err"] {
+            let mut seqs: Vec<u64> = entries
+                .iter()
+                .filter_map(|e| e.line.strip_prefix(&format!("{stream} {r} ")).and_then(|s| s.parse().ok()))
+                .collect();
+            seqs.sort();
+            assert_eq!(seqs.first(), Some(&0), "{stream} of run {r} starts at 0");
+            assert_eq!(*seqs.last().unwrap() as usize + 1, seqs.len(), "{stream} of run {r} has gaps");
+        }
+        let long = format!("long-{r}-{}", "x".repeat(40000));
+        assert_eq!(entries.iter().filter(|e| e.line == long).count(), 1, "the 40,000-byte line of run {r}, joined");
+    }
+    assert!(entries.iter().any(|e| e.timestamp_ns % 1_000_000_000 != 0), "nanosecond timestamps");
+}

@@ -190,7 +190,7 @@ pub fn start(ctx: &crate::Context) -> Result<Vec<tokio::task::JoinHandle<()>>, S
         tasks.push(tokio::spawn(source.run()));
     }
     if cfg.docker.enabled {
-        let d = docker::DockerLogs::new(&cfg.docker, positions.clone(), sink.sender.clone(), stats.source("docker"), ctx.shutdown.clone())?;
+        let d = docker::DockerLogs::new(&cfg.docker, &ctx.config.docker.host, positions.clone(), sink.sender.clone(), stats.source("docker"), ctx.shutdown.clone())?;
         tasks.push(tokio::spawn(d.run()));
     }
     tasks.push(tokio::spawn(positions.clone().run_writer(cfg.positions_sync_period, ctx.shutdown.clone(), sink.task)));
