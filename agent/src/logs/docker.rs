@@ -316,9 +316,11 @@ async fn follow(sh: Arc<Shared>, id: String, name: String, image: String) {
         if !complete {
             continue; // Docker split a long line: the rest follows
         }
-        let bytes = std::mem::take(&mut p.bytes);
+        let mut bytes = std::mem::take(&mut p.bytes);
         p.cut = false;
-        let bytes = bytes.strip_suffix(b"\r").unwrap_or(&bytes);
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
         let (text, repaired) = repair_utf8(bytes);
         if repaired {
             sh.stats.invalid_utf8.fetch_add(1, Ordering::Relaxed);

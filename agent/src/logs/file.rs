@@ -180,8 +180,11 @@ fn fingerprint(file: &File, len: u32) -> Option<u64> {
 
 /// A file being read.
 struct Reader {
-    /// The path the lines are labelled with.
+    /// Where the file is now.
     path: PathBuf,
+    /// The path the lines are labelled with and the position is saved
+    /// under: the name the file had when it was found, before any rotation.
+    label_path: PathBuf,
     labels: Labels,
     file: File,
     dev: u64,
@@ -205,7 +208,7 @@ struct Reader {
 
 impl Reader {
     fn id(&self) -> FileId {
-        FileId { path: self.path.clone(), dev: self.dev, ino: self.ino, fp_len: self.fp_len, fp_hash: self.fp_hash }
+        FileId { path: self.label_path.clone(), dev: self.dev, ino: self.ino, fp_len: self.fp_len, fp_hash: self.fp_hash }
     }
 
     /// Grows the fingerprint while the file is shorter than FINGERPRINT_MAX.
@@ -314,6 +317,7 @@ impl FileSource {
     fn open_reader(&self, path: &Path, label_path: &Path, file: File, meta: &Metadata, offset: u64, acked: u64) -> Reader {
         let mut r = Reader {
             path: path.to_path_buf(),
+            label_path: label_path.to_path_buf(),
             labels: self.labels_for(label_path),
             file,
             dev: meta.dev(),
@@ -395,7 +399,6 @@ impl FileSource {
                 if r.rotated.is_some() {
                     r.path = path.clone();
                     r.rotated = None;
-                    *r.cursor.key.lock().unwrap() = CursorKey::File(r.id());
                 }
                 continue;
             }
@@ -485,7 +488,7 @@ impl FileSource {
         let copy = find_sibling(&r.id(), r.offset + 1, &exclude);
         tracing::info!(file = %r.path.display(), offset = r.offset, copy = ?copy.as_ref().map(|c| c.0.display().to_string()), "file truncated; reading it again from the start");
         if let Some((path, f, m)) = copy {
-            let label_path = r.path.clone();
+            let label_path = r.label_path.clone();
             let (partial, skipping) = (r.partial.clone(), r.skipping);
             let mut d = self.open_reader(&path, &label_path, f, &m, r.offset, line_start);
             d.partial = partial;
@@ -522,7 +525,7 @@ impl FileSource {
             tail.push((bytes[..bytes.len().min(max)].to_vec(), r.offset));
         }
         for (bytes, ack) in tail {
-            self.line(i, &bytes, ack).await?;
+            self.line(i, bytes, ack).await?;
         }
         let r = &mut self.readers[i];
         if let Some((text, ts, ack)) = r.multiline.take() {
@@ -596,9 +599,9 @@ impl FileSource {
                     self.stats.lines_truncated.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            let batch = std::mem::take(&mut lines);
-            for (bytes, ack) in &batch {
-                self.line(i, bytes, *ack).await?;
+            let mut batch = std::mem::take(&mut lines);
+            for (bytes, ack) in batch.drain(..) {
+                self.line(i, bytes, ack).await?;
             }
             lines = batch;
             if total >= FAIR_SHARE {
@@ -608,8 +611,10 @@ impl FileSource {
     }
 
     /// One raw line of reader `i`, ending at file offset `ack`.
-    async fn line(&mut self, i: usize, bytes: &[u8], ack: u64) -> Result<(), Stopped> {
-        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    async fn line(&mut self, i: usize, mut bytes: Vec<u8>, ack: u64) -> Result<(), Stopped> {
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
         let (text, repaired) = repair_utf8(bytes);
         if repaired {
             self.stats.invalid_utf8.fetch_add(1, Ordering::Relaxed);

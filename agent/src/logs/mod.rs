@@ -156,10 +156,10 @@ pub fn now_ns() -> i64 {
 
 /// Turns raw bytes into a valid UTF-8 line: invalid sequences and NUL bytes
 /// become U+FFFD. The flag says whether anything was replaced.
-pub fn repair_utf8(bytes: &[u8]) -> (String, bool) {
-    let (mut s, mut bad) = match std::str::from_utf8(bytes) {
-        Ok(s) => (s.to_string(), false),
-        Err(_) => (String::from_utf8_lossy(bytes).into_owned(), true),
+pub fn repair_utf8(bytes: Vec<u8>) -> (String, bool) {
+    let (mut s, mut bad) = match String::from_utf8(bytes) {
+        Ok(s) => (s, false),
+        Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
     };
     if s.as_bytes().contains(&0) {
         s = s.replace('\0', "\u{FFFD}");

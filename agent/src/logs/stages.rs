@@ -390,20 +390,23 @@ fn run_stages(stages: &[Stage], rec: &mut Record, stats: &StageStats) -> bool {
                     stats.error(2);
                     continue;
                 };
-                let (pairs, ok) = parse_logfmt(text);
-                if !ok {
-                    stats.error(2);
-                }
-                for (k, v) in pairs {
+                let mut found: Vec<(String, String)> = Vec::new();
+                let ok = visit_logfmt(text, &mut |k, v| {
                     if mapping.is_empty() {
-                        rec.set_field(&k, v);
+                        found.push((k.to_string(), v.into_owned()));
                     } else {
                         for (name, key) in mapping {
-                            if *key == k {
-                                rec.set_field(name, v.clone());
+                            if key == k {
+                                found.push((name.clone(), v.to_string()));
                             }
                         }
                     }
+                });
+                if !ok {
+                    stats.error(2);
+                }
+                for (k, v) in found {
+                    rec.set_field(&k, v);
                 }
             }
             Stage::Labels(values) => {
@@ -496,8 +499,16 @@ fn json_text(v: &serde_json::Value) -> String {
 /// Parses logfmt pairs; false when the input was malformed (an unclosed
 /// quote or a key without a name), with the pairs read up to there.
 pub fn parse_logfmt(text: &str) -> (Vec<(String, String)>, bool) {
-    let b = text.as_bytes();
     let mut out = Vec::new();
+    let ok = visit_logfmt(text, &mut |k, v| out.push((k.to_string(), v.into_owned())));
+    (out, ok)
+}
+
+/// Calls `f` with each logfmt pair without copying unquoted values; false
+/// when the input was malformed.
+pub fn visit_logfmt<'a>(text: &'a str, f: &mut dyn FnMut(&'a str, std::borrow::Cow<'a, str>)) -> bool {
+    use std::borrow::Cow;
+    let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
         while i < b.len() && b[i] == b' ' {
@@ -512,21 +523,23 @@ pub fn parse_logfmt(text: &str) -> (Vec<(String, String)>, bool) {
         }
         let key = &text[ks..i];
         if key.is_empty() {
-            return (out, false);
+            return false;
         }
         if i >= b.len() || b[i] == b' ' {
-            out.push((key.to_string(), String::new()));
+            f(key, Cow::Borrowed(""));
             continue;
         }
         i += 1; // '='
         if i < b.len() && b[i] == b'"' {
             i += 1;
-            let mut v = String::new();
-            let mut closed = false;
+            let vs = i;
+            let mut owned: Option<String> = None;
             let mut chunk = i;
+            let mut closed = false;
             while i < b.len() {
                 match b[i] {
-                    b'\\' if i + 1 < b.len() => {
+                    b'\\' if i + 1 < b.len() && b[i + 1].is_ascii() => {
+                        let v = owned.get_or_insert_with(String::new);
                         v.push_str(&text[chunk..i]);
                         v.push(match b[i + 1] {
                             b'n' => '\n',
@@ -537,8 +550,6 @@ pub fn parse_logfmt(text: &str) -> (Vec<(String, String)>, bool) {
                         chunk = i;
                     }
                     b'"' => {
-                        v.push_str(&text[chunk..i]);
-                        i += 1;
                         closed = true;
                         break;
                     }
@@ -546,21 +557,30 @@ pub fn parse_logfmt(text: &str) -> (Vec<(String, String)>, bool) {
                 }
             }
             if !closed {
-                return (out, false);
+                return false;
             }
-            out.push((key.to_string(), v));
+            let value = match owned {
+                Some(mut v) => {
+                    v.push_str(&text[chunk..i]);
+                    Cow::Owned(v)
+                }
+                None => Cow::Borrowed(&text[vs..i]),
+            };
+            i += 1; // closing quote
+            f(key, value);
         } else {
             let vs = i;
             while i < b.len() && b[i] != b' ' {
                 i += 1;
             }
-            out.push((key.to_string(), text[vs..i].to_string()));
+            f(key, Cow::Borrowed(&text[vs..i]));
         }
     }
-    (out, true)
+    true
 }
 
-/// Normalises a level word to debug, info, warn, error or fatal.
+/// Normalises a level word (or a pino/bunyan number) to debug, info, warn,
+/// error or fatal.
 pub fn normalize_level(word: &str) -> Option<&'static str> {
     let w = word.trim();
     if w.len() > 13 {
@@ -576,6 +596,12 @@ pub fn normalize_level(word: &str) -> Option<&'static str> {
         b"warn" | b"warning" | b"wrn" => "warn",
         b"error" | b"err" | b"eror" | b"severe" => "error",
         b"fatal" | b"critical" | b"crit" | b"panic" | b"dpanic" | b"emerg" | b"emergency" | b"alert" | b"ftl" => "fatal",
+        // pino/bunyan numeric levels.
+        b"10" | b"20" => "debug",
+        b"30" => "info",
+        b"40" => "warn",
+        b"50" => "error",
+        b"60" => "fatal",
         _ => return None,
     })
 }
@@ -584,10 +610,9 @@ pub fn normalize_level(word: &str) -> Option<&'static str> {
 /// bracketed `[ERROR]`, or one of the first words (`ERROR`, `WARN:`).
 pub fn find_level(line: &str) -> Option<&'static str> {
     let head = &line[..floor_char_boundary(line, 512)];
-    for key in ["level", "lvl", "severity"] {
+    for (key, quoted) in [("level", "\"level\""), ("lvl", "\"lvl\""), ("severity", "\"severity\"")] {
         // JSON: "level" : "value"
-        let quoted = format!("\"{key}\"");
-        if let Some(p) = head.find(&quoted) {
+        if let Some(p) = head.find(quoted) {
             let rest = head[p + quoted.len()..].trim_start();
             if let Some(rest) = rest.strip_prefix(':') {
                 let rest = rest.trim_start();
@@ -596,6 +621,12 @@ pub fn find_level(line: &str) -> Option<&'static str> {
                         if let Some(l) = normalize_level(&rest[..end]) {
                             return Some(l);
                         }
+                    }
+                } else {
+                    // pino and bunyan (Node.js) write numeric levels.
+                    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+                    if let Some(l) = normalize_level(&rest[..end]) {
+                        return Some(l);
                     }
                 }
             }

@@ -104,6 +104,8 @@ fn logfmt_pairs_and_quotes() {
             ("flag other=1", &[("flag", ""), ("other", "1")], 0),
             (r#"a=1 b="unclosed"#, &[("a", "1")], 1),
             ("=novalue", &[], 1),
+            (r#"k="a\é b" x=1"#, &[("k", "a\\é b"), ("x", "1")], 0),
+            ("ü=ß", &[("ü", "ß")], 0),
             ("", &[], 0),
         ],
     );
@@ -309,6 +311,9 @@ fn level_from_logfmt_json_brackets_and_words() {
         ("level= msg=empty", "unknown"),
         ("loglevel=info is not the level key", "unknown"),
         (r#"{"level":42}"#, "unknown"),
+        (r#"{"level":30,"time":1700000000000,"msg":"pino"}"#, "info"),
+        (r#"{"level": 50}"#, "error"),
+        (r#"{"level":"#, "unknown"),
         ("[unclosed ERROR", "error"),
         ("", "unknown"),
         ("ünïcödé [ERROR] ✓", "error"),

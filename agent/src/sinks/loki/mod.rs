@@ -347,6 +347,9 @@ pub fn start(
     Ok(Sink { sender: LogSender { tx, budget, capacity: cfg.buffer_size }, task, stats })
 }
 
+/// Streams per batch up to which a stream is found by comparison.
+const LINEAR_STREAMS: usize = 16;
+
 /// Entries collected for one request, grouped by stream.
 #[derive(Default)]
 struct Pending {
@@ -373,11 +376,23 @@ impl Pending {
         let Some(line) = e.line else { return };
         self.count += 1;
         self.bytes += line.len();
-        let i = match self.streams.get(&e.labels) {
-            Some(&i) => i,
+        // Few streams per batch is the common case: comparing label sets
+        // is cheaper than hashing them, so the map is only used beyond that.
+        let i = if self.entries.len() <= LINEAR_STREAMS {
+            self.entries.iter().position(|(l, _)| *l == e.labels)
+        } else {
+            self.streams.get(&e.labels).copied()
+        };
+        let i = match i {
+            Some(i) => i,
             None => {
-                self.entries.push((e.labels.clone(), Vec::new()));
-                self.streams.insert(e.labels, self.entries.len() - 1);
+                if self.entries.len() == LINEAR_STREAMS {
+                    self.streams = self.entries.iter().enumerate().map(|(i, (l, _))| (l.clone(), i)).collect();
+                }
+                if self.entries.len() >= LINEAR_STREAMS {
+                    self.streams.insert(e.labels.clone(), self.entries.len());
+                }
+                self.entries.push((e.labels, Vec::new()));
                 self.entries.len() - 1
             }
         };
@@ -552,7 +567,9 @@ impl Pusher {
             self.stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
             self.stats.last_send_ms.store(now, Ordering::Relaxed);
             let newest = batch.entries.iter().flat_map(|(_, l)| l.iter().map(|(ts, _)| *ts)).max().unwrap_or(0);
+            let pending = self.stats.pending_entries.load(Ordering::Relaxed).max(0) as u64;
             self.registry.update_sink("loki", |s| {
+                s.pending = pending;
                 s.last_success_ms = now;
                 s.last_error.clear();
                 s.lag_seconds = if newest > 0 { (now as f64 / 1000.0 - newest as f64 / 1e9).max(0.0) } else { 0.0 };
@@ -622,6 +639,24 @@ mod tests {
         assert_eq!(req.streams[0].labels, r#"{env="own", job="app", server_name="h1"}"#);
         let lines: Vec<&str> = req.streams[0].entries.iter().map(|e| e.line.as_str()).collect();
         assert_eq!(lines, ["a", "a2", "c"]);
+    }
+
+    #[test]
+    fn pending_groups_by_stream_past_the_linear_limit() {
+        let mut p = Pending::default();
+        for round in 0..3 {
+            for s in 0..40 {
+                let labels = Labels::from_pairs([("s", s.to_string())]);
+                p.add(LogEntry { labels, timestamp_ns: round, line: Some(format!("{s}-{round}")), ack: None });
+            }
+        }
+        assert_eq!(p.entries.len(), 40);
+        for (labels, lines) in &p.entries {
+            let s = labels.get("s").unwrap();
+            let want: Vec<String> = (0..3).map(|r| format!("{s}-{r}")).collect();
+            assert_eq!(lines.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>(), want);
+        }
+        assert_eq!((p.count, p.items), (120, 120));
     }
 
     #[test]
