@@ -557,3 +557,36 @@ fn container_logs_arrive_once_across_docker_and_agent_restarts() {
     }
     assert!(entries.iter().any(|e| e.timestamp_ns % 1_000_000_000 != 0), "nanosecond timestamps");
 }
+
+/// Rotated (renamed) and copytruncated while the agent was stopped: the
+/// unread rest of the old content is found beside the file and sent, then
+/// the new file, each line once.
+#[test]
+fn rotation_while_the_agent_is_down_loses_nothing() {
+    let dir = TempDir::new("logs-down-rotate");
+    let loki = Loki::start();
+    let log = dir.path().join("app.log");
+    append(&log, b"a1\na2\na3\n");
+    let cfg = config(dir.path(), &loki, &file_source("app", &log, ""), "");
+    let mut agent = Agent::start(dir.path(), &cfg, "1");
+    wait_lines(&loki, 3, 10);
+    agent.proc.signal(libc::SIGTERM);
+    agent.proc.wait_timeout(Duration::from_secs(10)).expect("agent stops");
+    // Rename rotation with unread lines in the old file.
+    append(&log, b"a4\na5\n");
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    append(&log, b"b1\nb2\n");
+    let mut agent = Agent::start(dir.path(), &cfg, "2");
+    wait_lines(&loki, 7, 10);
+    agent.proc.signal(libc::SIGTERM);
+    agent.proc.wait_timeout(Duration::from_secs(10)).expect("agent stops");
+    // copytruncate with unread lines.
+    append(&log, b"b3\n");
+    std::fs::copy(&log, dir.path().join("app.log.2")).unwrap();
+    OpenOptions::new().write(true).open(&log).unwrap().set_len(0).unwrap();
+    append(&log, b"c1\n");
+    let _agent = Agent::start(dir.path(), &cfg, "3");
+    wait_lines(&loki, 9, 10);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(lines_of(&loki), ["a1", "a2", "a3", "a4", "a5", "b1", "b2", "b3", "c1"]);
+}
