@@ -335,3 +335,45 @@ fn unknown_stage_types_and_keys_are_rejected() {
     assert!(problems("[[stages]]\ntype = \"teleport\"")[0].contains("teleport"));
     assert!(problems("[[stages]]\ntype = \"regex\"\nexpression = '(?P<a>x)'\nbogus = 1")[0].contains("bogus"));
 }
+
+/// The stage list proposed for config/exchange.toml, on the line shapes the
+/// exchange's apps write.
+#[test]
+fn exchange_stage_list() {
+    let (p, ml) = pipeline(
+        r#"
+[[stages]]
+type = "multiline"
+firstline = '^(\{|\[|\d{4}-\d{2}-\d{2})'
+max_wait = "3s"
+[[stages]]
+type = "json"
+expressions = { timestamp = "time" }
+[[stages]]
+type = "regex"
+expression = '^(?P<timestamp>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)'
+[[stages]]
+type = "timestamp"
+source = "timestamp"
+format = "RFC3339Nano"
+fallback_formats = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "UnixMs"]
+location = "UTC"
+[[stages]]
+type = "level"
+"#,
+    );
+    assert!(ml.is_some());
+    let cases: &[(&str, i64, &str)] = &[
+        (r#"{"level":50,"time":1763937601123,"msg":"order rejected"}"#, 1_763_937_601_123_000_000, "error"),
+        ("2025-11-23T22:40:01.5Z WARN kafka lag high", 1_763_937_601_500_000_000, "warn"),
+        ("2025-11-23 22:40:01.250 [INFO] matched", 1_763_937_601_250_000_000, "info"),
+        ("2025-11-23 22:40:01 level=debug x=1", 1_763_937_601_000_000_000, "debug"),
+        ("no time, no level", READ_NS, "unknown"),
+    ];
+    for (line, ts, level) in cases {
+        let out = run(&p, line, &[]);
+        assert_eq!(out.rec.timestamp_ns, *ts, "{line}");
+        assert_eq!(out.rec.labels.get("level"), Some(*level), "{line}");
+        assert_eq!(out.rec.line, *line);
+    }
+}
