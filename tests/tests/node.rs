@@ -132,8 +132,28 @@ const IN_SCOPE: &[&str] = &[
 
 /// The collectors Vantage implements (agent/src/sources/node/mod.rs).
 const VANTAGE_COLLECTORS: &[&str] = &[
-    "conntrack", "cpu", "diskstats", "entropy", "filefd", "filesystem", "loadavg", "meminfo", "netclass", "netdev",
-    "netstat", "os", "pressure", "schedstat", "sockstat", "softnet", "stat", "textfile", "time", "timex", "uname", "vmstat",
+    "conntrack",
+    "cpu",
+    "diskstats",
+    "entropy",
+    "filefd",
+    "filesystem",
+    "loadavg",
+    "meminfo",
+    "netclass",
+    "netdev",
+    "netstat",
+    "os",
+    "pressure",
+    "schedstat",
+    "sockstat",
+    "softnet",
+    "stat",
+    "textfile",
+    "time",
+    "timex",
+    "uname",
+    "vmstat",
 ];
 
 /// Whether `name`'s values are fixed facts (info metrics, mtimes, ...),
@@ -184,9 +204,10 @@ fn check_value(family: &str, kind: &str, v: f64, a: f64, b: f64) -> bool {
         "node_procs_running" | "node_procs_blocked" => return v >= lo - 3.0 && v <= hi + 3.0,
         // node_exporter is always measured with its own scrape connection
         // open (both ends are on this host); Vantage reads with none.
-        "node_netstat_Tcp_CurrEstab" | "node_sockstat_TCP_inuse" | "node_sockstat_TCP_alloc" | "node_sockstat_sockets_used" => {
-            return v >= lo - 4.0 && v <= hi + 4.0
-        }
+        "node_netstat_Tcp_CurrEstab"
+        | "node_sockstat_TCP_inuse"
+        | "node_sockstat_TCP_alloc"
+        | "node_sockstat_sockets_used" => return v >= lo - 4.0 && v <= hi + 4.0,
         _ => {}
     }
     if kind == "counter" || kind == "untyped" {
@@ -275,7 +296,10 @@ fn matches_node_exporter_family_by_family() {
             problems.push(format!("{name}: type {} here, {} in node_exporter", mine.kind, theirs.kind));
         }
         if mine.label_names != theirs.label_names {
-            problems.push(format!("{name}: label names {:?} here, {:?} in node_exporter", mine.label_names, theirs.label_names));
+            problems.push(format!(
+                "{name}: label names {:?} here, {:?} in node_exporter",
+                mine.label_names, theirs.label_names
+            ));
         }
         for (series, &a) in &theirs.series {
             // node_exporter reports collectors Vantage lacks; those are not compared.
@@ -340,8 +364,14 @@ fn host_paths_from_the_environment_and_one_warning_for_foreign_collectors() {
     assert_eq!(get("node_load1{instance=\"e\",job=\"e-node-exporter\"}"), Some(7.25), "{stdout}");
     assert_eq!(get("node_load15{instance=\"e\",job=\"e-node-exporter\"}"), Some(1.75));
     // The host's /proc/stat is not under HOST_PROC: that collector fails, alone.
-    assert_eq!(get("node_scrape_collector_success{collector=\"cpu\",instance=\"e\",job=\"e-node-exporter\"}"), Some(0.0));
-    assert_eq!(get("node_scrape_collector_success{collector=\"loadavg\",instance=\"e\",job=\"e-node-exporter\"}"), Some(1.0));
+    assert_eq!(
+        get("node_scrape_collector_success{collector=\"cpu\",instance=\"e\",job=\"e-node-exporter\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get("node_scrape_collector_success{collector=\"loadavg\",instance=\"e\",job=\"e-node-exporter\"}"),
+        Some(1.0)
+    );
     assert!(!stdout.contains("collector=\"meminfo\""), "meminfo was disabled");
     assert_eq!(stderr.matches("not part of Vantage").count(), 1, "{stderr}");
     for name in ["powersupplyclass", "hwmon", "arp", "bcache"] {
@@ -411,7 +441,8 @@ fn a_hung_mount_does_not_stall_the_collection() {
         config = config.display(),
         out = out.display(),
     );
-    let run = Command::new(unshare).args(["-m", "--propagation", "private", "sh", "-c", &sh]).output().expect("run unshare");
+    let run =
+        Command::new(unshare).args(["-m", "--propagation", "private", "sh", "-c", &sh]).output().expect("run unshare");
     let stdout = String::from_utf8_lossy(&run.stdout);
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     let err = std::fs::read_to_string(format!("{}.err", out.display())).unwrap_or_default();
@@ -430,10 +461,15 @@ fn a_hung_mount_does_not_stall_the_collection() {
     );
     assert!(!text.contains(&format!("node_filesystem_size_bytes{{device=\"Hang\"")), "no sizes for the hung mount");
     assert_eq!(
-        series.iter().find(|(n, _)| n.starts_with("node_filesystem_device_error") && n.ends_with("mountpoint=\"/\"}")).map(|(_, v)| *v),
+        series
+            .iter()
+            .find(|(n, _)| n.starts_with("node_filesystem_device_error") && n.ends_with("mountpoint=\"/\"}"))
+            .map(|(_, v)| *v),
         Some(0.0),
         "the root filesystem is still measured: {text}"
     );
-    assert!(series.iter().any(|(n, v)| n.starts_with("node_filesystem_size_bytes") && n.ends_with("mountpoint=\"/\"}") && *v > 0.0));
+    assert!(series
+        .iter()
+        .any(|(n, v)| n.starts_with("node_filesystem_size_bytes") && n.ends_with("mountpoint=\"/\"}") && *v > 0.0));
     assert!(err.contains("statfs timed out"), "{err}");
 }

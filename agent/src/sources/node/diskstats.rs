@@ -19,19 +19,59 @@ const FIELDS: [(&str, &str, MetricType, f64); 17] = [
     ("node_disk_reads_merged_total", "The total number of reads merged.", MetricType::Counter, 1.0),
     ("node_disk_read_bytes_total", "The total number of bytes read successfully.", MetricType::Counter, SECTOR),
     ("node_disk_read_time_seconds_total", "The total number of seconds spent by all reads.", MetricType::Counter, MS),
-    ("node_disk_writes_completed_total", "The total number of writes completed successfully.", MetricType::Counter, 1.0),
+    (
+        "node_disk_writes_completed_total",
+        "The total number of writes completed successfully.",
+        MetricType::Counter,
+        1.0,
+    ),
     ("node_disk_writes_merged_total", "The number of writes merged.", MetricType::Counter, 1.0),
     ("node_disk_written_bytes_total", "The total number of bytes written successfully.", MetricType::Counter, SECTOR),
-    ("node_disk_write_time_seconds_total", "This is the total number of seconds spent by all writes.", MetricType::Counter, MS),
+    (
+        "node_disk_write_time_seconds_total",
+        "This is the total number of seconds spent by all writes.",
+        MetricType::Counter,
+        MS,
+    ),
     ("node_disk_io_now", "The number of I/Os currently in progress.", MetricType::Gauge, 1.0),
     ("node_disk_io_time_seconds_total", "Total seconds spent doing I/Os.", MetricType::Counter, MS),
-    ("node_disk_io_time_weighted_seconds_total", "The weighted # of seconds spent doing I/Os.", MetricType::Counter, MS),
-    ("node_disk_discards_completed_total", "The total number of discards completed successfully.", MetricType::Counter, 1.0),
+    (
+        "node_disk_io_time_weighted_seconds_total",
+        "The weighted # of seconds spent doing I/Os.",
+        MetricType::Counter,
+        MS,
+    ),
+    (
+        "node_disk_discards_completed_total",
+        "The total number of discards completed successfully.",
+        MetricType::Counter,
+        1.0,
+    ),
     ("node_disk_discards_merged_total", "The total number of discards merged.", MetricType::Counter, 1.0),
-    ("node_disk_discarded_sectors_total", "The total number of sectors discarded successfully.", MetricType::Counter, 1.0),
-    ("node_disk_discard_time_seconds_total", "This is the total number of seconds spent by all discards.", MetricType::Counter, MS),
-    ("node_disk_flush_requests_total", "The total number of flush requests completed successfully", MetricType::Counter, 1.0),
-    ("node_disk_flush_requests_time_seconds_total", "This is the total number of seconds spent by all flush requests.", MetricType::Counter, MS),
+    (
+        "node_disk_discarded_sectors_total",
+        "The total number of sectors discarded successfully.",
+        MetricType::Counter,
+        1.0,
+    ),
+    (
+        "node_disk_discard_time_seconds_total",
+        "This is the total number of seconds spent by all discards.",
+        MetricType::Counter,
+        MS,
+    ),
+    (
+        "node_disk_flush_requests_total",
+        "The total number of flush requests completed successfully",
+        MetricType::Counter,
+        1.0,
+    ),
+    (
+        "node_disk_flush_requests_time_seconds_total",
+        "This is the total number of seconds spent by all flush requests.",
+        MetricType::Counter,
+        MS,
+    ),
 ];
 
 const INFO: &str = "node_disk_info";
@@ -102,7 +142,8 @@ impl Sub for Diskstats {
             let mut values = [0f64; 17];
             let mut n = 0;
             for (slot, f) in values.iter_mut().zip(parts) {
-                *slot = f.parse::<u64>().map_err(|_| NodeError::parse(path, format!("bad number {f:?} in {line:?}")))? as f64;
+                *slot = f.parse::<u64>().map_err(|_| NodeError::parse(path, format!("bad number {f:?} in {line:?}")))?
+                    as f64;
                 n += 1;
             }
             if n < 11 {
@@ -140,7 +181,13 @@ impl Sub for Diskstats {
                 1.0,
             );
             // Kernels before 4.18 have 11 fields, before 5.5 have 15.
-            let count = if n >= 17 { 17 } else if n >= 15 { 15 } else { 11 };
+            let count = if n >= 17 {
+                17
+            } else if n >= 15 {
+                15
+            } else {
+                11
+            };
             for ((metric, help, kind, scale), v) in FIELDS.iter().zip(values).take(count) {
                 let v = if *scale == MS { v / 1000.0 } else { v * scale };
                 out.add_to(from, metric, *kind, help, &[("device", name)], v);
@@ -167,7 +214,10 @@ mod tests {
     fn counters_units_and_exclusions() {
         let t = Tree::new("disk");
         t.write("proc/diskstats", TEXT);
-        t.write("run/udev/data/b254:0", "S:disk/by-path/x\nE:ID_PATH=pci-0000:00:05.0\nE:ID_MODEL=QEMU_DISK\nE:ID_SERIAL_SHORT=abc\n");
+        t.write(
+            "run/udev/data/b254:0",
+            "S:disk/by-path/x\nE:ID_PATH=pci-0000:00:05.0\nE:ID_MODEL=QEMU_DISK\nE:ID_SERIAL_SHORT=abc\n",
+        );
         let mut d = Diskstats::new(&t.config());
         let got = run(&mut d).unwrap();
         assert!(!got.iter().any(|(s, _)| s.contains("loop0") || s.contains("vda1")), "{got:?}");

@@ -238,7 +238,8 @@ impl Sub for Filesystem {
             let stuck = self.pending.lock().unwrap_or_else(|e| e.into_inner()).contains(&key);
             let result = if stuck { None } else { self.stat(key, &path) };
             let m = &self.mounts[&h];
-            let labels = [("device", m.device.as_str()), ("fstype", m.fs_type.as_str()), ("mountpoint", m.mount_point.as_str())];
+            let labels =
+                [("device", m.device.as_str()), ("fstype", m.fs_type.as_str()), ("mountpoint", m.mount_point.as_str())];
             let stats = match result {
                 Some(Ok(s)) => Some(s),
                 Some(Err(errno)) => {
@@ -302,11 +303,17 @@ nfs:/x /broken nfs4 rw 0 0\n";
         let got = run(&mut fs).unwrap();
         let l = |mp: &str, dev: &str, ty: &str| format!("{{device=\"{dev}\", fstype=\"{ty}\", mountpoint=\"{mp}\"}}");
         assert_eq!(value(&got, &format!("node_filesystem_size_bytes{}", l("/", "/dev/vda", "ext4"))), 409600.0);
-        assert_eq!(value(&got, &format!("node_filesystem_avail_bytes{}", l("/var/lib/docker", "/dev/vda", "ext4"))), 204800.0);
+        assert_eq!(
+            value(&got, &format!("node_filesystem_avail_bytes{}", l("/var/lib/docker", "/dev/vda", "ext4"))),
+            204800.0
+        );
         assert_eq!(value(&got, &format!("node_filesystem_readonly{}", l("/srv/my data", "/dev/vdb", "xfs"))), 1.0);
         assert_eq!(value(&got, &format!("node_filesystem_files_free{}", l("/srv/my data", "/dev/vdb", "xfs"))), 900.0);
         assert_eq!(value(&got, &format!("node_filesystem_device_error{}", l("/broken", "nfs:/x", "nfs4"))), 1.0);
-        assert!(!got.iter().any(|(s, _)| s.contains("/proc") || s.contains("overlay") || s.contains("/run")), "{got:#?}");
+        assert!(
+            !got.iter().any(|(s, _)| s.contains("/proc") || s.contains("overlay") || s.contains("/run")),
+            "{got:#?}"
+        );
         // 3 good mounts x 7 + the broken one's device_error and readonly.
         assert_eq!(got.len(), 23, "{got:#?}");
         t.write("proc/1/mounts", "/dev/vda\n");
@@ -328,7 +335,10 @@ nfs:/x /broken nfs4 rw 0 0\n";
         assert!(first >= Duration::from_millis(150) && first < Duration::from_millis(600), "{first:?}");
         assert_eq!(value(&got, hung), 1.0);
         // The mount after the hung one was still measured (by a new helper).
-        assert_eq!(value(&got, "node_filesystem_size_bytes{device=\"/dev/vdc\", fstype=\"ext4\", mountpoint=\"/data\"}"), 409600.0);
+        assert_eq!(
+            value(&got, "node_filesystem_size_bytes{device=\"/dev/vdc\", fstype=\"ext4\", mountpoint=\"/data\"}"),
+            409600.0
+        );
         // While the statfs is stuck, the mount is reported without waiting.
         let started = Instant::now();
         let got = run(&mut fs).unwrap();

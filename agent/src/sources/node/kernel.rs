@@ -45,12 +45,28 @@ impl Conntrack {
 const CONNTRACK_STATS: [(&str, &str, &str); 8] = [
     ("found", "node_nf_conntrack_stat_found", "Number of searched entries which were successful."),
     ("invalid", "node_nf_conntrack_stat_invalid", "Number of packets seen which can not be tracked."),
-    ("ignore", "node_nf_conntrack_stat_ignore", "Number of packets seen which are already connected to a conntrack entry."),
+    (
+        "ignore",
+        "node_nf_conntrack_stat_ignore",
+        "Number of packets seen which are already connected to a conntrack entry.",
+    ),
     ("insert", "node_nf_conntrack_stat_insert", "Number of entries inserted into the list."),
-    ("insert_failed", "node_nf_conntrack_stat_insert_failed", "Number of entries for which list insertion was attempted but failed."),
+    (
+        "insert_failed",
+        "node_nf_conntrack_stat_insert_failed",
+        "Number of entries for which list insertion was attempted but failed.",
+    ),
     ("drop", "node_nf_conntrack_stat_drop", "Number of packets dropped due to conntrack failure."),
-    ("early_drop", "node_nf_conntrack_stat_early_drop", "Number of dropped conntrack entries to make room for new ones, if maximum table size was reached."),
-    ("search_restart", "node_nf_conntrack_stat_search_restart", "Number of conntrack table lookups which had to be restarted due to hashtable resizes."),
+    (
+        "early_drop",
+        "node_nf_conntrack_stat_early_drop",
+        "Number of dropped conntrack entries to make room for new ones, if maximum table size was reached.",
+    ),
+    (
+        "search_restart",
+        "node_nf_conntrack_stat_search_restart",
+        "Number of conntrack table lookups which had to be restarted due to hashtable resizes.",
+    ),
 ];
 
 /// Sums the per-CPU hex rows of /proc/net/stat/nf_conntrack by column.
@@ -91,7 +107,13 @@ impl Sub for Conntrack {
             count,
         );
         let max = one_number(&mut self.max)?;
-        out.single("node_nf_conntrack_entries_limit", MetricType::Gauge, "Maximum size of connection tracking table.", &[], max);
+        out.single(
+            "node_nf_conntrack_entries_limit",
+            MetricType::Gauge,
+            "Maximum size of connection tracking table.",
+            &[],
+            max,
+        );
         let (path, text) = self.stat.read()?;
         let sums = conntrack_stats(path, text)?;
         for ((_, name, help), v) in CONNTRACK_STATS.iter().zip(sums) {
@@ -150,8 +172,20 @@ impl Sub for Filefd {
         if f.len() != 3 {
             return Err(NodeError::parse(path, format!("{} fields, expected 3", f.len())));
         }
-        out.single("node_filefd_allocated", MetricType::Gauge, "File descriptor statistics: allocated.", &[], num(path, f[0])?);
-        out.single("node_filefd_maximum", MetricType::Gauge, "File descriptor statistics: maximum.", &[], num(path, f[2])?);
+        out.single(
+            "node_filefd_allocated",
+            MetricType::Gauge,
+            "File descriptor statistics: allocated.",
+            &[],
+            num(path, f[0])?,
+        );
+        out.single(
+            "node_filefd_maximum",
+            MetricType::Gauge,
+            "File descriptor statistics: maximum.",
+            &[],
+            num(path, f[2])?,
+        );
         Ok(())
     }
 }
@@ -278,9 +312,30 @@ impl Sub for Schedstat {
             let running = num(path, f[6])? / 1e9;
             let waiting = num(path, f[7])? / 1e9;
             let slices = num(path, f[8])?;
-            out.add_to(from, "node_schedstat_running_seconds_total", MetricType::Counter, "Number of seconds CPU spent running a process.", &[("cpu", cpu)], running);
-            out.add_to(from, "node_schedstat_waiting_seconds_total", MetricType::Counter, "Number of seconds spent by processing waiting for this CPU.", &[("cpu", cpu)], waiting);
-            out.add_to(from, "node_schedstat_timeslices_total", MetricType::Counter, "Number of timeslices executed by CPU.", &[("cpu", cpu)], slices);
+            out.add_to(
+                from,
+                "node_schedstat_running_seconds_total",
+                MetricType::Counter,
+                "Number of seconds CPU spent running a process.",
+                &[("cpu", cpu)],
+                running,
+            );
+            out.add_to(
+                from,
+                "node_schedstat_waiting_seconds_total",
+                MetricType::Counter,
+                "Number of seconds spent by processing waiting for this CPU.",
+                &[("cpu", cpu)],
+                waiting,
+            );
+            out.add_to(
+                from,
+                "node_schedstat_timeslices_total",
+                MetricType::Counter,
+                "Number of timeslices executed by CPU.",
+                &[("cpu", cpu)],
+                slices,
+            );
         }
         Ok(())
     }
@@ -311,12 +366,34 @@ impl Sub for Softnet {
             let mut parts = line.split_ascii_whitespace();
             for slot in &mut v {
                 let p = parts.next().ok_or_else(|| NodeError::parse(path, format!("short row {line:?}")))?;
-                *slot = u64::from_str_radix(p, 16).map_err(|_| NodeError::parse(path, format!("bad hex {p:?}")))? as f64;
+                *slot =
+                    u64::from_str_radix(p, 16).map_err(|_| NodeError::parse(path, format!("bad hex {p:?}")))? as f64;
             }
             let cpu = self.ids.get(i);
-            out.add_to(from, "node_softnet_processed_total", MetricType::Counter, "Number of processed packets", &[("cpu", cpu)], v[0]);
-            out.add_to(from, "node_softnet_dropped_total", MetricType::Counter, "Number of dropped packets", &[("cpu", cpu)], v[1]);
-            out.add_to(from, "node_softnet_times_squeezed_total", MetricType::Counter, "Number of times processing packets ran out of quota", &[("cpu", cpu)], v[2]);
+            out.add_to(
+                from,
+                "node_softnet_processed_total",
+                MetricType::Counter,
+                "Number of processed packets",
+                &[("cpu", cpu)],
+                v[0],
+            );
+            out.add_to(
+                from,
+                "node_softnet_dropped_total",
+                MetricType::Counter,
+                "Number of dropped packets",
+                &[("cpu", cpu)],
+                v[1],
+            );
+            out.add_to(
+                from,
+                "node_softnet_times_squeezed_total",
+                MetricType::Counter,
+                "Number of times processing packets ran out of quota",
+                &[("cpu", cpu)],
+                v[2],
+            );
         }
         Ok(())
     }
@@ -356,7 +433,10 @@ mod tests {
         t.write("proc/sys/kernel/random/poolsize", "256\n");
         t.write("proc/sys/fs/file-nr", "864\t0\t2466170\n");
         let got = run(&mut Entropy::new(&t.config())).unwrap();
-        assert_eq!(got, [("node_entropy_available_bits{}".into(), 256.0), ("node_entropy_pool_size_bits{}".into(), 256.0)]);
+        assert_eq!(
+            got,
+            [("node_entropy_available_bits{}".into(), 256.0), ("node_entropy_pool_size_bits{}".into(), 256.0)]
+        );
         let got = run(&mut Filefd::new(&t.config())).unwrap();
         assert_eq!(got, [("node_filefd_allocated{}".into(), 864.0), ("node_filefd_maximum{}".into(), 2466170.0)]);
         t.write("proc/sys/fs/file-nr", "864 0\n");
@@ -368,7 +448,10 @@ mod tests {
         let t = Tree::new("psi");
         t.write("proc/pressure/cpu", "some avg10=66.89 avg60=67.90 avg300=34.38 total=252060917\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
         t.write("proc/pressure/io", "some avg10=0.00 avg60=0.00 avg300=0.00 total=22914510\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=13189634\n");
-        t.write("proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=5\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+        t.write(
+            "proc/pressure/memory",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=5\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+        );
         let got = run(&mut Pressure::new(&t.config())).unwrap();
         assert_eq!(got.len(), 5);
         assert_eq!(value(&got, "node_pressure_cpu_waiting_seconds_total{}"), 252.060917);
@@ -381,7 +464,10 @@ mod tests {
     #[test]
     fn schedstat_and_softnet() {
         let t = Tree::new("sched");
-        t.write("proc/schedstat", "version 15\ntimestamp 4294\ncpu0 0 0 0 0 0 0 2000000000 500000000 42\ndomain0 3 1 2\n");
+        t.write(
+            "proc/schedstat",
+            "version 15\ntimestamp 4294\ncpu0 0 0 0 0 0 0 2000000000 500000000 42\ndomain0 3 1 2\n",
+        );
         let got = run(&mut Schedstat::new(&t.config())).unwrap();
         assert_eq!(value(&got, "node_schedstat_running_seconds_total{cpu=\"0\"}"), 2.0);
         assert_eq!(value(&got, "node_schedstat_waiting_seconds_total{cpu=\"0\"}"), 0.5);

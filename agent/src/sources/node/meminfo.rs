@@ -28,7 +28,8 @@ impl Sub for Meminfo {
                 return Err(NodeError::parse(path, format!("line without ':' {line:?}")));
             };
             let mut parts = rest.split_ascii_whitespace();
-            let value = num(path, parts.next().ok_or_else(|| NodeError::parse(path, format!("no value in {line:?}")))?)?;
+            let value =
+                num(path, parts.next().ok_or_else(|| NodeError::parse(path, format!("no value in {line:?}")))?)?;
             let (value, suffix) = match parts.next() {
                 Some("kB") => (value * 1024.0, "_bytes"),
                 None => (value, ""),
@@ -81,9 +82,7 @@ impl Sub for Vmstat {
             };
             let fields = &self.fields;
             let Some((name, help)) = self.names.get(i, key, |k| {
-                fields
-                    .is_match(k)
-                    .then(|| (format!("node_vmstat_{k}"), format!("/proc/vmstat information field {k}.")))
+                fields.is_match(k).then(|| (format!("node_vmstat_{k}"), format!("/proc/vmstat information field {k}.")))
             }) else {
                 continue;
             };
@@ -130,7 +129,10 @@ mod tests {
     #[test]
     fn vmstat_default_fields() {
         let t = Tree::new("vmstat");
-        t.write("proc/vmstat", "nr_free_pages 100\npgfault 52853041\npgmajfault 11384\npgpgin 7\noom_kill 0\npswpin 3\nnuma_hit 9\n");
+        t.write(
+            "proc/vmstat",
+            "nr_free_pages 100\npgfault 52853041\npgmajfault 11384\npgpgin 7\noom_kill 0\npswpin 3\nnuma_hit 9\n",
+        );
         let got = run(&mut Vmstat::new(&t.config())).unwrap();
         assert_eq!(got.len(), 5, "{got:?}");
         assert_eq!(value(&got, "node_vmstat_pgfault{}"), 52853041.0);

@@ -58,11 +58,55 @@ pub const COLLECTORS: &[&str] = &[
 /// node_exporter 1.5 collectors Vantage does not have: accepted in
 /// `enable`/`disable` (seed configs name them) with one warning.
 pub const FOREIGN_COLLECTORS: &[&str] = &[
-    "arp", "bcache", "bonding", "btrfs", "buddyinfo", "cgroups", "cpufreq", "devstat", "dmi", "drbd", "drm", "edac",
-    "ethtool", "fibrechannel", "hwmon", "infiniband", "interrupts", "ipvs", "ksmd", "lnstat", "logind", "mdadm",
-    "meminfo_numa", "mountstats", "network_route", "nfs", "nfsd", "ntp", "nvme", "perf", "powersupplyclass",
-    "processes", "qdisc", "rapl", "runit", "selinux", "slabinfo", "softirqs", "supervisord", "sysctl", "systemd",
-    "tapestats", "tcpstat", "thermal_zone", "udp_queues", "wifi", "xfs", "zfs", "zoneinfo",
+    "arp",
+    "bcache",
+    "bonding",
+    "btrfs",
+    "buddyinfo",
+    "cgroups",
+    "cpufreq",
+    "devstat",
+    "dmi",
+    "drbd",
+    "drm",
+    "edac",
+    "ethtool",
+    "fibrechannel",
+    "hwmon",
+    "infiniband",
+    "interrupts",
+    "ipvs",
+    "ksmd",
+    "lnstat",
+    "logind",
+    "mdadm",
+    "meminfo_numa",
+    "mountstats",
+    "network_route",
+    "nfs",
+    "nfsd",
+    "ntp",
+    "nvme",
+    "perf",
+    "powersupplyclass",
+    "processes",
+    "qdisc",
+    "rapl",
+    "runit",
+    "selinux",
+    "slabinfo",
+    "softirqs",
+    "supervisord",
+    "sysctl",
+    "systemd",
+    "tapestats",
+    "tcpstat",
+    "thermal_zone",
+    "udp_queues",
+    "wifi",
+    "xfs",
+    "zfs",
+    "zoneinfo",
 ];
 
 /// node_exporter's `--collector.filesystem.mount-points-exclude` default.
@@ -556,8 +600,12 @@ impl super::Collector for NodeCollector {
     fn collect(&mut self, now_ms: i64) -> Result<Vec<Family>, String> {
         let mut families = Vec::with_capacity(256);
         let mut results: Vec<(&'static str, bool, f64)> = Vec::with_capacity(self.subs.len());
-        let mut out =
-            Out { families: &mut families, cache: &mut self.cache, base: [("instance", &self.instance), ("job", &self.job)], ts: now_ms };
+        let mut out = Out {
+            families: &mut families,
+            cache: &mut self.cache,
+            base: [("instance", &self.instance), ("job", &self.job)],
+            ts: now_ms,
+        };
         for (sub, failing) in self.subs.iter_mut().zip(self.failing.iter_mut()) {
             let started = Instant::now();
             let result = sub.update(&mut out);
@@ -570,7 +618,11 @@ impl super::Collector for NodeCollector {
             *failing = result.is_err();
             results.push((sub.name(), result.is_ok(), seconds));
         }
-        out.family("node_scrape_collector_duration_seconds", MetricType::Gauge, "node_exporter: Duration of a collector scrape.");
+        out.family(
+            "node_scrape_collector_duration_seconds",
+            MetricType::Gauge,
+            "node_exporter: Duration of a collector scrape.",
+        );
         for (name, _, seconds) in &results {
             out.add(&[("collector", name)], *seconds);
         }
@@ -594,7 +646,12 @@ pub(crate) struct NameCache {
 impl NameCache {
     /// Name and help for the `i`th field, `key`; `make` builds them (or
     /// None to skip the field) when the field at `i` changed.
-    fn get(&mut self, i: usize, key: &str, make: impl FnOnce(&str) -> Option<(String, String)>) -> Option<(&str, &str)> {
+    fn get(
+        &mut self,
+        i: usize,
+        key: &str,
+        make: impl FnOnce(&str) -> Option<(String, String)>,
+    ) -> Option<(&str, &str)> {
         if i >= self.entries.len() {
             self.entries.resize_with(i + 1, || (String::new(), None));
         }
@@ -674,7 +731,8 @@ mod testing {
     pub fn run_families(sub: &mut dyn Sub) -> (Vec<Family>, Result<(), NodeError>) {
         let mut families = Vec::new();
         let mut cache = LabelCache::default();
-        let mut out = Out { families: &mut families, cache: &mut cache, base: [("instance", "i"), ("job", "j")], ts: 1 };
+        let mut out =
+            Out { families: &mut families, cache: &mut cache, base: [("instance", "i"), ("job", "j")], ts: 1 };
         let r = sub.update(&mut out);
         (families, r)
     }
@@ -713,7 +771,8 @@ mod tests {
     fn a_failing_collector_does_not_fail_the_others() {
         let t = testing::Tree::new("mod");
         t.write("proc/loadavg", "0.50 1.00 2.00 1/100 42\n");
-        let config = NodeConfig { enable: vec!["loadavg".into(), "meminfo".into()], instance: "h".into(), ..t.config() };
+        let config =
+            NodeConfig { enable: vec!["loadavg".into(), "meminfo".into()], instance: "h".into(), ..t.config() };
         let mut c = NodeCollector::new(config);
         let families = c.collect(5).unwrap();
         let find = |name: &str, collector: &str| {

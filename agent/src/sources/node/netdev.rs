@@ -67,7 +67,8 @@ impl Sub for Netdev {
             let mut values = [0f64; 16];
             let mut n = 0;
             for (slot, f) in values.iter_mut().zip(rest.split_ascii_whitespace()) {
-                *slot = f.parse::<u64>().map_err(|_| NodeError::parse(path, format!("bad number {f:?} in {line:?}")))? as f64;
+                *slot = f.parse::<u64>().map_err(|_| NodeError::parse(path, format!("bad number {f:?} in {line:?}")))?
+                    as f64;
                 n += 1;
             }
             if n != 16 {
@@ -85,7 +86,8 @@ impl Sub for Netdev {
             for ((metric, help), v) in COLUMNS.iter().zip(values) {
                 out.add_to(from, metric, MetricType::Counter, help, &[("device", name)], v);
             }
-            let nohandler = Dir::open(stats_dir).and_then(|d| d.read(c"rx_nohandler", &mut self.buf).map(|s| s.parse::<u64>()));
+            let nohandler =
+                Dir::open(stats_dir).and_then(|d| d.read(c"rx_nohandler", &mut self.buf).map(|s| s.parse::<u64>()));
             if let Ok(Ok(v)) = nohandler {
                 out.add_to(from, NOHANDLER.0, MetricType::Counter, NOHANDLER.1, &[("device", name)], v as f64);
             }

@@ -146,7 +146,10 @@ impl Sub for Sockstat {
                 };
                 let mut parts = rest.split_ascii_whitespace();
                 while let Some(field) = parts.next() {
-                    let v = num(path, parts.next().ok_or_else(|| NodeError::parse(path, format!("{proto}: {field} has no value")))?)?;
+                    let v = num(
+                        path,
+                        parts.next().ok_or_else(|| NodeError::parse(path, format!("{proto}: {field} has no value")))?,
+                    )?;
                     let mut emit = |key: &str, value: f64, out: &mut Out<'_>, index: &mut usize| {
                         *index += 1;
                         let made = self.names.get(*index, key, |k| {
@@ -186,7 +189,10 @@ mod tests {
     fn netstat_default_fields_from_three_files() {
         let t = Tree::new("netstat");
         t.write("proc/net/netstat", "TcpExt: SyncookiesSent ListenDrops TCPPureAcks\nTcpExt: 1 2 3\nIpExt: InOctets OutOctets\nIpExt: 456 726\n");
-        t.write("proc/net/snmp", "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: ActiveOpens MaxConn InErrs\nTcp: 71 -1 4\n");
+        t.write(
+            "proc/net/snmp",
+            "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: ActiveOpens MaxConn InErrs\nTcp: 71 -1 4\n",
+        );
         t.write("proc/net/snmp6", "Ip6InOctets                     \t128\nIp6InReceives 5\nUdpLite6InErrors 7\n");
         let mut n = Netstat::new(&t.config());
         for _ in 0..2 {

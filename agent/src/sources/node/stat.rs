@@ -31,9 +31,11 @@ impl Sub for Stat {
                 "btime" => ("node_boot_time_seconds", MetricType::Gauge, "Node boot time, in unixtime."),
                 "processes" => ("node_forks_total", MetricType::Counter, "Total number of forks."),
                 "procs_running" => ("node_procs_running", MetricType::Gauge, "Number of processes in runnable state."),
-                "procs_blocked" => {
-                    ("node_procs_blocked", MetricType::Gauge, "Number of processes blocked waiting for I/O to complete.")
-                }
+                "procs_blocked" => (
+                    "node_procs_blocked",
+                    MetricType::Gauge,
+                    "Number of processes blocked waiting for I/O to complete.",
+                ),
                 _ => continue,
             };
             let value = num(path, first)?;
@@ -41,7 +43,10 @@ impl Sub for Stat {
             found += 1;
         }
         if found == 0 {
-            return Err(super::NodeError::parse(path, "none of intr, ctxt, btime, processes, procs_running, procs_blocked"));
+            return Err(super::NodeError::parse(
+                path,
+                "none of intr, ctxt, btime, processes, procs_running, procs_blocked",
+            ));
         }
         Ok(())
     }

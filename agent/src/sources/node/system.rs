@@ -41,7 +41,13 @@ impl Sub for Time {
 
     fn update(&mut self, out: &mut Out<'_>) -> Result<(), NodeError> {
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        out.single("node_time_seconds", MetricType::Gauge, "System time in seconds since epoch (1970).", &[], now.as_secs_f64());
+        out.single(
+            "node_time_seconds",
+            MetricType::Gauge,
+            "System time in seconds since epoch (1970).",
+            &[],
+            now.as_secs_f64(),
+        );
         let (offset, name) = zone(now.as_secs() as i64);
         out.single(
             "node_time_zone_offset_seconds",
@@ -136,8 +142,18 @@ impl Sub for Timex {
         let c = MetricType::Counter;
         let sync = if state == libc::TIME_ERROR { 0.0 } else { 1.0 };
         let rows: [(&str, MetricType, &str, f64); 17] = [
-            ("node_timex_offset_seconds", g, "Time offset in between local system and reference clock.", t.offset as f64 / div),
-            ("node_timex_frequency_adjustment_ratio", g, "Local clock frequency adjustment.", 1.0 + t.freq as f64 / PPM16),
+            (
+                "node_timex_offset_seconds",
+                g,
+                "Time offset in between local system and reference clock.",
+                t.offset as f64 / div,
+            ),
+            (
+                "node_timex_frequency_adjustment_ratio",
+                g,
+                "Local clock frequency adjustment.",
+                1.0 + t.freq as f64 / PPM16,
+            ),
             ("node_timex_maxerror_seconds", g, "Maximum error in seconds.", t.maxerror as f64 / 1e6),
             ("node_timex_estimated_error_seconds", g, "Estimated error in seconds.", t.esterror as f64 / 1e6),
             ("node_timex_status", g, "Value of the status array bits.", t.status as f64),
@@ -146,11 +162,31 @@ impl Sub for Timex {
             ("node_timex_pps_frequency_hertz", g, "Pulse per second frequency.", t.ppsfreq as f64 / PPM16),
             ("node_timex_pps_jitter_seconds", g, "Pulse per second jitter.", t.jitter as f64 / div),
             ("node_timex_pps_shift_seconds", g, "Pulse per second interval duration.", t.shift as f64),
-            ("node_timex_pps_stability_hertz", g, "Pulse per second stability, average of recent frequency changes.", t.stabil as f64 / PPM16),
-            ("node_timex_pps_jitter_total", c, "Pulse per second count of jitter limit exceeded events.", t.jitcnt as f64),
-            ("node_timex_pps_calibration_total", c, "Pulse per second count of calibration intervals.", t.calcnt as f64),
+            (
+                "node_timex_pps_stability_hertz",
+                g,
+                "Pulse per second stability, average of recent frequency changes.",
+                t.stabil as f64 / PPM16,
+            ),
+            (
+                "node_timex_pps_jitter_total",
+                c,
+                "Pulse per second count of jitter limit exceeded events.",
+                t.jitcnt as f64,
+            ),
+            (
+                "node_timex_pps_calibration_total",
+                c,
+                "Pulse per second count of calibration intervals.",
+                t.calcnt as f64,
+            ),
             ("node_timex_pps_error_total", c, "Pulse per second count of calibration errors.", t.errcnt as f64),
-            ("node_timex_pps_stability_exceeded_total", c, "Pulse per second count of stability limit exceeded events.", t.stbcnt as f64),
+            (
+                "node_timex_pps_stability_exceeded_total",
+                c,
+                "Pulse per second count of stability limit exceeded events.",
+                t.stbcnt as f64,
+            ),
             ("node_timex_tai_offset_seconds", g, "International Atomic Time (TAI) offset.", t.tai as f64),
             ("node_timex_sync_status", g, "Is clock synchronized to a reliable server (1 = yes, 0 = no).", sync),
         ];

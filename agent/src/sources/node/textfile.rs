@@ -119,7 +119,12 @@ pub(super) fn parse(text: &str) -> Result<Vec<Parsed>, String> {
         match families.iter().position(|f| f.name == name) {
             Some(i) => i,
             None => {
-                families.push(Parsed { name: name.to_string(), kind: MetricType::Untyped, help: None, samples: Vec::new() });
+                families.push(Parsed {
+                    name: name.to_string(),
+                    kind: MetricType::Untyped,
+                    help: None,
+                    samples: Vec::new(),
+                });
                 families.len() - 1
             }
         }
@@ -228,7 +233,11 @@ impl Sub for Textfile {
             }
         }
         if !mtimes.is_empty() {
-            out.family("node_textfile_mtime_seconds", MetricType::Gauge, "Unixtime mtime of textfiles successfully read.");
+            out.family(
+                "node_textfile_mtime_seconds",
+                MetricType::Gauge,
+                "Unixtime mtime of textfiles successfully read.",
+            );
             for (file, m) in &mtimes {
                 out.add(&[("file", file)], *m);
             }
@@ -256,7 +265,10 @@ mod tests {
         let f = parse(text).unwrap();
         assert_eq!(f.len(), 3);
         assert_eq!(f[0].help.as_deref(), Some("Last backup worked."));
-        assert_eq!(f[0].samples[0].labels, [("db".to_string(), "main".to_string()), ("path".into(), "/a \"b\"".into())]);
+        assert_eq!(
+            f[0].samples[0].labels,
+            [("db".to_string(), "main".to_string()), ("path".into(), "/a \"b\"".into())]
+        );
         assert_eq!(f[1].kind, MetricType::Histogram);
         assert_eq!(f[1].samples.len(), 4);
         assert_eq!(f[2].kind, MetricType::Untyped);
@@ -269,7 +281,10 @@ mod tests {
     #[test]
     fn directory_with_a_bad_file() {
         let t = Tree::new("textfile");
-        t.write("tf/good.prom", "# HELP backup_ok Last backup worked.\n# TYPE backup_ok gauge\nbackup_ok{db=\"main\"} 1\n");
+        t.write(
+            "tf/good.prom",
+            "# HELP backup_ok Last backup worked.\n# TYPE backup_ok gauge\nbackup_ok{db=\"main\"} 1\n",
+        );
         t.write("tf/nohelp.prom", "jobs_done_total 5\n");
         t.write("tf/bad.prom", "broken{ 1\n");
         t.write("tf/ignored.txt", "x 1\n");
@@ -279,7 +294,8 @@ mod tests {
         assert_eq!(value(&got, "backup_ok{db=\"main\"}"), 1.0);
         assert_eq!(value(&got, "jobs_done_total{}"), 5.0);
         assert_eq!(value(&got, "node_textfile_scrape_error{}"), 1.0);
-        let series = format!("node_textfile_mtime_seconds{{file={:?}}}", t.0.join("tf/good.prom").display().to_string());
+        let series =
+            format!("node_textfile_mtime_seconds{{file={:?}}}", t.0.join("tf/good.prom").display().to_string());
         assert!(value(&got, &series) > 1.6e9);
         assert!(!got.iter().any(|(s, _)| s.contains("bad.prom") || s.contains("broken")));
         let (families, _) = run_families(&mut c);
