@@ -24,6 +24,7 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("runc", "/usr/sbin/runc"),
     ("systemd", "/usr/bin/systemd-analyze"),
     ("musl-tools", "/usr/bin/musl-gcc"),
+    ("python3-fusepy", "/usr/lib/python3/dist-packages/fusepy.py"),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
