@@ -189,7 +189,7 @@ fn output_replaces_the_line() {
 
 #[test]
 fn drop_by_regex_value_length_and_age() {
-    let now_ns = crate::sample::now_ms() as i64 * 1_000_000;
+    let now_ns = crate::sample::now_ms() * 1_000_000;
     let cases: &[(&str, &str, i64, bool)] = &[
         ("expression = 'healthz'", "GET /healthz 200", READ_NS, false),
         ("expression = 'healthz'", "GET /orders 200", READ_NS, true),
