@@ -30,6 +30,8 @@ pub fn ensure_dockerd() {
     }
     let dockerd = crate::require_program("dockerd", "docker.io");
     let log = std::fs::File::create("/tmp/vantage-tests-dockerd.log").expect("dockerd log");
+    // Deliberately not waited for: dockerd outlives this test for the others.
+    #[allow(clippy::zombie_processes)]
     Command::new(dockerd)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())

@@ -302,7 +302,7 @@ impl FileSource {
             }
             // New files are looked for every other poll (twice a second at
             // the default interval).
-            if polls % 2 == 0 {
+            if polls.is_multiple_of(2) {
                 self.discover(false);
             }
         }

@@ -641,7 +641,7 @@ pub fn find_level(line: &str) -> Option<&'static str> {
             }
             if let Some(rest) = head[from..].strip_prefix('=') {
                 let rest = rest.trim_start_matches('"');
-                let end = rest.find(|c: char| c == ' ' || c == '"').unwrap_or(rest.len());
+                let end = rest.find([' ', '"']).unwrap_or(rest.len());
                 if let Some(l) = normalize_level(&rest[..end]) {
                     return Some(l);
                 }

@@ -189,7 +189,7 @@ fn output_replaces_the_line() {
 
 #[test]
 fn drop_by_regex_value_length_and_age() {
-    let now_ns = crate::sample::now_ms() as i64 * 1_000_000;
+    let now_ns = crate::sample::now_ms() * 1_000_000;
     let cases: &[(&str, &str, i64, bool)] = &[
         ("expression = 'healthz'", "GET /healthz 200", READ_NS, false),
         ("expression = 'healthz'", "GET /orders 200", READ_NS, true),
@@ -356,7 +356,7 @@ expression = '^(?P<timestamp>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(
 type = "timestamp"
 source = "timestamp"
 format = "RFC3339Nano"
-fallback_formats = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "UnixMs"]
+fallback_formats = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S,%3f", "%Y-%m-%d %H:%M:%S", "UnixMs"]
 location = "UTC"
 [[stages]]
 type = "level"
@@ -368,6 +368,7 @@ type = "level"
         ("2025-11-23T22:40:01.5Z WARN kafka lag high", 1_763_937_601_500_000_000, "warn"),
         ("2025-11-23 22:40:01.250 [INFO] matched", 1_763_937_601_250_000_000, "info"),
         ("2025-11-23 22:40:01 level=debug x=1", 1_763_937_601_000_000_000, "debug"),
+        ("2025-11-23 22:40:01,042 ERROR [kafka] broker down", 1_763_937_601_042_000_000, "error"),
         ("no time, no level", READ_NS, "unknown"),
     ];
     for (line, ts, level) in cases {

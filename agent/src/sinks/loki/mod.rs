@@ -491,8 +491,8 @@ impl Pusher {
                         self.stats.pending_entries.fetch_add(1, Ordering::Relaxed);
                         self.stats.pending_bytes.fetch_add(e.cost() as i64, Ordering::Relaxed);
                         pending.add(e);
-                        if pending.bytes >= self.cfg.batch_size {
-                            if !self.push(std::mem::take(&mut pending)).await { return; }
+                        if pending.bytes >= self.cfg.batch_size && !self.push(std::mem::take(&mut pending)).await {
+                            return;
                         }
                     }
                     None => break,
