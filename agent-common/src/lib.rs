@@ -10,3 +10,184 @@
 /// Written by `sched_switch` (agent-ebpf `sched.rs`), read by the agent's
 /// `sources::ebpf` collector, which exports one series per CPU.
 pub const CONTEXT_SWITCHES_SLOT: u32 = 0;
+
+/// Number of slots of a [`Log2Hist`]. Slot `i` counts values `v` with
+/// `2^(i-1) < v <= 2^i` (slot 0: `v <= 1`); the last slot also takes
+/// everything larger.
+pub const LOG2_SLOTS: usize = 32;
+
+/// A log2 histogram as the kernel fills it: per-slot counts (not
+/// cumulative) and the sum of the raw values (nanoseconds or bytes).
+///
+/// Used as the value of `RUNQ_LATENCY` (per-CPU array, one entry; written by
+/// `sched_switch`, values in microseconds rounded up, sum in nanoseconds),
+/// `BLOCK_IO` (see [`BlockHists`]) and `TCP_RTT` (per-CPU array, one entry;
+/// written by `inet_sock_set_state`, values and sum in microseconds). The
+/// agent's ebpf collector turns them into cumulative Prometheus buckets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Log2Hist {
+    pub slots: [u64; LOG2_SLOTS],
+    pub sum: u64,
+}
+
+impl Log2Hist {
+    /// An empty histogram.
+    pub const ZERO: Log2Hist = Log2Hist {
+        slots: [0; LOG2_SLOTS],
+        sum: 0,
+    };
+}
+
+/// Size of the `TASK_SLOTS` array of the run-queue latency program: a power
+/// of two, indexed by `pid & (TASK_SLOTS - 1)`. 32768 is Linux's default
+/// pid_max on small machines; a colliding pid overwrites the older entry and
+/// that one wakeup goes unmeasured, it is never misattributed (the slot
+/// keeps the pid and the reader checks it).
+pub const TASK_SLOTS: u32 = 32768;
+
+/// When a task became runnable. Value of `TASK_SLOTS` (array, shared by all
+/// CPUs because a task is often woken on one CPU and run on another):
+/// written by `sched_wakeup`, `sched_wakeup_new` and `sched_switch` (for a
+/// preempted task), read and cleared by `sched_switch` when the task runs.
+/// Never read by userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WakeSlot {
+    pub pid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` at wakeup; 0 when the slot is free.
+    pub ts: u64,
+}
+
+/// Key of `BLOCK_IO` (hash, bounded): one device and operation. Written by
+/// `block_rq_complete`, read by the agent's ebpf collector.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockKey {
+    /// Major and first minor number of the request's disk.
+    pub major: u32,
+    pub minor: u32,
+    /// One of the `BLOCK_OP_*` values.
+    pub op: u32,
+    pub _pad: u32,
+}
+
+/// Operation read in `BlockKey::op` (the kernel's REQ_OP_READ).
+pub const BLOCK_OP_READ: u32 = 0;
+/// REQ_OP_WRITE.
+pub const BLOCK_OP_WRITE: u32 = 1;
+/// REQ_OP_FLUSH.
+pub const BLOCK_OP_FLUSH: u32 = 2;
+/// REQ_OP_DISCARD.
+pub const BLOCK_OP_DISCARD: u32 = 3;
+
+/// Latency (microseconds, sum in nanoseconds) and size (bytes) histograms of
+/// one [`BlockKey`]. Value of `BLOCK_IO`; the kernel adds with atomic
+/// increments since the map is shared by every CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockHists {
+    pub latency: Log2Hist,
+    pub size: Log2Hist,
+}
+
+/// Most distinct (device, operation) pairs `BLOCK_IO` holds; requests of
+/// further pairs are not counted.
+pub const BLOCK_KEYS: u32 = 1024;
+
+/// Most requests in flight that `BLOCK_START` (LRU hash: request address ->
+/// issue time; written by `block_rq_issue`, read and deleted by
+/// `block_rq_complete`) tracks; the LRU evicts the oldest, so a lost
+/// completion cannot leak an entry.
+pub const BLOCK_INFLIGHT: u32 = 16384;
+
+/// Slots of `TCP_COUNTERS` (per-CPU array of u64), written by the tcp and
+/// sock tracepoint programs, read by the agent's ebpf collector.
+pub const TCP_RETRANSMITS: u32 = 0;
+/// Resets sent (`tcp_send_reset`).
+pub const TCP_RESETS_SENT: u32 = 1;
+/// Resets received (`tcp_receive_reset`).
+pub const TCP_RESETS_RECEIVED: u32 = 2;
+/// SYN_SENT -> ESTABLISHED (`inet_sock_set_state`).
+pub const TCP_CONN_ACTIVE: u32 = 3;
+/// SYN_RECV -> ESTABLISHED.
+pub const TCP_CONN_PASSIVE: u32 = 4;
+/// SYN_SENT -> CLOSE: a connect that failed (refused or timed out).
+pub const TCP_CONN_FAILED: u32 = 5;
+/// Number of slots of `TCP_COUNTERS`.
+pub const TCP_COUNTER_SLOTS: u32 = 6;
+
+/// Slots of `SKB_DROPS` (per-CPU array of u64 indexed by the kernel's
+/// `enum skb_drop_reason`; written by `kfree_skb`, read by the collector).
+/// Reasons at or above it (subsystem-specific ones carry high bits) count
+/// in the last slot.
+pub const SKB_DROP_SLOTS: u32 = 512;
+
+/// Offsets into kernel structures, found by the agent in the running
+/// kernel's BTF at start and handed to the programs as the global `OFFSETS`
+/// (aya's `EbpfLoader::override_global`). The programs never use an offset
+/// known at build time, so they stay correct on other kernels. A field the
+/// kernel lacks leaves the programs that need it unloaded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    /// `task_struct.pid`.
+    pub task_pid: u32,
+    /// `request.q`.
+    pub request_q: u32,
+    /// `request.cmd_flags`.
+    pub request_cmd_flags: u32,
+    /// `request_queue.disk`.
+    pub queue_disk: u32,
+    /// `gendisk.major`.
+    pub disk_major: u32,
+    /// `gendisk.first_minor`.
+    pub disk_first_minor: u32,
+    /// `sock.sk_protocol` (a u16 since Linux 5.6).
+    pub sock_protocol: u32,
+    /// `tcp_sock.srtt_us` (smoothed RTT in microseconds << 3).
+    pub tcp_srtt_us: u32,
+    /// `sock.sk_cgrp_data` + `sock_cgroup_data.cgroup`: the socket's cgroup.
+    pub sock_cgroup: u32,
+    /// `task_struct.cgroups`.
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp`: the task's cgroup in the unified hierarchy.
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`: the cgroup id (the inode number of its directory).
+    pub kernfs_id: u32,
+}
+
+/// Key of `CGROUP_EVENTS` (LRU hash, atomic u64 counts): a cgroup and one of
+/// the `TCP_*` counter slots. Written by the tcp programs when the agent
+/// enabled container labels; read by the collector, which keeps the
+/// cgroups that belong to Docker containers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CgroupSlot {
+    pub cgroup: u64,
+    pub slot: u32,
+    pub _pad: u32,
+}
+
+/// Most (cgroup, counter) pairs `CGROUP_EVENTS` keeps; the least recently
+/// updated go first.
+pub const CGROUP_EVENT_KEYS: u32 = 8192;
+
+/// Most cgroups `CGROUP_RUNQ` (LRU hash: cgroup id -> [`Log2Hist`] of
+/// run-queue latency; written by `sched_switch` when container labels are
+/// on, read by the collector) keeps.
+pub const CGROUP_RUNQ_KEYS: u32 = 2048;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain old data, repr(C), no padding, every bit pattern valid.
+    unsafe impl aya::Pod for super::Log2Hist {}
+    unsafe impl aya::Pod for super::WakeSlot {}
+    unsafe impl aya::Pod for super::BlockKey {}
+    unsafe impl aya::Pod for super::BlockHists {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::CgroupSlot {}
+}

@@ -1,11 +1,153 @@
 //! Vantage's kernel programs. They aggregate in maps (per-CPU counters, log2
 //! histograms) and never send per-event data to userspace: the agent reads
 //! the maps once per collection.
+//!
+//! Every program is a BTF tracepoint (tp_btf): no tracefs needed, and the
+//! kernel hands over its own argument pointers, which are read directly at
+//! offsets the agent found in the running kernel's BTF (the `OFFSETS`
+//! global), never at offsets known at build time.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The bpf target has no core::sync::atomic; the intrinsic becomes BPF's
+// atomic add instruction.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
+mod block;
+#[cfg(target_arch = "bpf")]
+mod net;
+#[cfg(target_arch = "bpf")]
 mod sched;
+
+#[cfg(target_arch = "bpf")]
+mod shared {
+    use agent_common::{KernelOffsets, Log2Hist, LOG2_SLOTS};
+
+    /// Kernel structure offsets, set by the agent at load time. Read-only
+    /// for the programs (it lives in .rodata, which aya freezes), so the
+    /// verifier knows each value as a constant.
+    #[no_mangle]
+    static OFFSETS: KernelOffsets = KernelOffsets {
+        task_pid: 0,
+        request_q: 0,
+        request_cmd_flags: 0,
+        queue_disk: 0,
+        disk_major: 0,
+        disk_first_minor: 0,
+        sock_protocol: 0,
+        tcp_srtt_us: 0,
+        sock_cgroup: 0,
+        task_cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kernfs_id: 0,
+    };
+
+    /// Nonzero when the agent wants per-cgroup counts (`[ebpf]
+    /// container_label = true`) and the kernel has the fields to find them.
+    #[no_mangle]
+    static CONTAINER_LABEL: u32 = 0;
+
+    /// Whether per-cgroup counting is on.
+    #[inline(always)]
+    pub fn container_label() -> bool {
+        // SAFETY: a static; volatile only defeats constant folding.
+        unsafe { core::ptr::read_volatile(&CONTAINER_LABEL) != 0 }
+    }
+
+    /// The id of a `struct cgroup` (its kernfs node id), 0 for none.
+    #[inline(always)]
+    pub unsafe fn cgroup_id(cgroup: *const u8) -> u64 {
+        if cgroup.is_null() {
+            return 0;
+        }
+        let kn: *const u8 = field(cgroup, offset(|o| &o.cgroup_kn));
+        if kn.is_null() {
+            return 0;
+        }
+        field(kn, offset(|o| &o.kernfs_id))
+    }
+
+    /// One offset, read through a volatile load so the compiler cannot
+    /// fold the build-time zero in: `offset(|o| &o.task_pid)`.
+    #[inline(always)]
+    pub fn offset(pick: impl Fn(&'static KernelOffsets) -> &'static u32) -> u32 {
+        // SAFETY: a static; the volatile read only defeats constant folding.
+        unsafe { core::ptr::read_volatile(pick(&OFFSETS)) }
+    }
+
+    /// Loads a `T` at `base + off` from a BTF-typed kernel pointer. The
+    /// verifier checks the access against the kernel's type and turns a
+    /// fault into a zero.
+    #[inline(always)]
+    pub unsafe fn field<T: Copy>(base: *const u8, off: u32) -> T {
+        core::ptr::read_volatile(base.add(off as usize) as *const T)
+    }
+
+    /// The histogram slot of `v`: the smallest `i` with `v <= 2^i`, capped
+    /// at the last slot. A branchy binary search rather than
+    /// `leading_zeros`: the verifier cannot bound the popcount arithmetic
+    /// LLVM emits for that, and rejects the map index.
+    #[inline(always)]
+    pub fn log2_slot(v: u64) -> usize {
+        if v <= 1 {
+            return 0;
+        }
+        let mut x = v - 1;
+        let mut bits = 1usize;
+        if x >= 1 << 32 {
+            x >>= 32;
+            bits += 32;
+        }
+        if x >= 1 << 16 {
+            x >>= 16;
+            bits += 16;
+        }
+        if x >= 1 << 8 {
+            x >>= 8;
+            bits += 8;
+        }
+        if x >= 1 << 4 {
+            x >>= 4;
+            bits += 4;
+        }
+        if x >= 1 << 2 {
+            x >>= 2;
+            bits += 2;
+        }
+        if x >= 1 << 1 {
+            bits += 1;
+        }
+        if bits >= LOG2_SLOTS {
+            LOG2_SLOTS - 1
+        } else {
+            bits
+        }
+    }
+
+    /// Adds `value` (slot from `scaled`) to a histogram only this CPU writes.
+    #[inline(always)]
+    pub fn hist_add_local(h: *mut Log2Hist, scaled: u64, value: u64) {
+        let h = unsafe { &mut *h };
+        if let Some(slot) = h.slots.get_mut(log2_slot(scaled)) {
+            *slot += 1;
+        }
+        h.sum += value;
+    }
+
+    /// Adds `value` to a histogram shared by all CPUs, with atomic adds.
+    #[inline(always)]
+    pub fn hist_add_atomic(h: *mut Log2Hist, scaled: u64, value: u64) {
+        use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
+        let h = unsafe { &mut *h };
+        if let Some(slot) = h.slots.get_mut(log2_slot(scaled)) {
+            // SAFETY: map values are 8-byte aligned and live while we run.
+            unsafe { atomic_xadd::<u64, u64, { Relaxed }>(slot, 1) };
+        }
+        unsafe { atomic_xadd::<u64, u64, { Relaxed }>(&mut h.sum, value) };
+    }
+}
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -2,7 +2,7 @@
 //! metrics, plus the latest collected samples in pull mode), `/` (status
 //! page) and `/api/v1/status`.
 
-use axum::extract::State as AxumState;
+use axum::extract::{Query, State as AxumState};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -59,9 +59,78 @@ async fn metrics(AxumState(state): AxumState<State>) -> Response {
 }
 
 async fn status_json(AxumState(state): AxumState<State>) -> Response {
-    Json(state.registry.snapshot()).into_response()
+    let mut snap = state.registry.snapshot();
+    crate::status_page::redact_url_credentials(&mut snap.config);
+    Json(snap).into_response()
 }
 
-async fn status_page(AxumState(state): AxumState<State>) -> Html<String> {
-    Html(crate::status_page::render(&state.registry.snapshot()))
+/// Query of the status page: `/?refresh=10` reloads it every 10 s.
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    refresh: Option<u32>,
+}
+
+async fn status_page(AxumState(state): AxumState<State>, Query(q): Query<PageQuery>) -> Response {
+    // At least 2 s: a typo must not turn the page into a busy loop.
+    let refresh = q.refresh.map(|s| s.max(2));
+    let html = crate::status_page::render(&state.registry.snapshot(), crate::sample::now_ms(), refresh);
+    ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+}
+
+/// Why a readiness probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("{addr}: {source}")]
+    Io { addr: String, source: std::io::Error },
+    #[error("{addr} answered {status_line:?} on /-/ready")]
+    NotReady { addr: String, status_line: String },
+}
+
+/// Asks the agent listening on `listen_addr` whether it is ready: what a
+/// container healthcheck runs, since a `FROM scratch` image has no curl.
+/// An unspecified address (0.0.0.0, [::]) is probed on loopback.
+pub fn probe(listen_addr: &str, timeout: std::time::Duration) -> Result<(), ProbeError> {
+    let (addr, status_line, _) = http_get(listen_addr, "/-/ready", timeout)?;
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(ProbeError::NotReady { addr, status_line })
+    }
+}
+
+/// The short status `deploy.sh` prints, from the agent's /api/v1/status.
+pub fn status_text(listen_addr: &str, timeout: std::time::Duration) -> Result<String, ProbeError> {
+    let (addr, status_line, body) = http_get(listen_addr, "/api/v1/status", timeout)?;
+    let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| ProbeError::Io {
+        addr: addr.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{status_line}: {e}")),
+    })?;
+    Ok(crate::status_page::text_summary(&json, crate::sample::now_ms()))
+}
+
+/// A plain HTTP/1.0 GET: the resolved address, the status line and the body.
+fn http_get(listen_addr: &str, path: &str, timeout: std::time::Duration) -> Result<(String, String, String), ProbeError> {
+    use std::io::{Read as _, Write as _};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+    let connect_err = |source| ProbeError::Connect { addr: listen_addr.to_string(), source };
+    let mut addr: SocketAddr = listen_addr
+        .parse()
+        .map_err(|_| connect_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address like 127.0.0.1:12345")))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V6(Ipv6Addr::LOCALHOST) });
+    }
+    let io_err = |source| ProbeError::Io { addr: addr.to_string(), source };
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(connect_err)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(io_err)?;
+    // The answers read here are small (a line, or the status JSON).
+    let mut raw = Vec::new();
+    stream.take(16 << 20).read_to_end(&mut raw).map_err(io_err)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status_line = head.lines().next().unwrap_or("").trim().to_string();
+    Ok((addr.to_string(), status_line, body.to_string()))
 }

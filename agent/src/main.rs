@@ -59,6 +59,15 @@ enum Command {
         #[arg(long)]
         env_file: Option<PathBuf>,
     },
+    /// Exit 0 when the agent listening on LISTEN_ADDR is ready (the
+    /// container healthcheck: a FROM scratch image has no curl).
+    Probe {
+        #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:12345")]
+        listen: String,
+        /// Print a short status (sources, targets, sinks, programs) instead.
+        #[arg(long)]
+        status: bool,
+    },
     /// Print the version.
     Version,
 }
@@ -71,6 +80,23 @@ fn main() -> ExitCode {
             println!("vantage {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Probe { listen, status: false } => match vantage::http::probe(&listen, std::time::Duration::from_secs(3)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("not ready: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Probe { listen, status: true } => match vantage::http::status_text(&listen, std::time::Duration::from_secs(5)) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("no status: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Check { config, env_file } => match Config::load(Some(&config), env_file.as_deref()) {
             Ok(config) => {
                 for line in config.summary() {

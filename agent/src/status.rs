@@ -169,3 +169,21 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_after_every_required_source_collected() {
+        let r = Registry::default();
+        assert!(r.ready(), "nothing registered yet");
+        r.register_source("node", "node", true);
+        r.register_source("scrape/app", "scrape", false);
+        assert!(!r.ready());
+        r.record_collection("node", 1, 0.001, 10, Some("boom".into()));
+        assert!(r.ready(), "a finished collection counts even when it failed");
+        assert_eq!(r.snapshot().sources["node"].health, Health::Down);
+        assert_eq!(r.snapshot().sources["node"].last_error, "boom");
+    }
+}

@@ -6,7 +6,10 @@
 //! installs them. A missing server is a failure that names the package,
 //! never a silent skip.
 
+pub mod logs_docker;
+pub mod loki;
 pub mod prometheus;
+pub mod receiver;
 pub mod scrape;
 
 use std::net::TcpListener;

@@ -1,32 +1,703 @@
-//! Prometheus remote_write: WAL, shards, HTTP.
+//! Prometheus remote_write: each `[[remote_write]]` endpoint gets its own
+//! write-ahead log, queue of shards and HTTP client.
+//!
+//! `accept` (on the router's task) relabels, adds external labels, drops
+//! out-of-order samples and appends one record to the endpoint's WAL; it
+//! never waits on the network. The endpoint's queue task reads the WAL,
+//! spreads series over shards by a hash of their labels (so one series is
+//! always sent in order by one shard), sends, retries, and records what was
+//! acknowledged so that a restart resends only what was not.
+//!
+//! Layout: [`proto`] wire messages, [`encode`] protobuf + snappy, [`wal`]
+//! segments and acknowledgements, [`queue`] shards and retries, [`client`]
+//! HTTP, auth and TLS.
 
+pub mod client;
+pub mod encode;
+pub mod proto;
+pub mod queue;
+pub mod wal;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::config::common::{self, BasicAuth, Secret, TlsConfig};
+use crate::relabel::{RelabelConfig, Relabeler};
+use crate::sample::{now_ms, Batch, Family, Labels, MetricType};
+use crate::selfmetrics as sm;
+use crate::status::SelfMetrics;
+
+/// Default cap of one endpoint's WAL on disk.
+pub const DEFAULT_MAX_WAL_SIZE: u64 = 1 << 30;
+
 /// One `[[remote_write]]` endpoint.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteWriteConfig {
-    /// Receiver URL; empty turns this endpoint off.
+    /// Name in logs, self-metrics (`endpoint` label) and the WAL directory;
+    /// derived from the URL when empty.
     #[serde(default)]
+    pub name: String,
+    /// Receiver URL; empty turns this endpoint off. Shown without userinfo.
+    #[serde(default, serialize_with = "serialize_url")]
     pub url: String,
+    /// "v1" (prometheus.WriteRequest) or "v2" (io.prometheus.write.v2.Request,
+    /// falling back to v1 when the receiver answers 415).
+    #[serde(default = "default_protobuf_message")]
+    pub protobuf_message: String,
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Extra request headers; they cannot replace the protocol's headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Timeout of one request.
+    #[serde(default = "default_timeout", with = "common::duration")]
+    pub timeout: Duration,
+    /// HTTP(S) proxy; it may carry credentials, so it is kept secret.
+    #[serde(default)]
+    pub proxy_url: Option<Secret>,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Relabel rules applied to every sample before it enters the WAL.
+    #[serde(default)]
+    pub write_relabel_configs: Vec<RelabelConfig>,
+    #[serde(default)]
+    pub queue_config: QueueConfig,
+    /// Disk cap of this endpoint's WAL: bytes, or "512MiB", "1GiB", "2GB".
+    #[serde(default = "default_max_wal_size", with = "size")]
+    pub max_wal_size: u64,
+    /// How long pending samples may still go out at shutdown; the rest
+    /// stays in the WAL. Below the agent's 4 s shutdown grace.
+    #[serde(default = "default_flush_deadline", with = "common::duration")]
+    pub flush_deadline: Duration,
+}
+
+/// Batching, sharding and retry settings of one endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    #[serde(default = "default_max_samples_per_send")]
+    pub max_samples_per_send: usize,
+    /// A shard sends a partial batch once its oldest sample waited this long.
+    #[serde(default = "default_batch_send_deadline", with = "common::duration")]
+    pub batch_send_deadline: Duration,
+    #[serde(default = "default_min_shards")]
+    pub min_shards: usize,
+    #[serde(default = "default_max_shards")]
+    pub max_shards: usize,
+    /// Samples read from the WAL and held in memory per shard.
+    #[serde(default = "default_capacity")]
+    pub capacity: usize,
+    #[serde(default = "default_min_backoff", with = "common::duration")]
+    pub min_backoff: Duration,
+    #[serde(default = "default_max_backoff", with = "common::duration")]
+    pub max_backoff: Duration,
+}
+
+fn serialize_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&client::display_url(url))
+}
+
+fn default_protobuf_message() -> String {
+    "v1".into()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_wal_size() -> u64 {
+    DEFAULT_MAX_WAL_SIZE
+}
+fn default_flush_deadline() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_max_samples_per_send() -> usize {
+    2000
+}
+fn default_batch_send_deadline() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_min_shards() -> usize {
+    1
+}
+fn default_max_shards() -> usize {
+    10
+}
+fn default_capacity() -> usize {
+    10_000
+}
+fn default_min_backoff() -> Duration {
+    Duration::from_millis(30)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_samples_per_send: default_max_samples_per_send(),
+            batch_send_deadline: default_batch_send_deadline(),
+            min_shards: default_min_shards(),
+            max_shards: default_max_shards(),
+            capacity: default_capacity(),
+            min_backoff: default_min_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+impl Default for RemoteWriteConfig {
+    fn default() -> Self {
+        RemoteWriteConfig {
+            name: String::new(),
+            url: String::new(),
+            protobuf_message: default_protobuf_message(),
+            basic_auth: None,
+            bearer_token: None,
+            bearer_token_file: None,
+            headers: BTreeMap::new(),
+            timeout: default_timeout(),
+            proxy_url: None,
+            tls: TlsConfig::default(),
+            write_relabel_configs: Vec::new(),
+            queue_config: QueueConfig::default(),
+            max_wal_size: default_max_wal_size(),
+            flush_deadline: default_flush_deadline(),
+        }
+    }
+}
+
+/// serde adapter for byte sizes: an integer, or a number with KB, MB, GB,
+/// KiB, MiB or GiB.
+pub mod size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Parses "1GiB", "512MiB", "100MB", "4096".
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let t = text.trim();
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let n: u64 =
+            t[..digits].parse().map_err(|_| format!("invalid size {text:?}: use forms like \"1GiB\" or \"512MiB\""))?;
+        let mult: u64 = match t[digits..].trim() {
+            "" | "B" => 1,
+            "KB" => 1000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return Err(format!("invalid size {text:?}: units are B, KB, MB, GB, KiB, MiB, GiB")),
+        };
+        n.checked_mul(mult).ok_or_else(|| format!("size {text:?} is too large"))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(n),
+            Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n)
+    }
 }
 
 impl RemoteWriteConfig {
     /// Adds this endpoint's problems to `problems`, prefixed with `at`.
-    pub fn validate(&self, _at: &str, _problems: &mut Vec<String>) {}
+    pub fn validate(&self, at: &str, problems: &mut Vec<String>) {
+        if self.url.trim().is_empty() {
+            return;
+        }
+        let mut bad = |p: String| problems.push(format!("{at}: {p}"));
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(_) => bad(format!("url {} must be http or https", client::display_url(&self.url))),
+            Err(e) => bad(format!("url {}: {e}", client::display_url(&self.url))),
+        }
+        if !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+            bad(format!("name {:?} may hold only letters, digits, '_', '.' and '-'", self.name));
+        }
+        if self.v2_requested().is_none() {
+            bad(format!("protobuf_message {:?} must be \"v1\" or \"v2\"", self.protobuf_message));
+        }
+        for name in self.headers.keys() {
+            if client::RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                bad(format!("headers: {name} is set by the protocol and cannot be configured"));
+            }
+        }
+        if let Some(ba) = &self.basic_auth {
+            if let Err(e) = ba.credentials() {
+                bad(format!("basic_auth: {e}"));
+            }
+        }
+        if let Err(e) = Secret::resolve(&self.bearer_token, &self.bearer_token_file, "bearer_token") {
+            bad(e);
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            bad("tls.cert_file and tls.key_file must be set together".into());
+        }
+        let q = &self.queue_config;
+        if q.max_samples_per_send == 0 {
+            bad("queue_config.max_samples_per_send must be at least 1".into());
+        }
+        if q.min_shards == 0 || q.min_shards > q.max_shards || q.max_shards > queue::MAX_SHARDS {
+            bad(format!("queue_config: need 1 <= min_shards <= max_shards <= {}", queue::MAX_SHARDS));
+        }
+        if q.capacity < q.max_samples_per_send {
+            bad("queue_config.capacity must be at least max_samples_per_send".into());
+        }
+        if q.min_backoff.is_zero() || q.min_backoff > q.max_backoff {
+            bad("queue_config: need 0 < min_backoff <= max_backoff".into());
+        }
+        if self.flush_deadline >= crate::SHUTDOWN_GRACE {
+            bad(format!("flush_deadline must be below the agent's shutdown grace of {:?}", crate::SHUTDOWN_GRACE));
+        }
+        if self.max_wal_size < 1 << 20 {
+            bad("max_wal_size must be at least 1MiB".into());
+        }
+        if let Err(e) = Relabeler::new(&self.write_relabel_configs) {
+            bad(format!("write_relabel_configs: {e}"));
+        }
+    }
+
+    /// Whether 2.0 is requested; None for an unknown value.
+    fn v2_requested(&self) -> Option<bool> {
+        match self.protobuf_message.as_str() {
+            "v1" | "" | "prometheus.WriteRequest" => Some(false),
+            "v2" | "io.prometheus.write.v2.Request" => Some(true),
+            _ => None,
+        }
+    }
+
+    /// The endpoint's name: `name`, or one derived from the URL.
+    pub fn endpoint_name(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        format!("rw-{:08x}", fnv(client::display_url(&self.url).as_bytes()) as u32)
+    }
 
     /// One line for `vantage check`.
     pub fn describe(&self) -> String {
-        self.url.clone()
+        let mut s =
+            format!("{} -> {} ({})", self.endpoint_name(), client::display_url(&self.url), self.protobuf_message);
+        if self.tls.insecure_skip_verify {
+            s.push_str(", TLS VERIFICATION OFF");
+        }
+        s
     }
 }
 
-/// Starts one queue per active endpoint; returns each sink and its task.
-pub fn start(
-    ctx: &crate::Context,
-) -> Result<Vec<(std::sync::Arc<dyn super::MetricSink>, tokio::task::JoinHandle<()>)>, String> {
-    if ctx.config.active_remote_writes().next().is_some() {
-        return Err("remote_write is not implemented yet".into());
+/// FNV-1a, for series buckets and endpoint names: stable across runs and
+/// builds, which the WAL's acknowledgement masks rely on.
+pub fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    Ok(Vec::new())
+    h
+}
+
+/// Hash of a label set (names and values with separators).
+pub fn series_hash<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (n, v) in labels {
+        for &b in n.as_bytes().iter().chain(&[0xff]).chain(v.as_bytes()).chain(&[0xff]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Reasons of `vantage_remote_write_samples_dropped_total`.
+pub const DROP_REASONS: [&str; 5] = ["wal_full", "out_of_order", "rejected", "invalid", "wal_error"];
+const DROP_WAL_FULL: usize = 0;
+const DROP_OUT_OF_ORDER: usize = 1;
+const DROP_REJECTED: usize = 2;
+const DROP_INVALID: usize = 3;
+const DROP_WAL_ERROR: usize = 4;
+
+/// Upper bounds of the request duration histogram, in seconds.
+const DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// Counters of one endpoint, shared by its sink, queue and sender tasks.
+#[derive(Default)]
+pub struct Stats {
+    pub endpoint: String,
+    pub sent: AtomicU64,
+    pub retried: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped: [AtomicU64; DROP_REASONS.len()],
+    pub pending: AtomicI64,
+    pub shards: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub last_send_ms: AtomicI64,
+    pub highest_sent_ms: AtomicI64,
+    buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    duration_sum_us: AtomicU64,
+    duration_count: AtomicU64,
+}
+
+impl Stats {
+    /// Records one request's duration.
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.duration_sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts dropped samples under `reason` (an index into DROP_REASONS).
+    pub fn drop_samples(&self, reason: usize, n: u64) {
+        self.dropped[reason].fetch_add(n, Ordering::Relaxed);
+        self.pending.fetch_sub(n as i64, Ordering::Relaxed);
+    }
+}
+
+/// The self-metrics of every endpoint (one provider, so each family is
+/// rendered once with an `endpoint` label per endpoint).
+struct Provider(Vec<(Arc<Stats>, Arc<wal::Wal>)>);
+
+impl SelfMetrics for Provider {
+    fn self_metrics(&self, out: &mut Vec<Family>) {
+        let ts = now_ms();
+        let fam = |name: &str, kind, help: &str| Family::new(name, kind, help);
+        let mut sent = fam(sm::RW_SAMPLES_SENT, MetricType::Counter, "Samples acknowledged by the receiver.");
+        let mut retried =
+            fam(sm::RW_SAMPLES_RETRIED, MetricType::Counter, "Samples sent again after a recoverable failure.");
+        let mut dropped =
+            fam(sm::RW_SAMPLES_DROPPED, MetricType::Counter, "Samples that will never be sent, by reason.");
+        let mut failed =
+            fam(sm::RW_SAMPLES_FAILED, MetricType::Counter, "Samples the receiver rejected with a 4xx (not retried).");
+        let mut pending = fam(sm::RW_SAMPLES_PENDING, MetricType::Gauge, "Samples in the WAL not yet acknowledged.");
+        let mut shards = fam(sm::RW_SHARDS, MetricType::Gauge, "Parallel shards sending.");
+        let mut wal_bytes = fam(sm::RW_WAL_BYTES, MetricType::Gauge, "Bytes of the endpoint's WAL on disk.");
+        let mut wal_segs = fam(sm::RW_WAL_SEGMENTS, MetricType::Gauge, "Segment files of the endpoint's WAL.");
+        let mut last = fam(sm::RW_LAST_SEND, MetricType::Gauge, "Unix time of the last acknowledged request.");
+        let mut highest = fam(sm::RW_HIGHEST_SENT, MetricType::Gauge, "Timestamp of the newest acknowledged sample.");
+        let mut bytes = fam(sm::RW_BYTES_SENT, MetricType::Counter, "Compressed bytes acknowledged.");
+        let mut dur = fam(sm::RW_REQUEST_DURATION, MetricType::Histogram, "Duration of remote_write requests.");
+        for (s, w) in &self.0 {
+            let e = [("endpoint", s.endpoint.as_str())];
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+            sent.push(&e, get(&s.sent), ts);
+            retried.push(&e, get(&s.retried), ts);
+            failed.push(&e, get(&s.failed), ts);
+            for (i, reason) in DROP_REASONS.iter().enumerate() {
+                dropped.push(&[("endpoint", &s.endpoint), ("reason", reason)], get(&s.dropped[i]), ts);
+            }
+            pending.push(&e, s.pending.load(Ordering::Relaxed).max(0) as f64, ts);
+            shards.push(&e, get(&s.shards), ts);
+            let ws = w.stats();
+            wal_bytes.push(&e, ws.bytes as f64, ts);
+            wal_segs.push(&e, ws.segments as f64, ts);
+            last.push(&e, s.last_send_ms.load(Ordering::Relaxed) as f64 / 1000.0, ts);
+            highest.push(&e, s.highest_sent_ms.load(Ordering::Relaxed) as f64 / 1000.0, ts);
+            bytes.push(&e, get(&s.bytes_sent), ts);
+            let bucket_name = format!("{}_bucket", sm::RW_REQUEST_DURATION);
+            let mut cumulative = 0;
+            for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+                cumulative += s.buckets[i].load(Ordering::Relaxed);
+                dur.push_named(
+                    &bucket_name,
+                    &[("endpoint", &s.endpoint), ("le", &le.to_string())],
+                    cumulative as f64,
+                    ts,
+                );
+            }
+            let count = get(&s.duration_count);
+            dur.push_named(&bucket_name, &[("endpoint", &s.endpoint), ("le", "+Inf")], count, ts);
+            dur.push_named(&format!("{}_sum", sm::RW_REQUEST_DURATION), &e, get(&s.duration_sum_us) / 1e6, ts);
+            dur.push_named(&format!("{}_count", sm::RW_REQUEST_DURATION), &e, count, ts);
+        }
+        out.extend([sent, retried, dropped, failed, pending, shards, wal_bytes, wal_segs, last, highest, bytes, dur]);
+    }
+}
+
+/// The sink side of one endpoint: turns batches into WAL records.
+pub struct Sink {
+    name: String,
+    wal: Arc<wal::Wal>,
+    relabeler: Option<Relabeler>,
+    external: Vec<(String, String)>,
+    last_ts: Mutex<LastTimestamps>,
+    notify: Arc<tokio::sync::Notify>,
+    stats: Arc<Stats>,
+    wal_error_logged: AtomicBool,
+}
+
+/// Newest timestamp per series hash, to drop samples that are not newer.
+#[derive(Default)]
+struct LastTimestamps {
+    map: HashMap<u64, i64>,
+    prune_at: usize,
+}
+
+/// Series not seen for this long are forgotten by the order check.
+const ORDER_MEMORY_MS: i64 = 2 * 3600 * 1000;
+
+impl Sink {
+    /// Builds the WAL record of `batch`: (record, samples).
+    fn record(&self, batch: &Batch) -> (proto::WalRecord, u32) {
+        let mut rec = proto::WalRecord::default();
+        let mut last = self.last_ts.lock().unwrap();
+        let (mut invalid, mut unordered) = (0, 0);
+        for fam in &batch.families {
+            let kind = proto::metric_type_v2(fam.kind);
+            for s in &fam.samples {
+                let mut labels: Labels = s.labels.clone();
+                if let Some(r) = &self.relabeler {
+                    if !r.apply(&mut labels) {
+                        continue;
+                    }
+                }
+                for (k, v) in &self.external {
+                    if labels.get(k).is_none() {
+                        labels.set(k.as_str(), v.as_str());
+                    }
+                }
+                labels.retain(|l| !l.name.is_empty() && !l.value.is_empty());
+                if labels.metric_name().is_empty() {
+                    invalid += 1;
+                    continue;
+                }
+                let h = series_hash(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+                match last.map.get(&h) {
+                    // Strictly increasing per series: an equal timestamp
+                    // is a duplicate and an older one would be rejected.
+                    Some(&t) if s.timestamp_ms <= t => {
+                        unordered += 1;
+                        continue;
+                    }
+                    _ => {}
+                }
+                last.map.insert(h, s.timestamp_ms);
+                // Stale markers (the stale NaN) go out as they are.
+                rec.series.push(proto::TimeSeries {
+                    labels: labels
+                        .iter()
+                        .map(|l| proto::Label { name: l.name.clone(), value: l.value.clone() })
+                        .collect(),
+                    samples: vec![proto::Sample { value: s.value, timestamp: s.timestamp_ms }],
+                });
+                rec.kinds.push(kind);
+            }
+        }
+        if last.map.len() > last.prune_at {
+            let horizon = now_ms() - ORDER_MEMORY_MS;
+            last.map.retain(|_, t| *t >= horizon);
+            last.prune_at = (last.map.len() * 2).max(100_000);
+        }
+        drop(last);
+        if invalid > 0 {
+            self.stats.dropped[DROP_INVALID].fetch_add(invalid, Ordering::Relaxed);
+        }
+        if unordered > 0 {
+            self.stats.dropped[DROP_OUT_OF_ORDER].fetch_add(unordered, Ordering::Relaxed);
+            tracing::debug!(endpoint = %self.name, source = %batch.source, samples = unordered, "dropped samples not newer than the last of their series");
+        }
+        let n = rec.series.len() as u32;
+        (rec, n)
+    }
+}
+
+impl super::MetricSink for Sink {
+    fn accept(&self, batch: &Arc<Batch>) {
+        let (rec, n) = self.record(batch);
+        if n == 0 {
+            return;
+        }
+        let body = rec.encode_to_vec();
+        match self.wal.append(n, &body) {
+            Ok((_, dropped)) => {
+                self.stats.pending.fetch_add(n as i64, Ordering::Relaxed);
+                if dropped > 0 {
+                    self.stats.drop_samples(DROP_WAL_FULL, dropped);
+                }
+                self.wal_error_logged.store(false, Ordering::Relaxed);
+                self.notify.notify_one();
+            }
+            Err(e) => {
+                self.stats.dropped[DROP_WAL_ERROR].fetch_add(n as u64, Ordering::Relaxed);
+                if !self.wal_error_logged.swap(true, Ordering::Relaxed) {
+                    tracing::error!(endpoint = %self.name, error = %e, "cannot append to the WAL: samples are dropped until it works again");
+                }
+            }
+        }
+    }
+}
+
+/// A started endpoint: its sink and its queue task.
+pub type Started = (Arc<dyn super::MetricSink>, tokio::task::JoinHandle<()>);
+
+/// Starts one queue per active endpoint; returns each sink and its task.
+pub fn start(ctx: &crate::Context) -> Result<Vec<Started>, String> {
+    let mut out: Vec<Started> = Vec::new();
+    let mut provided = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    let external: Vec<(String, String)> =
+        ctx.config.agent.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for cfg in ctx.config.active_remote_writes() {
+        let name = cfg.endpoint_name();
+        if !names.insert(name.clone()) {
+            return Err(format!("remote_write: two endpoints are named {name:?}; give each a distinct name"));
+        }
+        let shown = client::display_url(&cfg.url);
+        let err = |e: String| format!("remote_write {name} ({shown}): {e}");
+        let client = client::Client::new(cfg).map_err(err)?;
+        if cfg.tls.insecure_skip_verify {
+            tracing::warn!(endpoint = %name, url = %shown, "TLS CERTIFICATE VERIFICATION IS OFF for this endpoint (insecure_skip_verify = true): anyone on the path can read and change what is sent");
+        }
+        let relabeler = if cfg.write_relabel_configs.is_empty() {
+            None
+        } else {
+            Some(Relabeler::new(&cfg.write_relabel_configs).map_err(|e| err(format!("write_relabel_configs: {e}")))?)
+        };
+        let dir = ctx.config.agent.data_dir.join("remote_write").join(&name);
+        let (wal, report) = wal::Wal::open(&dir, cfg.max_wal_size).map_err(|e| err(e.to_string()))?;
+        if report.records > 0 {
+            tracing::info!(endpoint = %name, wal = %dir.display(), segments = report.segments, records = report.records, samples = report.samples, "WAL found: unacknowledged samples will be sent");
+        }
+        let wal = Arc::new(wal);
+        let stats = Arc::new(Stats { endpoint: name.clone(), ..Default::default() });
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let sink = Arc::new(Sink {
+            name: name.clone(),
+            wal: wal.clone(),
+            relabeler,
+            external: external.clone(),
+            last_ts: Mutex::new(LastTimestamps::default()),
+            notify: notify.clone(),
+            stats: stats.clone(),
+            wal_error_logged: AtomicBool::new(false),
+        });
+        let q = queue::Queue {
+            name: name.clone(),
+            url: shown,
+            cfg: cfg.queue_config.clone(),
+            flush_deadline: cfg.flush_deadline,
+            wal: wal.clone(),
+            client: Arc::new(client),
+            stats: stats.clone(),
+            v2: Arc::new(AtomicBool::new(cfg.v2_requested().unwrap_or(false))),
+            notify,
+            shutdown: ctx.shutdown.clone(),
+            registry: ctx.registry.clone(),
+        };
+        let task = tokio::spawn(q.run());
+        provided.push((stats, wal));
+        out.push((sink, task));
+    }
+    if !provided.is_empty() {
+        ctx.registry.add_provider(Arc::new(Provider(provided)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::stale_nan;
+
+    fn sink(dir: &std::path::Path) -> Sink {
+        let (wal, _) = wal::Wal::open(dir, 1 << 30).unwrap();
+        Sink {
+            name: "t".into(),
+            wal: Arc::new(wal),
+            relabeler: None,
+            external: vec![("env".into(), "prod".into()), ("job".into(), "ignored".into())],
+            last_ts: Mutex::new(LastTimestamps::default()),
+            notify: Arc::new(tokio::sync::Notify::new()),
+            stats: Arc::new(Stats::default()),
+            wal_error_logged: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn records_carry_external_labels_drop_unordered_and_keep_stale_markers() {
+        let dir = std::env::temp_dir().join(format!("vantage-rw-sink-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = sink(&dir);
+        let t = now_ms();
+        let mut f = Family::new("up", MetricType::Gauge, "");
+        f.push(&[("job", "node")], 1.0, t);
+        f.push(&[("job", "other")], stale_nan(), t);
+        let mut batch = Batch { source: "t".into(), families: vec![f] };
+        let (rec, n) = s.record(&batch);
+        assert_eq!(n, 2);
+        let names: Vec<_> = rec.series[0].labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect();
+        assert_eq!(names, ["__name__=up", "env=prod", "job=node"]);
+        assert_eq!(rec.series[1].samples[0].value.to_bits(), crate::sample::STALE_NAN_BITS);
+        assert_eq!(rec.kinds, [2, 2]);
+        // The same timestamps again: duplicates, dropped and counted.
+        assert_eq!(s.record(&batch).1, 0);
+        assert_eq!(s.stats.dropped[DROP_OUT_OF_ORDER].load(Ordering::Relaxed), 2);
+        batch.families[0].samples[0].timestamp_ms = t + 1000;
+        assert_eq!(s.record(&batch).1, 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stale_markers_survive_wal_and_encoding_bit_for_bit() {
+        use crate::sinks::MetricSink;
+        let dir = std::env::temp_dir().join(format!("vantage-rw-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = sink(&dir);
+        let mut f = Family::new("up", MetricType::Gauge, "");
+        f.push(&[("job", "gone")], stale_nan(), now_ms());
+        s.accept(&Arc::new(Batch { source: "t".into(), families: vec![f] }));
+        assert_eq!(s.stats.pending.load(Ordering::Relaxed), 1);
+        let wal::Read::Record { samples, body, .. } = wal::read_record(&s.wal, &mut None, wal::Pos::default()) else {
+            panic!("no record in the WAL")
+        };
+        assert_eq!(samples, 1);
+        let rec = proto::WalRecord::decode(body.as_slice()).unwrap();
+        let mut out = Vec::new();
+        encode::Encoder::new().v1(rec.series.iter(), &mut out);
+        let req = encode::decode_v1(&out).unwrap();
+        assert_eq!(req.timeseries[0].samples[0].value.to_bits(), crate::sample::STALE_NAN_BITS);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn config_defaults_and_sizes() {
+        let c: RemoteWriteConfig =
+            toml::from_str("url = \"http://x/api/v1/write\"\nmax_wal_size = \"512MiB\"").unwrap();
+        assert_eq!(c.max_wal_size, 512 << 20);
+        assert_eq!(c.queue_config.max_samples_per_send, 2000);
+        assert_eq!(c.queue_config.batch_send_deadline, Duration::from_secs(5));
+        assert_eq!(c.flush_deadline, Duration::from_secs(3));
+        let mut p = Vec::new();
+        c.validate("rw", &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let c: RemoteWriteConfig = toml::from_str(
+            "url = \"ftp://x\"\nprotobuf_message = \"v3\"\nheaders = { \"Content-Type\" = \"text/plain\" }",
+        )
+        .unwrap();
+        c.validate("rw", &mut p);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(size::parse("1GiB").unwrap() == 1 << 30 && size::parse("2GB").unwrap() == 2_000_000_000);
+    }
 }

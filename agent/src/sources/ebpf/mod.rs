@@ -1,21 +1,32 @@
 //! Kernel metrics from the programs in agent-ebpf. The programs aggregate
 //! in maps; this collector reads each map once per collection.
 //!
+//! - `btf`: offsets and enum names from the running kernel's BTF
+//! - `sched`, `block`, `net`: reading each area's maps into families
+//!
 //! A program that fails to load or attach is reported once (log and
 //! `vantage_ebpf_program_up`), and the others keep running; without BPF at
 //! all the source says so in one line and reports nothing.
 
+mod block;
+pub mod btf;
+mod containers;
+mod net;
+mod sched;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aya::maps::PerCpuArray;
+use agent_common::{KernelOffsets, Log2Hist, LOG2_SLOTS};
 use aya::programs::BtfTracePoint;
-use aya::{Btf, Ebpf};
+use aya::{Btf, Ebpf, EbpfLoader};
 use serde::{Deserialize, Serialize};
 
 use crate::config::common;
 use crate::sample::{Family, MetricType};
 use crate::status::Registry;
+
+use btf::KernelBtf;
 
 /// The kernel object built by build.rs from agent-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -24,14 +35,19 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EbpfConfig {
+    /// Whether the eBPF source runs at all.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Collection interval; the agent's scrape_interval when unset.
     #[serde(default, with = "common::opt_duration")]
     pub interval: Option<Duration>,
-    /// Per-program switches, e.g. `programs = { sched_switch = false }`.
+    /// Per-program switches, e.g. `programs = { kfree_skb = false }`.
     #[serde(default)]
     pub programs: BTreeMap<String, bool>,
+    /// Adds a `container` label (the Docker container's name) to
+    /// retransmits, resets and run-queue latency, from the event's cgroup.
+    #[serde(default)]
+    pub container_label: bool,
 }
 
 fn yes() -> bool {
@@ -40,26 +56,50 @@ fn yes() -> bool {
 
 impl Default for EbpfConfig {
     fn default() -> Self {
-        EbpfConfig { enabled: true, interval: None, programs: BTreeMap::new() }
+        EbpfConfig {
+            enabled: true,
+            interval: None,
+            programs: BTreeMap::new(),
+            container_label: false,
+        }
     }
 }
 
-/// Every program in agent-ebpf, by the name of its function.
-pub const PROGRAMS: &[&str] = &["sched_switch"];
+/// Every program in agent-ebpf, by the name of its function (which is also
+/// the kernel tracepoint it attaches to as a BTF tracepoint).
+pub const PROGRAMS: &[&str] = &[
+    "sched_switch",
+    "sched_wakeup",
+    "sched_wakeup_new",
+    "block_rq_issue",
+    "block_rq_complete",
+    "tcp_retransmit_skb",
+    "tcp_send_reset",
+    "tcp_receive_reset",
+    "inet_sock_set_state",
+    "kfree_skb",
+];
 
 impl EbpfConfig {
     /// Adds this section's problems to `problems`.
     pub fn validate(&self, problems: &mut Vec<String>) {
         for name in self.programs.keys() {
             if !PROGRAMS.contains(&name.as_str()) {
-                problems.push(format!("ebpf.programs: unknown program {name:?} (known: {})", PROGRAMS.join(", ")));
+                problems.push(format!(
+                    "ebpf.programs: unknown program {name:?} (known: {})",
+                    PROGRAMS.join(", ")
+                ));
             }
         }
     }
 
     /// One line for `vantage check`.
     pub fn describe(&self) -> String {
-        let on: Vec<&str> = PROGRAMS.iter().copied().filter(|p| self.program_enabled(p)).collect();
+        let on: Vec<&str> = PROGRAMS
+            .iter()
+            .copied()
+            .filter(|p| self.program_enabled(p))
+            .collect();
         format!("programs {}", on.join(", "))
     }
 
@@ -68,64 +108,222 @@ impl EbpfConfig {
     }
 }
 
-/// The eBPF source: the loaded object and the programs that attached.
+/// The kernel structure members each program reads; a kernel without one
+/// of them leaves that program unloaded (with the reason) rather than
+/// reading garbage.
+fn members_needed(program: &str) -> &'static [(&'static str, &'static str)] {
+    match program {
+        "sched_switch" | "sched_wakeup" | "sched_wakeup_new" => &[("task_struct", "pid")],
+        "block_rq_complete" => &[
+            ("request", "q"),
+            ("request", "cmd_flags"),
+            ("request_queue", "disk"),
+            ("gendisk", "major"),
+            ("gendisk", "first_minor"),
+        ],
+        "inet_sock_set_state" => &[("sock", "sk_protocol"), ("tcp_sock", "srtt_us")],
+        _ => &[],
+    }
+}
+
+/// Looks up every offset the programs use; missing ones stay 0 and are
+/// reported per program by [`members_needed`].
+fn kernel_offsets(btf: &KernelBtf) -> KernelOffsets {
+    let at = |s: &str, m: &str| btf.member_offset(s, m).unwrap_or(0);
+    KernelOffsets {
+        task_pid: at("task_struct", "pid"),
+        request_q: at("request", "q"),
+        request_cmd_flags: at("request", "cmd_flags"),
+        queue_disk: at("request_queue", "disk"),
+        disk_major: at("gendisk", "major"),
+        disk_first_minor: at("gendisk", "first_minor"),
+        sock_protocol: at("sock", "sk_protocol"),
+        tcp_srtt_us: at("tcp_sock", "srtt_us"),
+        sock_cgroup: at("sock", "sk_cgrp_data") + at("sock_cgroup_data", "cgroup"),
+        task_cgroups: at("task_struct", "cgroups"),
+        css_set_dfl_cgrp: at("css_set", "dfl_cgrp"),
+        cgroup_kn: at("cgroup", "kn"),
+        kernfs_id: at("kernfs_node", "id"),
+    }
+}
+
+/// The members that finding a socket's or task's cgroup needs.
+const CGROUP_MEMBERS: &[(&str, &str)] = &[
+    ("sock", "sk_cgrp_data"),
+    ("sock_cgroup_data", "cgroup"),
+    ("task_struct", "cgroups"),
+    ("css_set", "dfl_cgrp"),
+    ("cgroup", "kn"),
+    ("kernfs_node", "id"),
+];
+
+/// The eBPF source: the loaded object and what the maps' keys mean.
 pub struct EbpfCollector {
     ebpf: Option<Ebpf>,
+    /// `enum skb_drop_reason` names by value, as label values.
+    drop_reasons: Vec<String>,
+    /// "major:minor" -> kernel device name, from /sys/class/block.
+    devices: block::DeviceNames,
+    /// Container names by cgroup id, when `container_label` is on.
+    containers: Option<containers::Containers>,
 }
 
 impl EbpfCollector {
     /// Loads the object and attaches every enabled program, recording each
     /// program's state in `registry`.
     pub fn start(config: &EbpfConfig, registry: &Registry) -> Self {
-        raise_memlock_limit();
-        let mut ebpf = match Ebpf::load(OBJECT) {
-            Ok(ebpf) => ebpf,
-            Err(e) => {
-                let reason = format!("{e:#}");
-                tracing::warn!(error = %reason, "eBPF is unavailable (needs CAP_BPF and CAP_PERFMON, or root, and a kernel with BTF); running without kernel metrics");
-                for p in PROGRAMS {
-                    registry.set_program(p, false, reason.clone());
-                }
-                return EbpfCollector { ebpf: None };
+        let mut collector = EbpfCollector {
+            ebpf: None,
+            drop_reasons: Vec::new(),
+            devices: block::DeviceNames::default(),
+            containers: None,
+        };
+        let unavailable = |reason: String| {
+            tracing::warn!(error = %reason, "eBPF is unavailable (needs CAP_BPF and CAP_PERFMON, or root, and a kernel with BTF); running without kernel metrics");
+            for p in PROGRAMS {
+                registry.set_program(p, false, reason.clone());
             }
         };
-        let btf = Btf::from_sys_fs();
+        raise_memlock_limit();
+        let kernel_btf = match KernelBtf::from_sys() {
+            Ok(b) => b,
+            Err(e) => {
+                unavailable(e.to_string());
+                return collector;
+            }
+        };
+        let btf = match Btf::from_sys_fs() {
+            Ok(b) => b,
+            Err(e) => {
+                unavailable(format!("kernel BTF unavailable ({}): {e}", btf::VMLINUX));
+                return collector;
+            }
+        };
+        let offsets = kernel_offsets(&kernel_btf);
+        collector.drop_reasons = net::drop_reason_names(&kernel_btf);
+        let wakeups = ["sched_wakeup", "sched_wakeup_new"];
+        let runq = config.program_enabled("sched_switch")
+            && wakeups.iter().all(|p| config.program_enabled(p))
+            && kernel_btf.member_offset("task_struct", "pid").is_ok();
+        let runq_enabled: u32 = runq.into();
+        let mut label = config.container_label;
+        if label {
+            let missing: Vec<String> = CGROUP_MEMBERS
+                .iter()
+                .filter_map(|(s, m)| kernel_btf.member_offset(s, m).err().map(|e| e.to_string()))
+                .collect();
+            if !missing.is_empty() {
+                tracing::warn!(error = %missing.join("; "), "ebpf.container_label is on but the kernel's cgroup fields were not found; no container label");
+                label = false;
+            }
+        }
+        let container_label: u32 = label.into();
+        if label {
+            collector.containers = Some(containers::Containers::default());
+        }
+        let mut ebpf = match EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("RUNQ_ENABLED", &runq_enabled, true)
+            .override_global("CONTAINER_LABEL", &container_label, true)
+            .load(OBJECT)
+        {
+            Ok(ebpf) => ebpf,
+            Err(e) => {
+                unavailable(error_chain(&e));
+                return collector;
+            }
+        };
+        let mut attached = 0;
         for &name in PROGRAMS {
             if !config.program_enabled(name) {
                 registry.set_program(name, false, "disabled in the configuration".into());
                 continue;
             }
-            let result = match &btf {
-                Ok(btf) => attach_btf_tracepoint(&mut ebpf, name, btf),
-                Err(e) => Err(format!("kernel BTF unavailable (/sys/kernel/btf/vmlinux): {e}")),
+            let missing: Vec<String> = members_needed(name)
+                .iter()
+                .filter_map(|(s, m)| kernel_btf.member_offset(s, m).err().map(|e| e.to_string()))
+                .collect();
+            let result = if missing.is_empty() {
+                attach_btf_tracepoint(&mut ebpf, name, &btf)
+            } else {
+                Err(missing.join("; "))
             };
             match result {
                 Ok(()) => {
-                    tracing::debug!(program = name, "eBPF program attached");
+                    attached += 1;
                     registry.set_program(name, true, String::new());
                 }
                 Err(reason) => {
-                    tracing::warn!(program = name, error = %reason, "eBPF program not attached");
+                    tracing::warn!(program = name, error = %reason, "eBPF program not attached; the others keep running");
                     registry.set_program(name, false, reason);
                 }
             }
         }
-        EbpfCollector { ebpf: Some(ebpf) }
+        tracing::info!(attached, runqueue_latency = runq, "eBPF programs attached");
+        collector.ebpf = Some(ebpf);
+        collector
     }
 }
 
 fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), String> {
-    let program = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
     let program: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e:#}"))?;
-    program.load(name, btf).map_err(|e| format!("load: {e:#}"))?;
-    program.attach().map_err(|e| format!("attach: {e:#}"))?;
+    program.load(name, btf).map_err(|e| match &e {
+        // The verifier's last lines say why; the whole log is hundreds.
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("verification time")
+                        && !l.starts_with("processed ")
+                        && !l.starts_with("stack depth")
+                })
+                .take(3)
+                .collect();
+            format!(
+                "load: {io_error}: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
+        }
+        _ => format!("load: {}", error_chain(&e)),
+    })?;
+    program
+        .attach()
+        .map_err(|e| format!("attach: {}", error_chain(&e)))?;
     Ok(())
+}
+
+/// An error with its causes ("failed to create map X: Operation not
+/// permitted"): aya's messages leave the kernel's reason in `source()`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lifting it is
 /// harmless on newer ones (this is what CAP_SYS_RESOURCE is for).
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit only reads the struct we pass.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
@@ -136,25 +334,125 @@ impl super::Collector for EbpfCollector {
     }
 
     fn collect(&mut self, now_ms: i64) -> Result<Vec<Family>, String> {
-        let Some(ebpf) = &self.ebpf else { return Ok(Vec::new()) };
+        let Some(ebpf) = &self.ebpf else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
-        if let Some(map) = ebpf.map("CPU_CONTEXT_SWITCHES") {
-            let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(|e| format!("CPU_CONTEXT_SWITCHES: {e}"))?;
-            let values =
-                array.get(&agent_common::CONTEXT_SWITCHES_SLOT, 0).map_err(|e| format!("CPU_CONTEXT_SWITCHES: {e}"))?;
-            let mut f = Family::new(
-                "ebpf_cpu_context_switches_total",
-                MetricType::Counter,
-                "Context switches per CPU, counted by the sched_switch tracepoint.",
-            );
-            let cpus = aya::util::online_cpus().map_err(|(_, e)| format!("online cpus: {e}"))?;
-            for cpu in cpus {
-                if let Some(v) = values.get(cpu as usize) {
-                    f.push(&[("cpu", &cpu.to_string())], *v as f64, now_ms);
-                }
-            }
-            out.push(f);
+        if let Some(c) = &mut self.containers {
+            c.refresh();
         }
+        let containers = self.containers.as_ref();
+        sched::collect(ebpf, containers, now_ms, &mut out)?;
+        block::collect(ebpf, &mut self.devices, now_ms, &mut out)?;
+        net::collect(ebpf, &self.drop_reasons, containers, now_ms, &mut out)?;
         Ok(out)
+    }
+}
+
+/// Adds `other` into `into` (merging per-CPU copies or map entries).
+fn merge(into: &mut Log2Hist, other: &Log2Hist) {
+    for (a, b) in into.slots.iter_mut().zip(other.slots.iter()) {
+        *a += b;
+    }
+    into.sum += other.sum;
+}
+
+/// Subtracts `other` from `from` (the host's share once containers' are
+/// taken out of a total).
+fn subtract(from: &mut Log2Hist, other: &Log2Hist) {
+    for (a, b) in from.slots.iter_mut().zip(other.slots.iter()) {
+        *a = a.saturating_sub(*b);
+    }
+    from.sum = from.sum.saturating_sub(other.sum);
+}
+
+/// How a [`Log2Hist`] maps to Prometheus buckets: slot `i` holds values up
+/// to `2^i` units of `unit` (in the exported base unit); buckets are
+/// exported for slots `first..=last`, then `+Inf`.
+struct Buckets {
+    unit: f64,
+    first: usize,
+    last: usize,
+    /// Factor from the kernel's raw sum to the exported unit.
+    sum_unit: f64,
+}
+
+/// Microsecond slots from 1 µs to 2^24 µs (about 16.8 s), sum in ns.
+const LATENCY_NS: Buckets = Buckets {
+    unit: 1e-6,
+    first: 0,
+    last: 24,
+    sum_unit: 1e-9,
+};
+
+/// Pushes one histogram series set (`_bucket` cumulative, `_sum`, `_count`)
+/// with `labels` into `f`.
+fn push_histogram(f: &mut Family, labels: &[(&str, &str)], h: &Log2Hist, b: &Buckets, now_ms: i64) {
+    let name = f.name.clone();
+    let bucket = format!("{name}_bucket");
+    let mut cumulative = 0u64;
+    let with_le = |le: &str, value: f64, f: &mut Family| {
+        let mut l: Vec<(&str, &str)> = labels.to_vec();
+        l.push(("le", le));
+        f.push_named(&bucket, &l, value, now_ms);
+    };
+    let mut le = String::new();
+    for (i, count) in h.slots.iter().enumerate().take(b.last + 1) {
+        cumulative += count;
+        if i < b.first {
+            continue;
+        }
+        le.clear();
+        crate::exposition::write_value(&mut le, b.unit * (1u64 << i) as f64);
+        with_le(&le, cumulative as f64, f);
+    }
+    let total: u64 = h.slots.iter().sum();
+    with_le("+Inf", total as f64, f);
+    f.push_named(
+        &format!("{name}_sum"),
+        labels,
+        h.sum as f64 * b.sum_unit,
+        now_ms,
+    );
+    f.push_named(&format!("{name}_count"), labels, total as f64, now_ms);
+}
+
+/// An empty histogram family.
+fn histogram(name: &str, help: &str) -> Family {
+    Family::new(name, MetricType::Histogram, help)
+}
+
+const _: () = assert!(LOG2_SLOTS > 24);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_count() {
+        let mut h = Log2Hist::ZERO;
+        h.slots[0] = 2; // <= 1 µs
+        h.slots[3] = 5; // (4, 8] µs
+        h.slots[30] = 1; // far beyond the last bucket
+        h.sum = 2_000 + 5 * 7_000 + 3_000_000_000_000;
+        let mut f = histogram("x_seconds", "test");
+        push_histogram(&mut f, &[("op", "read")], &h, &LATENCY_NS, 1);
+        let get = |name: &str, le: Option<&str>| {
+            f.samples
+                .iter()
+                .find(|s| {
+                    s.labels.metric_name() == name
+                        && s.labels.get("le") == le
+                        && s.labels.get("op") == Some("read")
+                })
+                .map(|s| s.value)
+        };
+        assert_eq!(get("x_seconds_bucket", Some("0.000001")), Some(2.0));
+        assert_eq!(get("x_seconds_bucket", Some("0.000004")), Some(2.0));
+        assert_eq!(get("x_seconds_bucket", Some("0.000008")), Some(7.0));
+        assert_eq!(get("x_seconds_bucket", Some("16.777216")), Some(7.0));
+        assert_eq!(get("x_seconds_bucket", Some("+Inf")), Some(8.0));
+        assert_eq!(get("x_seconds_count", None), Some(8.0));
+        assert_eq!(f.samples.len(), 25 + 1 + 2);
     }
 }

@@ -1,0 +1,106 @@
+//! Reads the block I/O histograms per (disk, operation) and names disks by
+//! their kernel name through /sys/class/block/*/dev.
+
+use std::collections::HashMap as StdHashMap;
+
+use agent_common::{
+    BlockHists, BlockKey, BLOCK_OP_DISCARD, BLOCK_OP_FLUSH, BLOCK_OP_READ, BLOCK_OP_WRITE,
+};
+use aya::maps::HashMap;
+use aya::Ebpf;
+
+use super::{histogram, push_histogram, Buckets, LATENCY_NS};
+use crate::sample::Family;
+
+/// Byte slots exported from 512 B to 16 MiB (smaller requests count in the
+/// first bucket, larger ones only in +Inf).
+const SIZE_BYTES: Buckets = Buckets {
+    unit: 1.0,
+    first: 9,
+    last: 24,
+    sum_unit: 1.0,
+};
+
+/// Kernel device names by "major:minor", reloaded when an unknown device
+/// shows up (a loop device attached after start).
+#[derive(Default)]
+pub(super) struct DeviceNames {
+    names: StdHashMap<(u32, u32), String>,
+}
+
+impl DeviceNames {
+    fn name(&mut self, major: u32, minor: u32) -> String {
+        if !self.names.contains_key(&(major, minor)) {
+            self.reload();
+        }
+        self.names
+            .get(&(major, minor))
+            .cloned()
+            .unwrap_or_else(|| format!("{major}:{minor}"))
+    }
+
+    fn reload(&mut self) {
+        self.names.clear();
+        let Ok(dir) = std::fs::read_dir("/sys/class/block") else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let Ok(dev) = std::fs::read_to_string(entry.path().join("dev")) else {
+                continue;
+            };
+            let Some((major, minor)) = dev.trim().split_once(':') else {
+                continue;
+            };
+            if let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) {
+                self.names.insert(
+                    (major, minor),
+                    entry.file_name().to_string_lossy().into_owned(),
+                );
+            }
+        }
+    }
+}
+
+fn op_name(op: u32) -> Option<&'static str> {
+    match op {
+        BLOCK_OP_READ => Some("read"),
+        BLOCK_OP_WRITE => Some("write"),
+        BLOCK_OP_FLUSH => Some("flush"),
+        BLOCK_OP_DISCARD => Some("discard"),
+        _ => None,
+    }
+}
+
+/// Adds `ebpf_block_io_latency_seconds` and `ebpf_block_io_size_bytes`.
+pub(super) fn collect(
+    ebpf: &Ebpf,
+    devices: &mut DeviceNames,
+    now_ms: i64,
+    out: &mut Vec<Family>,
+) -> Result<(), String> {
+    let Some(map) = ebpf.map("BLOCK_IO") else {
+        return Ok(());
+    };
+    let map: HashMap<_, BlockKey, BlockHists> =
+        HashMap::try_from(map).map_err(|e| format!("BLOCK_IO: {e}"))?;
+    let mut entries: Vec<(BlockKey, BlockHists)> = map.iter().filter_map(Result::ok).collect();
+    entries.sort_by_key(|(k, _)| *k);
+    let mut latency = histogram(
+        "ebpf_block_io_latency_seconds",
+        "Block I/O latency from issue to the device to completion, per disk and operation.",
+    );
+    let mut size = histogram(
+        "ebpf_block_io_size_bytes",
+        "Block I/O request sizes, per disk and operation.",
+    );
+    for (key, hists) in &entries {
+        let Some(op) = op_name(key.op) else { continue };
+        let device = devices.name(key.major, key.minor);
+        let labels = [("device", device.as_str()), ("op", op)];
+        push_histogram(&mut latency, &labels, &hists.latency, &LATENCY_NS, now_ms);
+        push_histogram(&mut size, &labels, &hists.size, &SIZE_BYTES, now_ms);
+    }
+    out.push(latency);
+    out.push(size);
+    Ok(())
+}

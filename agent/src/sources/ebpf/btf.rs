@@ -1,0 +1,236 @@
+//! Just enough of a BTF reader to find struct member offsets and enum
+//! values in the running kernel's type information (/sys/kernel/btf/vmlinux).
+//! The kernel programs get these offsets as globals instead of offsets
+//! compiled in from one kernel (aya-ebpf emits no CO-RE relocations).
+
+use std::collections::HashMap;
+
+/// Where the kernel publishes its own BTF.
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// Why the kernel's BTF could not be read or lacks something.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not BTF or truncated ({what})")]
+    Malformed { path: String, what: &'static str },
+    #[error("kernel BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("kernel BTF has no member {1} in struct {0} (or it is a bitfield)")]
+    NoMember(String, String),
+}
+
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_ENUM64: u32 = 19;
+
+/// A member of a struct or union: name, type id, bit offset, bitfield size.
+#[derive(Clone, Debug)]
+struct Member {
+    name: String,
+    type_id: u32,
+    bit_offset: u32,
+    bitfield: u32,
+}
+
+/// The structs, unions and enums of one BTF blob, by name.
+#[derive(Debug, Default)]
+pub struct KernelBtf {
+    /// Struct or union name -> members (first definition wins).
+    structs: HashMap<String, Vec<Member>>,
+    /// Anonymous structs and unions by type id, to look through them.
+    anonymous: HashMap<u32, Vec<Member>>,
+    /// Enum name -> (value name, value).
+    enums: HashMap<String, Vec<(String, i64)>>,
+}
+
+impl KernelBtf {
+    /// Reads and parses the running kernel's BTF.
+    pub fn from_sys() -> Result<Self, BtfError> {
+        let data = std::fs::read(VMLINUX).map_err(|source| BtfError::Read {
+            path: VMLINUX.into(),
+            source,
+        })?;
+        Self::parse(&data).map_err(|what| BtfError::Malformed {
+            path: VMLINUX.into(),
+            what,
+        })
+    }
+
+    /// Parses a BTF blob (little- or big-endian as its magic says).
+    pub fn parse(data: &[u8]) -> Result<Self, &'static str> {
+        let big = match data.get(0..2) {
+            Some([0x9f, 0xeb]) => false,
+            Some([0xeb, 0x9f]) => true,
+            _ => return Err("bad magic"),
+        };
+        let u32_at = |at: usize| -> Result<u32, &'static str> {
+            let b: [u8; 4] = data
+                .get(at..at + 4)
+                .ok_or("short read")?
+                .try_into()
+                .unwrap();
+            Ok(if big {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            })
+        };
+        let hdr_len = u32_at(4)? as usize;
+        let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
+        let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
+        let types = hdr_len + type_off;
+        let strings = data
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or("string section")?;
+        let name = |off: u32| -> String {
+            let s = strings.get(off as usize..).unwrap_or_default();
+            let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+            String::from_utf8_lossy(&s[..end]).into_owned()
+        };
+        let mut out = KernelBtf::default();
+        let mut at = types;
+        let end = types + type_len;
+        let mut id = 1u32;
+        while at < end {
+            let name_off = u32_at(at)?;
+            let info = u32_at(at + 4)?;
+            let vlen = (info & 0xffff) as usize;
+            let kind = (info >> 24) & 0x1f;
+            let kind_flag = info >> 31 == 1;
+            at += 12;
+            match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
+                KIND_ARRAY => at += 12,
+                KIND_STRUCT | KIND_UNION => {
+                    let mut members = Vec::with_capacity(vlen);
+                    for _ in 0..vlen {
+                        let offset = u32_at(at + 8)?;
+                        let (bit_offset, bitfield) = if kind_flag {
+                            (offset & 0xff_ffff, offset >> 24)
+                        } else {
+                            (offset, 0)
+                        };
+                        members.push(Member {
+                            name: name(u32_at(at)?),
+                            type_id: u32_at(at + 4)?,
+                            bit_offset,
+                            bitfield,
+                        });
+                        at += 12;
+                    }
+                    if name_off == 0 {
+                        out.anonymous.insert(id, members);
+                    } else {
+                        out.structs.entry(name(name_off)).or_insert(members);
+                    }
+                }
+                KIND_ENUM | KIND_ENUM64 => {
+                    let width = if kind == KIND_ENUM { 8 } else { 12 };
+                    let mut values = Vec::with_capacity(vlen);
+                    for _ in 0..vlen {
+                        let value = if kind == KIND_ENUM {
+                            u32_at(at + 4)? as i32 as i64
+                        } else {
+                            ((u32_at(at + 8)? as u64) << 32 | u32_at(at + 4)? as u64) as i64
+                        };
+                        values.push((name(u32_at(at)?), value));
+                        at += width;
+                    }
+                    if name_off != 0 {
+                        out.enums.entry(name(name_off)).or_insert(values);
+                    }
+                }
+                KIND_FUNC_PROTO => at += 8 * vlen,
+                KIND_DATASEC => at += 12 * vlen,
+                // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT,
+                // TYPE_TAG: no data after the common header.
+                2 | 7..=12 | 16 | 18 => {}
+                _ => return Err("unknown type kind"),
+            }
+            id += 1;
+        }
+        Ok(out)
+    }
+
+    /// Byte offset of `member` in `strct`, looking through anonymous
+    /// structs and unions as C does. Bitfields are refused.
+    pub fn member_offset(&self, strct: &str, member: &str) -> Result<u32, BtfError> {
+        let members = self
+            .structs
+            .get(strct)
+            .ok_or_else(|| BtfError::NoStruct(strct.into()))?;
+        self.find(members, member, 0)
+            .filter(|bits| bits % 8 == 0)
+            .map(|bits| bits / 8)
+            .ok_or_else(|| BtfError::NoMember(strct.into(), member.into()))
+    }
+
+    fn find(&self, members: &[Member], wanted: &str, base: u32) -> Option<u32> {
+        for m in members {
+            if m.name == wanted {
+                return (m.bitfield == 0).then_some(base + m.bit_offset);
+            }
+            if m.name.is_empty() {
+                if let Some(inner) = self.anonymous.get(&m.type_id) {
+                    if let Some(found) = self.find(inner, wanted, base + m.bit_offset) {
+                        return Some(found);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The values of a named enum, empty when the kernel has none by that name.
+    pub fn enum_values(&self, name: &str) -> &[(String, i64)] {
+        self.enums.get(name).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_offsets_in_the_running_kernel() {
+        let Ok(btf) = KernelBtf::from_sys() else {
+            panic!("this test needs {VMLINUX}");
+        };
+        let pid = btf.member_offset("task_struct", "pid").unwrap();
+        let tgid = btf.member_offset("task_struct", "tgid").unwrap();
+        // pid and tgid are adjacent pid_t members in every kernel.
+        assert_eq!(tgid, pid + 4);
+        assert!(btf.member_offset("task_struct", "no_such_member").is_err());
+        let reasons = btf.enum_values("skb_drop_reason");
+        assert!(
+            reasons
+                .iter()
+                .any(|(n, v)| n == "SKB_DROP_REASON_NOT_SPECIFIED" && *v == 2),
+            "{reasons:?}"
+        );
+        // A nested struct's member is found too.
+        assert!(btf.member_offset("sock", "sk_protocol").is_ok());
+        assert!(btf.member_offset("sock_cgroup_data", "cgroup").is_ok());
+    }
+
+    #[test]
+    fn rejects_what_is_not_btf() {
+        assert_eq!(KernelBtf::parse(b"\x7fELF....").unwrap_err(), "bad magic");
+        // The right magic but sections pointing past the end.
+        let mut short = vec![0x9f, 0xeb, 1, 0, 24, 0, 0, 0];
+        short.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(KernelBtf::parse(&short).is_err());
+    }
+}

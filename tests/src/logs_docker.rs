@@ -1,0 +1,67 @@
+//! Docker for the log tests: a running dockerd (started here when `docker
+//! info` fails) and a busybox image made with `docker import` from
+//! busybox-static's binary (there is no registry). The docker helper's
+//! harness does the same for metrics; the lead may merge the two.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Image name of the busybox image built by [`busybox_image`].
+pub const IMAGE: &str = "vantage-logs-busybox:test";
+
+fn docker_ok(args: &[&str]) -> bool {
+    Command::new("docker").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Runs `docker <args>`; its stdout, or a panic with stderr.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run docker");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Makes sure dockerd answers, starting it (detached, left running for
+/// other tests) when it does not.
+pub fn ensure_dockerd() {
+    crate::require_program("docker", "docker.io");
+    if docker_ok(&["info"]) {
+        return;
+    }
+    let dockerd = crate::require_program("dockerd", "docker.io");
+    let log = std::fs::File::create("/tmp/vantage-tests-dockerd.log").expect("dockerd log");
+    Command::new(dockerd)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start dockerd");
+    let up = crate::wait_for(Duration::from_secs(30), || docker_ok(&["info"]).then_some(()));
+    assert!(up.is_some(), "dockerd did not come up; see /tmp/vantage-tests-dockerd.log");
+}
+
+/// Builds (once) an image holding busybox-static as /bin/busybox with the
+/// applets the tests use linked beside it.
+pub fn busybox_image() -> &'static str {
+    ensure_dockerd();
+    if docker_ok(&["image", "inspect", IMAGE]) {
+        return IMAGE;
+    }
+    let busybox = crate::require_program("busybox", "busybox-static");
+    let dir = crate::TempDir::new("busybox-rootfs");
+    let bin = dir.path().join("rootfs/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(&busybox, bin.join("busybox")).unwrap();
+    for applet in ["sh", "echo", "sleep", "cat", "head", "tr", "printf", "seq"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    let tar = dir.path().join("rootfs.tar");
+    let ok = Command::new("tar").arg("-C").arg(dir.path().join("rootfs")).arg("-cf").arg(&tar).arg(".").status().unwrap();
+    assert!(ok.success(), "tar of the busybox rootfs failed");
+    import(&tar);
+    IMAGE
+}
+
+fn import(tar: &Path) {
+    docker(&["import", tar.to_str().unwrap(), IMAGE]);
+}

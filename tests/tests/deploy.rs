@@ -1,0 +1,531 @@
+//! The container deployment: `cargo xtask docker` builds the FROM scratch
+//! image with no registry, and the image runs with docker-compose.yml's
+//! hardening (capabilities read from the compose file itself, read-only
+//! root, host network and PID namespace, the host paths mounted), becomes
+//! ready, attaches its eBPF programs and reads host metrics via /host/proc.
+//!
+//! Two runtimes, because of this machine's Debian dockerd (20.10.24): it
+//! rejects `--cap-add BPF` and `PERFMON` as unknown capabilities (Docker
+//! releases that know them accept the compose file as is). So the image is
+//! run (1) by dockerd with every compose capability dockerd accepts, which
+//! checks the hardening, the healthcheck and that the agent runs on without
+//! eBPF, and (2) by runc, the runtime under dockerd, from the image's own
+//! filesystem and settings with exactly the compose capabilities, which
+//! checks that CAP_BPF + CAP_PERFMON are enough for the kernel programs.
+//! The sandbox this runs in has no CAP_SYS_RESOURCE in its own bounding set,
+//! so no runtime here can grant it; the test says so and allows only that
+//! one to be missing (it only matters on kernels before 5.11).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use vantage_tests::{free_port, http_get, parse_text, require_program, wait_for, workspace, TempDir};
+
+/// Capability numbers (linux/capability.h) of the names compose uses.
+const CAP_NUMBERS: &[(&str, u32)] =
+    &[("DAC_READ_SEARCH", 2), ("SYS_PTRACE", 19), ("SYS_RESOURCE", 24), ("PERFMON", 38), ("BPF", 39)];
+
+/// Builds the image once per test run through the real xtask; returns its
+/// reference. Cheap when nothing changed (cargo and Docker's cache).
+fn image() -> &'static str {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        require_program("dockerd", "docker.io");
+        let start = Instant::now();
+        let out = Command::new("cargo")
+            .current_dir(workspace())
+            .args(["run", "--quiet", "-p", "xtask", "--", "docker", "--print-image"])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo xtask docker");
+        assert!(out.status.success(), "cargo xtask docker failed");
+        let image = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        eprintln!("cargo xtask docker: {image} in {:.1} s", start.elapsed().as_secs_f64());
+        assert_eq!(image, format!("vantage:{}", env!("CARGO_PKG_VERSION")));
+        image
+    })
+}
+
+/// The `cap_add` list of docker-compose.yml, in order.
+fn compose_caps() -> Vec<String> {
+    let text = std::fs::read_to_string(workspace().join("docker-compose.yml")).expect("read docker-compose.yml");
+    let mut caps = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || t.is_empty() {
+            continue;
+        }
+        if t == "cap_add:" {
+            inside = true;
+        } else if inside {
+            match t.strip_prefix("- ") {
+                Some(cap) => caps.push(cap.trim().to_string()),
+                None => break,
+            }
+        }
+    }
+    caps
+}
+
+/// This process's bounding set (what any container started from here can get).
+fn own_bounding_set() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+fn cap_number(name: &str) -> u32 {
+    CAP_NUMBERS.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("unknown capability {name} in compose")).1
+}
+
+/// The compose capabilities this environment can grant at all; panics when
+/// one other than SYS_RESOURCE is missing.
+fn grantable_caps() -> Vec<String> {
+    let bounding = own_bounding_set();
+    let (ok, missing): (Vec<String>, Vec<String>) =
+        compose_caps().into_iter().partition(|c| bounding & (1u64 << cap_number(c)) != 0);
+    if !missing.is_empty() {
+        eprintln!("this environment's own bounding set lacks {missing:?}: no runtime here can grant them");
+    }
+    assert!(missing.iter().all(|c| c == "SYS_RESOURCE"), "missing from the bounding set: {missing:?}");
+    ok
+}
+
+#[test]
+fn compose_file_is_hardened_and_valid() {
+    assert_eq!(compose_caps(), ["BPF", "PERFMON", "DAC_READ_SEARCH", "SYS_PTRACE", "SYS_RESOURCE"]);
+    let text = std::fs::read_to_string(workspace().join("docker-compose.yml")).unwrap();
+    for needed in [
+        "network_mode: host",
+        "pid: host",
+        "read_only: true",
+        "no-new-privileges:true",
+        "- ALL",
+        "/proc:/host/proc:ro",
+        "/sys:/host/sys:ro",
+        "/:/rootfs:ro",
+        "/var/run/docker.sock:/var/run/docker.sock:ro",
+        "/var/log:/var/log:ro",
+        "./config:/etc/vantage:ro",
+        "vantage-data:/var/lib/vantage",
+        "/tmp:noexec",
+        "restart: unless-stopped",
+        "[\"CMD\", \"/vantage\", \"probe\"]",
+    ] {
+        assert!(text.contains(needed), "docker-compose.yml lacks {needed:?}");
+    }
+    let code: String = text.lines().map(|l| l.split('#').next().unwrap()).collect::<Vec<_>>().join("\n");
+    assert!(!code.contains("SYS_ADMIN") && !code.contains("privileged"), "no SYS_ADMIN, no privileged");
+
+    // docker-compose itself must accept the file.
+    let compose = require_program("docker-compose", "docker-compose");
+    let dir = TempDir::new("compose-config");
+    std::fs::copy(workspace().join("docker-compose.yml"), dir.path().join("docker-compose.yml")).unwrap();
+    std::fs::copy(workspace().join(".env.example"), dir.path().join(".env")).unwrap();
+    let out = Command::new(compose).current_dir(dir.path()).arg("config").output().unwrap();
+    let rendered = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "docker-compose config: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(rendered.contains("VANTAGE_CONFIG: /etc/vantage/unified.toml"), "{rendered}");
+    assert!(rendered.contains("LISTEN_ADDR: 127.0.0.1:12345"), "{rendered}");
+}
+
+/// The agent's /metrics and /api/v1/status once it is ready on `port`.
+fn wait_ready(port: u16, logs: &dyn Fn() -> String) -> (String, serde_json::Value) {
+    let ready = wait_for(Duration::from_secs(60), || {
+        http_get(&format!("http://127.0.0.1:{port}/-/ready")).filter(|(s, _)| *s == 200)
+    });
+    assert!(ready.is_some(), "not ready within 60 s; logs:\n{}", logs());
+    let (_, metrics) = http_get(&format!("http://127.0.0.1:{port}/metrics")).unwrap();
+    let (_, status) = http_get(&format!("http://127.0.0.1:{port}/api/v1/status")).unwrap();
+    (metrics, serde_json::from_str(&status).unwrap())
+}
+
+/// Checks common to both runtimes: host metrics through /host/proc.
+fn assert_host_metrics(metrics: &str, status: &serde_json::Value) {
+    let samples = parse_text(metrics);
+    let load = samples
+        .iter()
+        .find(|(s, _)| s.starts_with("node_load1{"))
+        .unwrap_or_else(|| panic!("no node_load1:\n{metrics}"));
+    let host_load: f64 =
+        std::fs::read_to_string("/proc/loadavg").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!((load.1 - host_load).abs() < 2.0, "node_load1 {} far from the host's {host_load}", load.1);
+    assert_eq!(status["config"]["node"]["proc_path"], "/host/proc", "the image's HOST_PROC reaches the node source");
+    assert_eq!(status["config"]["node"]["sys_path"], "/host/sys");
+    assert_eq!(status["config"]["agent"]["data_dir"], "/var/lib/vantage");
+    assert_eq!(status["sources"]["node"]["health"], "up", "{status}");
+}
+
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+#[test]
+fn image_under_dockerd_with_the_compose_hardening() {
+    let image = image();
+    let port = free_port();
+    let data = TempDir::new("deploy-data");
+    let name = format!("vantage-deploy-test-{}", std::process::id());
+    let mut caps = grantable_caps();
+    let mut refused = Vec::new();
+    let container = loop {
+        let mut cmd = Command::new("docker");
+        cmd.args(["run", "-d", "--name", &name, "--cap-drop", "ALL"]);
+        for c in &caps {
+            cmd.args(["--cap-add", c]);
+        }
+        cmd.args(["--read-only", "--network", "host", "--pid", "host", "--security-opt", "no-new-privileges:true"])
+            .args(["--user", "0:0", "--tmpfs", "/tmp:noexec,nosuid,nodev,size=16m"])
+            .args(["-v", "/proc:/host/proc:ro", "-v", "/sys:/host/sys:ro", "-v", "/:/rootfs:ro"])
+            .args(["-v", "/var/run/docker.sock:/var/run/docker.sock:ro", "-v", "/var/log:/var/log:ro"])
+            .arg("-v")
+            .arg(format!("{}:/var/lib/vantage", data.path().display()))
+            .args([
+                "-e",
+                &format!("LISTEN_ADDR=127.0.0.1:{port}"),
+                "--health-interval",
+                "1s",
+                "--health-start-period",
+                "1s",
+            ])
+            .arg(image);
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        if out.status.success() {
+            break Container(name.clone());
+        }
+        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+        // dockerd names the first capability it does not know.
+        let unknown = caps.iter().position(|c| err.contains(&format!("unknown capability: \"CAP_{c}\"")));
+        match unknown {
+            Some(i) => refused.push(caps.remove(i)),
+            None => panic!("docker run failed: {err}"),
+        }
+    };
+    if !refused.is_empty() {
+        eprintln!("this dockerd does not know {refused:?}; ran with {caps:?}");
+        assert!(refused.iter().all(|c| c == "BPF" || c == "PERFMON"), "dockerd refused {refused:?}");
+    }
+    let logs = || {
+        let out = Command::new("docker").args(["logs", &container.0]).output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let (metrics, status) = wait_ready(port, &logs);
+    assert_host_metrics(&metrics, &status);
+
+    // The container runs as root with exactly the granted capabilities.
+    let inspect = Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &container.0]).output().unwrap();
+    let pid = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    assert_eq!(effective_caps(&pid), caps.iter().fold(0u64, |m, c| m | 1 << cap_number(c)), "CapEff of pid {pid}");
+
+    let programs = status["programs"].as_object().expect("programs in status");
+    assert!(!programs.is_empty(), "{status}");
+    let with_bpf = caps.iter().any(|c| c == "BPF") && caps.iter().any(|c| c == "PERFMON");
+    for (name, p) in programs {
+        let line = format!("vantage_ebpf_program_up{{program=\"{name}\"}} {}", if with_bpf { 1 } else { 0 });
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+        if !with_bpf {
+            // Without CAP_BPF the agent says why and keeps running.
+            assert!(!p["error"].as_str().unwrap().is_empty(), "{name}: no reason given: {p}");
+        }
+    }
+
+    // The image's healthcheck (`vantage probe`) turns the container healthy.
+    let healthy = wait_for(Duration::from_secs(30), || {
+        let out =
+            Command::new("docker").args(["inspect", "-f", "{{.State.Health.Status}}", &container.0]).output().ok()?;
+        (String::from_utf8_lossy(&out.stdout).trim() == "healthy").then_some(())
+    });
+    assert!(healthy.is_some(), "the container never became healthy; logs:\n{}", logs());
+}
+
+fn effective_caps(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+/// A runc container, deleted (killed) on drop.
+struct RuncContainer(String);
+
+impl Drop for RuncContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("runc").args(["delete", "--force", &self.0]).output();
+    }
+}
+
+#[test]
+fn image_with_exactly_the_compose_capabilities_attaches_ebpf() {
+    let image = image();
+    let runc = require_program("runc", "runc");
+    let bundle = TempDir::new("deploy-runc");
+    let rootfs = bundle.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+
+    // The image's filesystem and settings, as dockerd would hand them to runc.
+    let created = Command::new("docker").args(["create", image]).output().unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let cid = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let _created = Container(cid.clone());
+    let export = Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker export {cid} | tar -x -C {}", rootfs.display()))
+        .status()
+        .unwrap();
+    assert!(export.success());
+    let inspect = Command::new("docker").args(["image", "inspect", image]).output().unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let config = &config[0]["Config"];
+    let mut args: Vec<String> = serde_json::from_value(config["Entrypoint"].clone()).unwrap();
+    args.extend(serde_json::from_value::<Vec<String>>(config["Cmd"].clone()).unwrap());
+    assert_eq!(args, ["/vantage", "run"]);
+    let port = free_port();
+    let mut env: Vec<String> = serde_json::from_value(config["Env"].clone()).unwrap();
+    env.push(format!("LISTEN_ADDR=127.0.0.1:{port}"));
+    for (name, expected) in [
+        ("HOST_PROC", "/host/proc"),
+        ("HOST_SYS", "/host/sys"),
+        ("HOST_ROOT", "/rootfs"),
+        ("DATA_DIR", "/var/lib/vantage"),
+    ] {
+        assert!(env.contains(&format!("{name}={expected}")), "image env {env:?} lacks {name}={expected}");
+    }
+
+    let caps: Vec<String> = grantable_caps().iter().map(|c| format!("CAP_{c}")).collect();
+    let data = bundle.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let bind = |src: &str, dst: &str, opts: &[&str]| serde_json::json!({"destination": dst, "type": "bind", "source": src, "options": opts});
+    // Compose's mounts; the container's own /proc and /sys are the host's
+    // too, since it shares the host's PID namespace and network.
+    let mounts = vec![
+        bind("/proc", "/proc", &["rbind", "ro"]),
+        bind("/sys", "/sys", &["rbind", "ro"]),
+        serde_json::json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        bind("/proc", "/host/proc", &["rbind", "ro"]),
+        bind("/sys", "/host/sys", &["rbind", "ro"]),
+        bind("/", "/rootfs", &["rbind", "ro"]),
+        bind("/var/run/docker.sock", "/var/run/docker.sock", &["bind", "ro"]),
+        bind("/var/log", "/var/log", &["rbind", "ro"]),
+        bind(data.to_str().unwrap(), "/var/lib/vantage", &["bind", "rw"]),
+        serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["noexec", "nosuid", "nodev", "size=16m"]}),
+    ];
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": env,
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "vantage",
+        "mounts": mounts,
+        // No network or PID namespace: compose's network_mode and pid host.
+        "linux": {"namespaces": [{"type": "mount"}, {"type": "ipc"}, {"type": "uts"}]}
+    });
+    std::fs::write(bundle.path().join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+
+    let id = format!("vantage-deploy-test-{}", std::process::id());
+    let log_path = bundle.path().join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let status = Command::new(runc)
+        .args(["run", "--detach", "--bundle"])
+        .arg(bundle.path())
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    let _container = RuncContainer(id.clone());
+    let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(status.success(), "runc run failed: {}", logs());
+
+    let (metrics, status) = wait_ready(port, &logs);
+    assert_host_metrics(&metrics, &status);
+    let programs = status["programs"].as_object().expect("programs in status");
+    assert!(!programs.is_empty(), "{status}");
+    for (name, p) in programs {
+        assert_eq!(p["attached"], true, "{name} not attached with {caps:?}: {p}\n{}", logs());
+        let line = format!("vantage_ebpf_program_up{{program=\"{name}\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+    // And the kernel counts through them: the eBPF source produced series.
+    assert!(status["sources"]["ebpf"]["series"].as_u64().unwrap() > 0, "{status}");
+
+    let state = Command::new("runc").args(["state", &id]).output().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    let pid = state["pid"].to_string();
+    let expected = caps.iter().fold(0u64, |m, c| m | 1 << cap_number(c.trim_start_matches("CAP_")));
+    assert_eq!(effective_caps(&pid), expected, "the agent runs with exactly {caps:?}");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+}
+
+/// The compose capabilities this Docker daemon accepts and can grant:
+/// engines before CAP_BPF/CAP_PERFMON were known refuse them, and a daemon
+/// without CAP_SYS_RESOURCE itself cannot grant it.
+fn engine_caps(image: &str) -> (Vec<String>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut refused = Vec::new();
+    for cap in compose_caps() {
+        let out = Command::new("docker")
+            .args(["run", "--rm", "--network", "none", "--cap-drop", "ALL", "--cap-add", &cap, image, "version"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            ok.push(cap);
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(err.contains("unknown capability") || err.contains("unable to apply caps"), "{cap}: {err}");
+            refused.push(cap);
+        }
+    }
+    (ok, refused)
+}
+
+/// Removes the compose project the deploy test started.
+struct ComposeProject(std::path::PathBuf);
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = Command::new("docker-compose").current_dir(&self.0).args(["-p", "vantage", "down", "-v"]).output();
+    }
+}
+
+fn container_id() -> String {
+    let out = Command::new("docker").args(["container", "inspect", "-f", "{{.Id}}", "vantage"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn deploy_script_checks_starts_updates_and_reports() {
+    let image = image();
+    require_program("docker-compose", "docker-compose");
+    let dir = TempDir::new("deploy-script");
+    let root = workspace();
+    for file in ["deploy.sh", "docker-compose.yml"] {
+        std::fs::copy(root.join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::copy(root.join("config/local.toml"), dir.path().join("config/local.toml")).unwrap();
+    dir.write("config/bad.toml", "[node]\nbogus = 1\n");
+    let port = free_port();
+    let env = std::fs::read_to_string(root.join(".env.example")).unwrap();
+    let env: String = env
+        .lines()
+        .map(|l| if l.starts_with("LISTEN_ADDR=") { format!("LISTEN_ADDR=127.0.0.1:{port}") } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    dir.write(".env", &env);
+    let _project = ComposeProject(dir.path().to_path_buf());
+    let _ = Command::new("docker").args(["rm", "-f", "vantage"]).output();
+
+    // The compose file as is, unless this engine cannot run it: then the
+    // same file without the capabilities it refuses (named in the output).
+    let (_, refused) = engine_caps(image);
+    let deploy = |config: &str| {
+        let mut cmd = Command::new(dir.path().join("deploy.sh"));
+        cmd.arg(config).env("SERVER_NAME", "host-b").env_remove("LISTEN_ADDR").env_remove("APP_NAME");
+        if !refused.is_empty() {
+            let text = std::fs::read_to_string(dir.path().join("docker-compose.yml")).unwrap();
+            let kept: Vec<&str> =
+                text.lines().filter(|l| !refused.iter().any(|c| l.trim() == format!("- {c}"))).collect();
+            std::fs::write(dir.path().join("docker-compose.engine.yml"), kept.join("\n")).unwrap();
+            cmd.env("COMPOSE_FILE", "docker-compose.engine.yml");
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    if !refused.is_empty() {
+        eprintln!("this Docker engine refuses {refused:?}: deploying docker-compose.yml without them");
+    }
+
+    // An invalid config stops before anything starts.
+    let (ok, out) = deploy("bad.toml");
+    assert!(!ok, "{out}");
+    assert!(out.contains("unknown field `bogus`") && out.contains("nothing was changed"), "{out}");
+    assert_eq!(container_id(), "", "nothing started for an invalid config");
+
+    // A valid one starts, becomes ready and reports.
+    let start = Instant::now();
+    let (ok, out) = deploy("local.toml");
+    assert!(ok, "{out}");
+    eprintln!("deploy.sh took {:.1} s", start.elapsed().as_secs_f64());
+    assert!(
+        out.contains("job \"host-b-node-exporter\", proc /host/proc"),
+        "the per-host override reached the check: {out}"
+    );
+    assert!(out.contains("vantage 0.1.0: ready"), "{out}");
+    assert!(out.contains("sources: 2 up, 0 down") || out.contains("sources: 3 up, 0 down"), "{out}");
+    assert!(out.contains("eBPF programs:") && out.contains("sinks: none"), "{out}");
+    let (_, status) = http_get(&format!("http://127.0.0.1:{port}/api/v1/status")).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["config"]["node"]["job"], "host-b-node-exporter");
+    let first = container_id();
+    assert!(!first.is_empty());
+
+    // Again with nothing changed: the same container keeps running.
+    let (ok, out) = deploy("local.toml");
+    assert!(ok, "{out}");
+    assert_eq!(container_id(), first, "an unchanged deploy must not recreate the container");
+
+    // A changed config is applied: the container is recreated.
+    let mut text = std::fs::read_to_string(dir.path().join("config/local.toml")).unwrap();
+    text.push_str("\n# changed\n");
+    std::fs::write(dir.path().join("config/local.toml"), text).unwrap();
+    let (ok, out) = deploy("local.toml");
+    assert!(ok, "{out}");
+    assert_ne!(container_id(), first, "a changed config must recreate the container");
+}
+
+#[test]
+fn systemd_unit_verifies_with_the_compose_capabilities() {
+    let unit = std::fs::read_to_string(workspace().join("deploy/vantage.service")).unwrap();
+    let expected: Vec<String> = compose_caps().iter().map(|c| format!("CAP_{c}")).collect();
+    for key in ["AmbientCapabilities=", "CapabilityBoundingSet="] {
+        let line = unit.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key}"));
+        let caps: Vec<&str> = line[key.len()..].split_whitespace().collect();
+        assert_eq!(caps, expected, "{key} must match docker-compose.yml's cap_add");
+    }
+    for needed in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=vantage",
+        "ReadWritePaths=/var/lib/vantage",
+        "RestartPreventExitStatus=78",
+    ] {
+        assert!(unit.lines().any(|l| l == needed), "vantage.service lacks {needed}");
+    }
+    // systemd's own checks, with the binary path pointed at the built agent.
+    let analyze = require_program("systemd-analyze", "systemd");
+    let dir = TempDir::new("unit");
+    let path = dir.write(
+        "vantage.service",
+        &unit.replace("/usr/local/bin/vantage", vantage_tests::vantage_bin().to_str().unwrap()),
+    );
+    let out = Command::new(&analyze).arg("verify").arg(&path).output().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(&analyze).args(["security", "--offline=yes"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for vantage.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(level <= 4.5, "systemd-analyze security exposure {level} (was 4.0 when written)");
+}

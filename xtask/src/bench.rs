@@ -1,0 +1,520 @@
+//! `cargo xtask bench`: Vantage against the tools users run today, one setup
+//! after the other in the same run, all pushing to one receiving Prometheus.
+//!
+//! For each setup: CPU seconds (utime + stime of every process of the
+//! setup, over the measured window), peak and final RSS, samples delivered
+//! (counted in the receiver, by a `bench_setup` external label) and bytes
+//! sent (each agent's own counter). The table goes into BENCHMARKS.md
+//! between markers; `--smoke` runs a few seconds per setup and only checks
+//! that each delivered samples (part of the README's test command).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::deps::{apt_install, status};
+
+const PACKAGES: &[(&str, &str)] = &[
+    ("prometheus", "/usr/bin/prometheus"),
+    ("prometheus-node-exporter", "/usr/bin/prometheus-node-exporter"),
+    ("victoria-metrics", "/usr/bin/vmagent"),
+];
+
+/// Series in the large application endpoint of setup 5.
+const LARGE_SERIES: usize = 100_000;
+
+struct Options {
+    duration: Duration,
+    interval: Duration,
+    smoke: bool,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Options> {
+    let mut o = Options { duration: Duration::from_secs(100), interval: Duration::from_secs(15), smoke: false };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--smoke" => {
+                o.smoke = true;
+                o.duration = Duration::from_secs(6);
+                o.interval = Duration::from_secs(1);
+            }
+            "--duration" => o.duration = Duration::from_secs(it.next().context("--duration SECONDS")?.parse()?),
+            "--interval" => o.interval = Duration::from_secs(it.next().context("--interval SECONDS")?.parse()?),
+            other => bail!("unknown bench option {other:?} (use --smoke, --duration S, --interval S)"),
+        }
+    }
+    Ok(o)
+}
+
+/// What one setup measured.
+struct Outcome {
+    name: String,
+    cpu_seconds: f64,
+    peak_rss: u64,
+    final_rss: u64,
+    samples: f64,
+    bytes: f64,
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let opts = parse(args)?;
+    apt_install(PACKAGES)?;
+    crate::build_ebpf::run()?;
+    // The smoke run only checks that every setup delivers: the debug build
+    // that the tests use is enough and saves a release build in CI.
+    let profile = if opts.smoke { "debug" } else { "release" };
+    let mut build = Command::new("cargo");
+    build.args(["build", "-p", "vantage"]);
+    if !opts.smoke {
+        build.arg("--release");
+    }
+    status(&mut build)?;
+    let vantage = workspace().join("target").join(profile).join("vantage");
+    let work = std::env::temp_dir().join(format!("vantage-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+
+    let receiver = Receiver::start(&work)?;
+    let node_port = free_port();
+    let _node_exporter = Guard(spawn(
+        Command::new("/usr/bin/prometheus-node-exporter").arg(format!("--web.listen-address=127.0.0.1:{node_port}")),
+        &work.join("node_exporter.log"),
+    )?);
+    wait_http(&format!("http://127.0.0.1:{node_port}/metrics"))?;
+    let large = LargeEndpoint::start(&work)?;
+
+    let interval = opts.interval;
+    let iv = format!("{}s", interval.as_secs());
+    let mut outcomes = Vec::new();
+    let setups: Vec<(&str, Box<dyn Fn(&str, &Path) -> anyhow::Result<Vec<Child>>>)> = vec![
+        ("node_exporter + prometheus agent", Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &iv, node_port, &receiver))),
+        ("node_exporter + vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, &iv, node_port, &receiver))),
+        ("vantage node", Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, &iv, false, None, &receiver))),
+        (
+            "vantage node + ebpf",
+            Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, &iv, true, None, &receiver)),
+        ),
+        (
+            "vantage node + ebpf @1s",
+            Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, "1s", true, None, &receiver)),
+        ),
+        (
+            "100k series: prometheus agent",
+            Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, "15s", large.port, &receiver)),
+        ),
+        ("100k series: vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, "15s", large.port, &receiver))),
+        (
+            "100k series: vantage",
+            Box::new(|tag: &str, dir: &Path| {
+                vantage_setup(&vantage, dir, tag, "15s", false, Some(large.port), &receiver)
+            }),
+        ),
+    ];
+    for (i, (name, start)) in setups.iter().enumerate() {
+        let tag = format!("s{i}");
+        let dir = work.join(&tag);
+        std::fs::create_dir_all(&dir)?;
+        eprintln!("bench: {name} for {:?}", opts.duration);
+        let children = start(&tag, &dir)?;
+        let outcome = measure(name, &tag, &dir, children, &opts, &receiver)?;
+        eprintln!(
+            "bench: {name}: cpu {:.3}s, peak rss {:.1} MiB, samples {}, bytes {}",
+            outcome.cpu_seconds,
+            mib(outcome.peak_rss),
+            outcome.samples,
+            outcome.bytes
+        );
+        outcomes.push(outcome);
+    }
+
+    let failed: Vec<&str> = outcomes.iter().filter(|o| o.samples <= 0.0).map(|o| o.name.as_str()).collect();
+    if !failed.is_empty() {
+        bail!("these setups delivered no samples to the receiver: {}", failed.join(", "));
+    }
+    let table = render(&outcomes, &opts);
+    println!("{table}");
+    let summary = summary_line(&outcomes);
+    if opts.smoke {
+        println!("bench smoke: {} setups delivered samples: {} passed, 0 failed", outcomes.len(), outcomes.len());
+    } else {
+        write_benchmarks_md(&table)?;
+        println!("{summary}");
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// Runs a started setup for the warm-up plus the measured window.
+fn measure(
+    name: &str,
+    tag: &str,
+    dir: &Path,
+    children: Vec<Child>,
+    opts: &Options,
+    receiver: &Receiver,
+) -> anyhow::Result<Outcome> {
+    let children: Vec<Guard> = children.into_iter().map(Guard).collect();
+    let pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
+    // Let the setup start (replaying nothing, loading programs) before measuring.
+    std::thread::sleep(if opts.smoke { Duration::from_secs(2) } else { Duration::from_secs(5) });
+    let start_ms = now_ms();
+    let cpu0: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+    let started = Instant::now();
+    let mut peak = 0u64;
+    while started.elapsed() < opts.duration {
+        std::thread::sleep(Duration::from_millis(500));
+        peak = peak.max(pids.iter().map(|&p| rss(p)).sum());
+    }
+    let cpu1: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+    let final_rss: u64 = pids.iter().map(|&p| rss(p)).sum();
+    let bytes = sent_bytes(dir);
+    drop(children);
+    // Give the receiver a moment to ingest the last pushes.
+    std::thread::sleep(Duration::from_secs(2));
+    let window = (now_ms() - start_ms) / 1000 + 60;
+    let samples = receiver.count(&format!("sum(count_over_time({{bench_setup=\"{tag}\"}}[{window}s]))"))?;
+    Ok(Outcome { name: name.to_string(), cpu_seconds: cpu1 - cpu0, peak_rss: peak, final_rss, samples, bytes })
+}
+
+fn prom_agent(dir: &Path, tag: &str, interval: &str, target: u16, receiver: &Receiver) -> anyhow::Result<Vec<Child>> {
+    let port = free_port();
+    let config = format!(
+        "global:\n  scrape_interval: {interval}\n  external_labels:\n    bench_setup: {tag}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\nremote_write:\n  - url: {}\n",
+        receiver.write_url()
+    );
+    std::fs::write(dir.join("agent.yml"), config)?;
+    let child = spawn(
+        Command::new("/usr/bin/prometheus")
+            .arg("--enable-feature=agent")
+            .arg(format!("--config.file={}", dir.join("agent.yml").display()))
+            .arg(format!("--storage.agent.path={}", dir.join("wal").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+        &dir.join("prometheus-agent.log"),
+    )?;
+    std::fs::write(dir.join("metrics_url"), format!("http://127.0.0.1:{port}/metrics\nprometheus_remote_storage_bytes_total"))?;
+    Ok(vec![child])
+}
+
+fn vmagent(dir: &Path, tag: &str, interval: &str, target: u16, receiver: &Receiver) -> anyhow::Result<Vec<Child>> {
+    let port = free_port();
+    let config = format!(
+        "global:\n  scrape_interval: {interval}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+    );
+    std::fs::write(dir.join("vmagent.yml"), config)?;
+    let child = spawn(
+        Command::new("/usr/bin/vmagent")
+            .arg(format!("-promscrape.config={}", dir.join("vmagent.yml").display()))
+            .arg(format!("-remoteWrite.url={}", receiver.write_url()))
+            .arg(format!("-remoteWrite.tmpDataPath={}", dir.join("queue").display()))
+            .arg(format!("-remoteWrite.label=bench_setup={tag}"))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}")),
+        &dir.join("vmagent.log"),
+    )?;
+    std::fs::write(dir.join("metrics_url"), format!("http://127.0.0.1:{port}/metrics\nvmagent_remotewrite_bytes_sent_total"))?;
+    Ok(vec![child])
+}
+
+fn vantage_setup(
+    bin: &Path,
+    dir: &Path,
+    tag: &str,
+    interval: &str,
+    ebpf: bool,
+    large_port: Option<u16>,
+    receiver: &Receiver,
+) -> anyhow::Result<Vec<Child>> {
+    let port = free_port();
+    let mut config = format!(
+        "[agent]\nlisten_addr = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nscrape_interval = \"{interval}\"\nexternal_labels = {{ bench_setup = \"{tag}\" }}\n\n[node]\nenabled = {}\njob = \"node\"\n\n[ebpf]\nenabled = {ebpf}\n\n[docker]\nenabled = false\n\n[[remote_write]]\nurl = \"{}\"\n",
+        dir.display(),
+        large_port.is_none(),
+        receiver.write_url()
+    );
+    if let Some(p) = large_port {
+        let _ = write!(config, "\n[[scrape]]\njob_name = \"large\"\n[[scrape.static_configs]]\ntargets = [\"127.0.0.1:{p}\"]\n");
+    }
+    std::fs::write(dir.join("vantage.toml"), config)?;
+    let child = spawn(
+        Command::new(bin).args(["run", "--config"]).arg(dir.join("vantage.toml")),
+        &dir.join("vantage.log"),
+    )?;
+    std::fs::write(dir.join("metrics_url"), format!("http://127.0.0.1:{port}/metrics\nvantage_remote_write_bytes_sent_total"))?;
+    Ok(vec![child])
+}
+
+/// Bytes a setup says it sent, read from its own metrics just before it
+/// stops: `metrics_url` in its directory names the URL and the counter.
+fn sent_bytes(dir: &Path) -> f64 {
+    let Ok(spec) = std::fs::read_to_string(dir.join("metrics_url")) else { return 0.0 };
+    let Some((url, metric)) = spec.split_once('\n') else { return 0.0 };
+    let Some(rest) = url.strip_prefix("http://") else { return 0.0 };
+    let Some((host, path)) = rest.split_once('/') else { return 0.0 };
+    let Ok(body) = http_get(host, &format!("/{path}")) else { return 0.0 };
+    body.lines()
+        .filter(|l| l.starts_with(metric.trim()) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The receiving Prometheus.
+struct Receiver {
+    port: u16,
+    _proc: Guard,
+}
+
+impl Receiver {
+    fn start(work: &Path) -> anyhow::Result<Receiver> {
+        let port = free_port();
+        std::fs::write(work.join("receiver.yml"), "global:\n  scrape_interval: 15s\n")?;
+        let proc = Guard(spawn(
+            Command::new("/usr/bin/prometheus")
+                .arg(format!("--config.file={}", work.join("receiver.yml").display()))
+                .arg(format!("--storage.tsdb.path={}", work.join("receiver-data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--web.enable-remote-write-receiver"),
+            &work.join("receiver.log"),
+        )?);
+        wait_http(&format!("http://127.0.0.1:{port}/-/ready"))?;
+        Ok(Receiver { port, _proc: proc })
+    }
+
+    fn write_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    /// The scalar value of an instant query, 0 when empty.
+    fn count(&self, query: &str) -> anyhow::Result<f64> {
+        let body = http_get(&format!("127.0.0.1:{}", self.port), &format!("/api/v1/query?query={}", urlencode(query)))?;
+        // Tiny extraction rather than a JSON dependency: "value":[ts,"N"].
+        Ok(body
+            .split("\"value\":[")
+            .nth(1)
+            .and_then(|v| v.split('"').nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0))
+    }
+}
+
+/// A loopback HTTP server answering every request with the same large
+/// exposition body (the 100,000-series application endpoint).
+struct LargeEndpoint {
+    port: u16,
+}
+
+impl LargeEndpoint {
+    fn start(work: &Path) -> anyhow::Result<LargeEndpoint> {
+        let mut body = String::with_capacity(LARGE_SERIES * 80);
+        for family in 0..100 {
+            let _ = writeln!(body, "# HELP app_metric_{family} Synthetic application metric {family}.");
+            let _ = writeln!(body, "# TYPE app_metric_{family} gauge");
+            for series in 0..LARGE_SERIES / 100 {
+                let _ = writeln!(body, "app_metric_{family}{{shard=\"{}\",path=\"/api/v1/item/{series}\"}} {}", series % 16, series * 3 + family);
+            }
+        }
+        std::fs::write(work.join("large.prom"), &body)?;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let body = std::sync::Arc::new(body);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(body.as_bytes());
+                });
+            }
+        });
+        Ok(LargeEndpoint { port })
+    }
+}
+
+fn render(outcomes: &[Outcome], opts: &Options) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "Measured window {} s per setup, interval {} s (setups 5-7: 15 s; \"@1s\": 1 s).\n",
+        opts.duration.as_secs(),
+        opts.interval.as_secs()
+    );
+    let _ = writeln!(t, "| setup | CPU s | % of a core | peak RSS MiB | final RSS MiB | samples delivered | bytes sent | CPU µs / sample |");
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for o in outcomes {
+        let _ = writeln!(
+            t,
+            "| {} | {:.3} | {:.3} | {:.1} | {:.1} | {} | {} | {:.2} |",
+            o.name,
+            o.cpu_seconds,
+            100.0 * o.cpu_seconds / opts.duration.as_secs_f64(),
+            mib(o.peak_rss),
+            mib(o.final_rss),
+            o.samples,
+            o.bytes,
+            1e6 * o.cpu_seconds / o.samples.max(1.0)
+        );
+    }
+    let by: BTreeMap<&str, &Outcome> = outcomes.iter().map(|o| (o.name.as_str(), o)).collect();
+    let ratio = |a: &str, b: &str| -> Option<(f64, f64)> {
+        let (a, b) = (by.get(a)?, by.get(b)?);
+        Some((a.cpu_seconds / b.cpu_seconds.max(1e-9), a.peak_rss as f64 / (b.peak_rss as f64).max(1.0)))
+    };
+    let _ = writeln!(t, "\n| ratio | CPU | peak RSS |\n|---|---:|---:|");
+    for (a, b) in [
+        ("vantage node + ebpf", "node_exporter + vmagent"),
+        ("vantage node + ebpf", "node_exporter + prometheus agent"),
+        ("vantage node", "node_exporter + vmagent"),
+        ("100k series: vantage", "100k series: vmagent"),
+        ("100k series: vantage", "100k series: prometheus agent"),
+    ] {
+        if let Some((cpu, mem)) = ratio(a, b) {
+            let _ = writeln!(t, "| {a} / {b} | {cpu:.3} | {mem:.3} |");
+        }
+    }
+    t
+}
+
+fn summary_line(outcomes: &[Outcome]) -> String {
+    let find = |n: &str| outcomes.iter().find(|o| o.name == n);
+    match (find("vantage node + ebpf"), find("node_exporter + vmagent")) {
+        (Some(v), Some(p)) => format!(
+            "summary: vantage (node + ebpf) used {:.2}x the CPU and {:.2}x the peak memory of node_exporter + vmagent",
+            v.cpu_seconds / p.cpu_seconds.max(1e-9),
+            v.peak_rss as f64 / (p.peak_rss as f64).max(1.0)
+        ),
+        _ => "summary: incomplete run".into(),
+    }
+}
+
+/// Replaces the generated part of BENCHMARKS.md, keeping the rest.
+fn write_benchmarks_md(table: &str) -> anyhow::Result<()> {
+    let path = workspace().join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let (start, end) = ("<!-- bench:start -->", "<!-- bench:end -->");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let date = crate::deps::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
+    let generated = format!(
+        "{start}\nRun on {} with {cores} cores, kernel {}, by `cargo xtask bench`.\nVersions: prometheus 2.42, node_exporter 1.5, vmagent (Debian victoria-metrics), vantage {}.\n\n{table}{end}",
+        date.trim(),
+        kernel.trim(),
+        env!("CARGO_PKG_VERSION")
+    );
+    let new = match (text.find(start), text.find(end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{}{}", &text[..a], generated, &text[b + end.len()..]),
+        _ => format!("{text}\n{generated}\n"),
+    };
+    std::fs::write(&path, new)?;
+    Ok(())
+}
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // SIGTERM first so agents flush, then make sure.
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc_kill(self.0.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::File::create(log)?;
+    let err = out.try_clone()?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+fn wait_http(url: &str) -> anyhow::Result<()> {
+    let rest = url.strip_prefix("http://").context("http URL")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    for _ in 0..300 {
+        if http_get(host, &path).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{url} did not answer within 30 s")
+}
+
+/// A minimal HTTP/1.0 GET on loopback; the body when the status is 200.
+fn http_get(host: &str, path: &str) -> anyhow::Result<String> {
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("GET {host}{path}: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_string())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss(pid: u32) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0 };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+}

@@ -1,0 +1,36 @@
+//! `cargo xtask test`: the README's test command. Installs what the tests
+//! need when it is missing (Debian packages for the real servers, the eBPF
+//! toolchain), builds the agent, and runs every test of the workspace.
+
+use std::process::Command;
+
+use crate::deps::{apt_install, status};
+
+/// Debian packages the end-to-end tests use, each with a file it installs.
+pub const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("prometheus", "/usr/bin/prometheus"),
+    ("prometheus-node-exporter", "/usr/bin/prometheus-node-exporter"),
+    ("victoria-metrics", "/usr/bin/victoria-metrics"),
+    ("docker.io", "/usr/sbin/dockerd"),
+    ("busybox-static", "/bin/busybox"),
+    ("bpftool", "/usr/sbin/bpftool"),
+    ("linux-perf", "/usr/bin/perf"),
+    ("libbpf-tools", "/usr/sbin/runqlat"),
+    ("iproute2", "/usr/sbin/ip"),
+    ("util-linux", "/usr/sbin/losetup"),
+    ("chromium", "/usr/bin/chromium"),
+    ("chromium-driver", "/usr/bin/chromedriver"),
+    ("docker-compose", "/usr/bin/docker-compose"),
+    ("runc", "/usr/sbin/runc"),
+    ("systemd", "/usr/bin/systemd-analyze"),
+    ("musl-tools", "/usr/bin/musl-gcc"),
+    ("python3-fusepy", "/usr/lib/python3/dist-packages/fusepy.py"),
+];
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    apt_install(TEST_PACKAGES)?;
+    crate::build_ebpf::run()?;
+    // The end-to-end tests run the real binary.
+    status(Command::new("cargo").args(["build", "-p", "vantage"]))?;
+    status(Command::new("cargo").args(["test", "--no-fail-fast"]).args(args))
+}
