@@ -439,8 +439,11 @@ mod tests {
         Some(v.to_string())
     }
 
-    /// Runs each case: input labels, rules, expected output (None = dropped).
-    fn check(cases: Vec<(&str, Vec<(&str, &str)>, Vec<RelabelConfig>, Option<Vec<(&str, &str)>>)>) {
+    /// One case: name, input labels, rules, expected output (None = dropped).
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<RelabelConfig>, Option<Vec<(&'a str, &'a str)>>);
+
+    /// Runs each case.
+    fn check(cases: Vec<Case<'_>>) {
         for (name, input, rules, want) in cases {
             let r = Relabeler::new(&rules).unwrap_or_else(|e| panic!("{name}: {e}"));
             let mut l = labels(&input);

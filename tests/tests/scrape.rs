@@ -399,4 +399,22 @@ fn differential_against_prometheus() {
     }
     // 7 bodies with 5 per-target series each, and the bodies' 40 series.
     assert_eq!(total, 7 * 5 + 40, "series compared");
+
+    // A target that breaks: both sides mark its series stale at once, so
+    // an instant query sees only the per-target series, with up=0.
+    server.set("/b/histogram", Route::text("rpc_duration_seconds_bucket{le=\"+Inf\" 1\n"));
+    let stale = wait_for(Duration::from_secs(20), || {
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() - 1.0;
+        let direct = job_series(&prom, "direct_histogram", at);
+        let via = job_series(&prom, "vantage_histogram", at);
+        (direct.len() == 5 && via.len() == 5).then_some((direct, via))
+    });
+    let (direct, via) = stale.unwrap_or_else(|| panic!("histogram series were not marked stale on both sides"));
+    assert_eq!(direct.keys().collect::<Vec<_>>(), via.keys().collect::<Vec<_>>());
+    for (series, value) in &direct {
+        if series.starts_with("__name__=\"up\"") || series.starts_with("__name__=\"scrape_samples_post") {
+            assert_eq!(value, "0", "{series}");
+            assert_eq!(&via[series], value, "{series}");
+        }
+    }
 }

@@ -168,6 +168,9 @@ pub fn ingest(body: &[u8], opts: &Options<'_>) -> Result<Ingested, IngestError> 
     // The family of the previous sample name: consecutive samples of one
     // metric skip the lookups.
     let mut last: Option<(&[u8], usize)> = None;
+    // Family of each sample name seen (histograms alternate between their
+    // _bucket, _sum and _count names).
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
     let mut failure: Option<IngestError> = None;
     let mut order: Vec<usize> = Vec::with_capacity(16);
 
@@ -185,17 +188,29 @@ pub fn ingest(body: &[u8], opts: &Options<'_>) -> Result<Ingested, IngestError> 
             Event::Type { family, kind } => {
                 types.insert(family.as_bytes(), kind);
                 last = None;
+                by_name.clear();
             }
             Event::Sample { name, labels, value, timestamp_ms } => {
                 out.scraped += 1;
                 let fam = match last {
                     Some((n, i)) if n == name.as_bytes() => i,
                     _ => {
-                        let (fname, kind) = family_of(name, &types);
-                        let i = *index.entry(fname.to_string()).or_insert_with(|| {
-                            out.families.push(Family::new(fname, kind, ""));
-                            out.families.len() - 1
-                        });
+                        let i = match by_name.get(name) {
+                            Some(i) => *i,
+                            None => {
+                                let (fname, kind) = family_of(name, &types);
+                                let i = match index.get(fname) {
+                                    Some(i) => *i,
+                                    None => {
+                                        out.families.push(Family::new(fname, kind, ""));
+                                        index.insert(fname.to_string(), out.families.len() - 1);
+                                        out.families.len() - 1
+                                    }
+                                };
+                                by_name.insert(name, i);
+                                i
+                            }
+                        };
                         last = Some((name.as_bytes(), i));
                         i
                     }

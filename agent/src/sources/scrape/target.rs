@@ -520,6 +520,74 @@ mod tests {
         assert!(d < Duration::from_secs(15));
     }
 
+    /// Serves `body` over HTTP on loopback to every connection.
+    async fn serve(body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Docker discovery adds a target, then the container goes away: its
+    /// series (its own and `up`...) get stale markers and the status entry
+    /// is removed.
+    #[tokio::test]
+    async fn discovered_target_that_disappears_gets_stale_markers() {
+        let addr = serve("app_requests_total{path=\"/\"} 3\n").await;
+        let mut config = crate::config::Config::default();
+        config.agent.scrape_interval = Duration::from_millis(200);
+        config.scrape.push(ScrapeConfig { job_name: "docker".into(), docker_sd: true, ..Default::default() });
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let (targets_tx, targets_rx) = tokio::sync::watch::channel(Vec::<Labels>::new());
+        let ctx = crate::Context {
+            config: Arc::new(config),
+            registry: crate::status::Registry::default(),
+            metrics: tx,
+            shutdown: CancellationToken::new(),
+            docker_targets: Some(targets_rx),
+        };
+        let tasks = super::super::start(&ctx);
+        targets_tx.send(vec![Labels::from_pairs([("__address__", addr.as_str()), ("__meta_docker_container_name", "/web")])]).unwrap();
+        let name = format!("scrape/docker/{addr}");
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        assert_eq!(&*first.source, name.as_str());
+        let series: Vec<String> = first.samples().map(|s| format!("{} {}", s.labels, s.value)).collect();
+        assert!(series.contains(&format!("app_requests_total{{instance=\"{addr}\", job=\"docker\", path=\"/\"}} 3")), "{series:?}");
+        assert!(series.contains(&format!("up{{instance=\"{addr}\", job=\"docker\"}} 1")), "{series:?}");
+        assert_eq!(ctx.registry.snapshot().sources[&name].kind, "scrape");
+
+        targets_tx.send(Vec::new()).unwrap();
+        let last = loop {
+            let b = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+            if b.samples().all(|s| crate::sample::is_stale(s.value)) {
+                break b;
+            }
+        };
+        let mut stale: Vec<String> = last.samples().map(|s| s.labels.metric_name().to_string()).collect();
+        stale.sort();
+        assert_eq!(
+            stale,
+            ["app_requests_total", "scrape_duration_seconds", "scrape_samples_post_metric_relabeling", "scrape_samples_scraped", "scrape_series_added", "up"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!ctx.registry.snapshot().sources.contains_key(&name));
+        ctx.shutdown.cancel();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
     #[test]
     fn docker_targets_with_meta_labels() {
         let mut config = ScrapeConfig { job_name: "docker".into(), docker_sd: true, ..Default::default() };
