@@ -90,5 +90,23 @@ fn accept(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, encode, accept);
+/// The queue side: a WAL record of 2000 series decoded and each series
+/// given its shard bucket, before the request is encoded.
+fn decode(c: &mut Criterion) {
+    use prost::Message;
+    use vantage::sinks::remote_write::proto::WalRecord;
+    use vantage::sinks::remote_write::queue::bucket;
+    let body = WalRecord { series: batch(), kinds: vec![1; 2000] }.encode_to_vec();
+    let mut group = c.benchmark_group("remote_write_wal_decode");
+    group.throughput(Throughput::Elements(2000));
+    group.bench_function(BenchmarkId::new("decode_and_bucket", 2000), |b| {
+        b.iter(|| {
+            let rec = WalRecord::decode(body.as_slice()).unwrap();
+            rec.series.iter().map(bucket).sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, encode, accept, decode);
 criterion_main!(benches);
