@@ -37,6 +37,19 @@ impl Encoder {
         self.compress(out);
     }
 
+    /// Builds a 1.0 `WriteRequest` from already encoded `TimeSeries`
+    /// messages (WAL series entries) and compresses it into `out`.
+    pub fn v1_raw<'a>(&mut self, series: impl Iterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+        use prost::encoding::{encode_key, encode_varint, WireType};
+        self.raw.clear();
+        for s in series {
+            encode_key(1, WireType::LengthDelimited, &mut self.raw);
+            encode_varint(s.len() as u64, &mut self.raw);
+            self.raw.extend_from_slice(s);
+        }
+        self.compress(out);
+    }
+
     /// Encodes a 2.0 `Request` (symbols table, metadata type) of `series`
     /// with their 2.0 metric types, and compresses it into `out`.
     pub fn v2<'a>(&mut self, series: impl Iterator<Item = (&'a TimeSeries, u8)>, out: &mut Vec<u8>) {

@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::config::common::{self, BasicAuth, Secret, TlsConfig};
@@ -459,50 +458,76 @@ struct LastTimestamps {
 const ORDER_MEMORY_MS: i64 = 2 * 3600 * 1000;
 
 impl Sink {
-    /// Builds the WAL record of `batch`: (record, samples).
-    fn record(&self, batch: &Batch) -> (proto::WalRecord, u32) {
-        let mut rec = proto::WalRecord::default();
+    /// A sink appending to `wal`, relabeling with `relabeler` and adding
+    /// `external` labels; `notify` wakes the endpoint's queue.
+    pub fn new(
+        name: &str,
+        wal: Arc<wal::Wal>,
+        relabeler: Option<Relabeler>,
+        external: Vec<(String, String)>,
+        notify: Arc<tokio::sync::Notify>,
+        stats: Arc<Stats>,
+    ) -> Sink {
+        Sink {
+            name: name.to_string(),
+            wal,
+            relabeler,
+            external,
+            last_ts: Mutex::new(LastTimestamps::default()),
+            notify,
+            stats,
+            wal_error_logged: AtomicBool::new(false),
+        }
+    }
+
+    /// Encodes the WAL record of `batch` (a `WalRecord` protobuf) into
+    /// `body`; returns the number of samples in it. Written by hand from
+    /// borrowed strings: no label is copied on this path.
+    // filter_map(|_| None) changes the borrowed lifetime of the scratch
+    // Vec's items while keeping its allocation; `filter` cannot.
+    #[allow(clippy::unnecessary_filter_map)]
+    fn record(&self, batch: &Batch, body: &mut Vec<u8>) -> u32 {
+        body.clear();
+        let mut kinds = Vec::new();
         let mut last = self.last_ts.lock().unwrap();
         let (mut invalid, mut unordered) = (0, 0);
+        // The merged label list of one sample, its allocation reused: an
+        // empty Vec collected from an emptied one keeps the buffer.
+        let mut spare: Vec<(&str, &str)> = Vec::with_capacity(16);
         for fam in &batch.families {
             let kind = proto::metric_type_v2(fam.kind);
             for s in &fam.samples {
-                let mut labels: Labels = s.labels.clone();
-                if let Some(r) = &self.relabeler {
-                    if !r.apply(&mut labels) {
-                        continue;
+                let relabeled;
+                let labels = match &self.relabeler {
+                    Some(r) => {
+                        let mut l = s.labels.clone();
+                        if !r.apply(&mut l) {
+                            continue;
+                        }
+                        relabeled = l;
+                        &relabeled
                     }
-                }
-                for (k, v) in &self.external {
-                    if labels.get(k).is_none() {
-                        labels.set(k.as_str(), v.as_str());
-                    }
-                }
-                labels.retain(|l| !l.name.is_empty() && !l.value.is_empty());
-                if labels.metric_name().is_empty() {
+                    None => &s.labels,
+                };
+                let mut merged: Vec<(&str, &str)> = spare.into_iter().filter_map(|_| None).collect();
+                merge_labels(labels, &self.external, &mut merged);
+                if !merged.iter().any(|(n, v)| *n == crate::sample::METRIC_NAME && !v.is_empty()) {
                     invalid += 1;
-                    continue;
-                }
-                let h = series_hash(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
-                match last.map.get(&h) {
-                    // Strictly increasing per series: an equal timestamp
-                    // is a duplicate and an older one would be rejected.
-                    Some(&t) if s.timestamp_ms <= t => {
-                        unordered += 1;
-                        continue;
+                } else {
+                    let h = series_hash(merged.iter().copied());
+                    match last.map.get(&h) {
+                        // Strictly increasing per series: an equal timestamp
+                        // is a duplicate and an older one would be rejected.
+                        Some(&t) if s.timestamp_ms <= t => unordered += 1,
+                        _ => {
+                            last.map.insert(h, s.timestamp_ms);
+                            // Stale markers (the stale NaN) go out as they are.
+                            encode_series(body, &merged, s.value, s.timestamp_ms);
+                            kinds.push(kind);
+                        }
                     }
-                    _ => {}
                 }
-                last.map.insert(h, s.timestamp_ms);
-                // Stale markers (the stale NaN) go out as they are.
-                rec.series.push(proto::TimeSeries {
-                    labels: labels
-                        .iter()
-                        .map(|l| proto::Label { name: l.name.clone(), value: l.value.clone() })
-                        .collect(),
-                    samples: vec![proto::Sample { value: s.value, timestamp: s.timestamp_ms }],
-                });
-                rec.kinds.push(kind);
+                spare = merged.into_iter().filter_map(|_| None).collect();
             }
         }
         if last.map.len() > last.prune_at {
@@ -511,6 +536,9 @@ impl Sink {
             last.prune_at = (last.map.len() * 2).max(100_000);
         }
         drop(last);
+        if !kinds.is_empty() {
+            prost::encoding::bytes::encode(2, &kinds, body);
+        }
         if invalid > 0 {
             self.stats.dropped[DROP_INVALID].fetch_add(invalid, Ordering::Relaxed);
         }
@@ -518,18 +546,70 @@ impl Sink {
             self.stats.dropped[DROP_OUT_OF_ORDER].fetch_add(unordered, Ordering::Relaxed);
             tracing::debug!(endpoint = %self.name, source = %batch.source, samples = unordered, "dropped samples not newer than the last of their series");
         }
-        let n = rec.series.len() as u32;
-        (rec, n)
+        kinds.len() as u32
     }
+}
+
+/// Merges a sample's sorted labels with the sorted external labels (the
+/// sample's own value wins), skipping empty names and values.
+fn merge_labels<'a>(labels: &'a Labels, external: &'a [(String, String)], out: &mut Vec<(&'a str, &'a str)>) {
+    let mut ext = external.iter().map(|(n, v)| (n.as_str(), v.as_str())).peekable();
+    for l in labels.iter() {
+        while let Some(&(n, v)) = ext.peek() {
+            if n < l.name.as_str() {
+                out.push((n, v));
+                ext.next();
+            } else {
+                if n == l.name {
+                    ext.next();
+                }
+                break;
+            }
+        }
+        out.push((l.name.as_str(), l.value.as_str()));
+    }
+    out.extend(ext);
+    out.retain(|(n, v)| !n.is_empty() && !v.is_empty());
+}
+
+/// Appends one `WalRecord.series` entry (a 1.0 `TimeSeries` with one
+/// sample) to `buf`, as prost would encode it.
+fn encode_series(buf: &mut Vec<u8>, labels: &[(&str, &str)], value: f64, ts: i64) {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    let str_len = |s: &str| 1 + encoded_len_varint(s.len() as u64) + s.len();
+    let label_len = |n: &str, v: &str| str_len(n) + str_len(v);
+    let sample_len = 9 + 1 + encoded_len_varint(ts as u64);
+    let mut len = 1 + encoded_len_varint(sample_len as u64) + sample_len;
+    for (n, v) in labels {
+        let l = label_len(n, v);
+        len += 1 + encoded_len_varint(l as u64) + l;
+    }
+    encode_key(1, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+    for (n, v) in labels {
+        encode_key(1, WireType::LengthDelimited, buf);
+        encode_varint(label_len(n, v) as u64, buf);
+        for (tag, s) in [(1, n), (2, v)] {
+            encode_key(tag, WireType::LengthDelimited, buf);
+            encode_varint(s.len() as u64, buf);
+            buf.extend_from_slice(s.as_bytes());
+        }
+    }
+    encode_key(2, WireType::LengthDelimited, buf);
+    encode_varint(sample_len as u64, buf);
+    encode_key(1, WireType::SixtyFourBit, buf);
+    buf.extend_from_slice(&value.to_le_bytes());
+    encode_key(2, WireType::Varint, buf);
+    encode_varint(ts as u64, buf);
 }
 
 impl super::MetricSink for Sink {
     fn accept(&self, batch: &Arc<Batch>) {
-        let (rec, n) = self.record(batch);
+        let mut body = Vec::with_capacity(batch.len() * 128);
+        let n = self.record(batch, &mut body);
         if n == 0 {
             return;
         }
-        let body = rec.encode_to_vec();
         match self.wal.append(n, &body) {
             Ok((_, dropped)) => {
                 self.stats.pending.fetch_add(n as i64, Ordering::Relaxed);
@@ -583,16 +663,7 @@ pub fn start(ctx: &crate::Context) -> Result<Vec<Started>, String> {
         let wal = Arc::new(wal);
         let stats = Arc::new(Stats { endpoint: name.clone(), ..Default::default() });
         let notify = Arc::new(tokio::sync::Notify::new());
-        let sink = Arc::new(Sink {
-            name: name.clone(),
-            wal: wal.clone(),
-            relabeler,
-            external: external.clone(),
-            last_ts: Mutex::new(LastTimestamps::default()),
-            notify: notify.clone(),
-            stats: stats.clone(),
-            wal_error_logged: AtomicBool::new(false),
-        });
+        let sink = Arc::new(Sink::new(&name, wal.clone(), relabeler, external.clone(), notify.clone(), stats.clone()));
         let q = queue::Queue {
             name: name.clone(),
             url: shown,
@@ -620,6 +691,7 @@ pub fn start(ctx: &crate::Context) -> Result<Vec<Started>, String> {
 mod tests {
     use super::*;
     use crate::sample::stale_nan;
+    use prost::Message;
 
     fn sink(dir: &std::path::Path) -> Sink {
         let (wal, _) = wal::Wal::open(dir, 1 << 30).unwrap();
@@ -645,17 +717,20 @@ mod tests {
         f.push(&[("job", "node")], 1.0, t);
         f.push(&[("job", "other")], stale_nan(), t);
         let mut batch = Batch { source: "t".into(), families: vec![f] };
-        let (rec, n) = s.record(&batch);
+        let mut body = Vec::new();
+        let n = s.record(&batch, &mut body);
         assert_eq!(n, 2);
+        let rec = proto::WalRecord::decode(body.as_slice()).unwrap();
         let names: Vec<_> = rec.series[0].labels.iter().map(|l| format!("{}={}", l.name, l.value)).collect();
         assert_eq!(names, ["__name__=up", "env=prod", "job=node"]);
         assert_eq!(rec.series[1].samples[0].value.to_bits(), crate::sample::STALE_NAN_BITS);
         assert_eq!(rec.kinds, [2, 2]);
         // The same timestamps again: duplicates, dropped and counted.
-        assert_eq!(s.record(&batch).1, 0);
+        assert_eq!(s.record(&batch, &mut body), 0);
         assert_eq!(s.stats.dropped[DROP_OUT_OF_ORDER].load(Ordering::Relaxed), 2);
         batch.families[0].samples[0].timestamp_ms = t + 1000;
-        assert_eq!(s.record(&batch).1, 1);
+        assert_eq!(s.record(&batch, &mut body), 1);
+        assert_eq!(proto::WalRecord::decode(body.as_slice()).unwrap().series[0].samples[0].timestamp, t + 1000);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -679,6 +754,32 @@ mod tests {
         let req = encode::decode_v1(&out).unwrap();
         assert_eq!(req.timeseries[0].samples[0].value.to_bits(), crate::sample::STALE_NAN_BITS);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hand_encoded_series_equal_prost_encoding() {
+        let labels = Labels::from_pairs([("__name__", "x"), ("b", "2"), ("m", "own"), ("z", "9")]);
+        let external = vec![
+            ("a".to_string(), "1".to_string()),
+            ("m".to_string(), "ext".to_string()),
+            ("zz".to_string(), "e".to_string()),
+        ];
+        let mut merged = Vec::new();
+        merge_labels(&labels, &external, &mut merged);
+        assert_eq!(merged, [("__name__", "x"), ("a", "1"), ("b", "2"), ("m", "own"), ("z", "9"), ("zz", "e")]);
+        for (value, ts) in [(1.5, 1_764_000_000_123i64), (-2.0, -5), (f64::NAN, 1)] {
+            let mut mine = Vec::new();
+            encode_series(&mut mine, &merged, value, ts);
+            let ts_struct = proto::TimeSeries {
+                labels: merged
+                    .iter()
+                    .map(|(n, v)| proto::Label { name: n.to_string(), value: v.to_string() })
+                    .collect(),
+                samples: vec![proto::Sample { value, timestamp: ts }],
+            };
+            let theirs = proto::WalRecord { series: vec![ts_struct], kinds: vec![] }.encode_to_vec();
+            assert_eq!(mine, theirs);
+        }
     }
 
     #[test]

@@ -103,3 +103,139 @@ pub fn metric_type_v2(kind: crate::sample::MetricType) -> u8 {
         StateSet => 7,
     }
 }
+
+/// One series of a WAL record kept as its encoded bytes: a WAL series entry
+/// is exactly a 1.0 `TimeSeries` message, so a 1.0 request is these bytes
+/// framed, with no decoding and no allocation per label.
+#[derive(Clone, Debug)]
+pub struct RawSeries {
+    /// The encoded `TimeSeries` message.
+    pub bytes: bytes::Bytes,
+    /// Hash of its labels ([`crate::sinks::remote_write::series_hash`]).
+    pub hash: u64,
+    pub samples: u32,
+    /// Newest sample timestamp.
+    pub max_ts: i64,
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos).ok_or("truncated varint")?;
+        *pos += 1;
+        v |= ((b & 0x7f) as u64) << shift;
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err("varint too long".into())
+}
+
+/// Walks the fields of one message: calls `f(tag, wire_type, payload)`
+/// with the payload of length-delimited fields and the value of varints.
+fn fields(buf: &[u8], mut f: impl FnMut(u64, u64, &[u8], u64) -> Result<(), String>) -> Result<(), String> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let key = varint(buf, &mut pos)?;
+        let (tag, wt) = (key >> 3, key & 7);
+        match wt {
+            0 => {
+                let v = varint(buf, &mut pos)?;
+                f(tag, wt, &[], v)?;
+            }
+            1 => pos += 8,
+            2 => {
+                let len = varint(buf, &mut pos)? as usize;
+                let end = pos.checked_add(len).filter(|e| *e <= buf.len()).ok_or("truncated field")?;
+                f(tag, wt, &buf[pos..end], 0)?;
+                pos = end;
+            }
+            5 => pos += 4,
+            _ => return Err(format!("unsupported wire type {wt}")),
+        }
+    }
+    if pos > buf.len() {
+        return Err("truncated fixed-size field".into());
+    }
+    Ok(())
+}
+
+/// Splits an encoded [`WalRecord`] into its series (sharing `body`'s
+/// memory) and the metric type bytes.
+pub fn split_record(body: &bytes::Bytes) -> Result<(Vec<RawSeries>, Vec<u8>), String> {
+    let mut series = Vec::new();
+    let mut kinds = Vec::new();
+    let base = body.as_ptr() as usize;
+    fields(body, |tag, wt, payload, _| {
+        match (tag, wt) {
+            (1, 2) => {
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                let (mut samples, mut max_ts) = (0u32, i64::MIN);
+                fields(payload, |tag, wt, inner, _| {
+                    match (tag, wt) {
+                        (1, 2) => fields(inner, |t, w, s, _| {
+                            if w == 2 && (t == 1 || t == 2) {
+                                for &b in s.iter().chain(&[0xff]) {
+                                    h ^= b as u64;
+                                    h = h.wrapping_mul(0x0100_0000_01b3);
+                                }
+                            }
+                            Ok(())
+                        })?,
+                        (2, 2) => {
+                            samples += 1;
+                            let mut ts = 0i64;
+                            fields(inner, |t, w, _, v| {
+                                if t == 2 && w == 0 {
+                                    ts = v as i64;
+                                }
+                                Ok(())
+                            })?;
+                            max_ts = max_ts.max(ts);
+                        }
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                let start = payload.as_ptr() as usize - base;
+                series.push(RawSeries { bytes: body.slice(start..start + payload.len()), hash: h, samples, max_ts });
+            }
+            (2, 2) => kinds.extend_from_slice(payload),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok((series, kinds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn split_record_matches_prost_and_the_label_hash() {
+        let ts = |name: &str, v: f64, t: i64| TimeSeries {
+            labels: vec![
+                Label { name: "__name__".into(), value: name.into() },
+                Label { name: "job".into(), value: "node".into() },
+            ],
+            samples: vec![Sample { value: v, timestamp: t }, Sample { value: v, timestamp: t + 5 }],
+        };
+        let rec = WalRecord { series: vec![ts("a", 1.0, 100), ts("b", 0.0, -3)], kinds: vec![1, 2] };
+        let body = bytes::Bytes::from(rec.encode_to_vec());
+        let (series, kinds) = split_record(&body).unwrap();
+        assert_eq!(kinds, [1, 2]);
+        assert_eq!(series.len(), 2);
+        for (raw, orig) in series.iter().zip(&rec.series) {
+            assert_eq!(TimeSeries::decode(raw.bytes.clone()).unwrap(), *orig);
+            let h = crate::sinks::remote_write::series_hash(
+                orig.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+            );
+            assert_eq!(raw.hash, h);
+            assert_eq!(raw.samples, 2);
+        }
+        assert_eq!((series[0].max_ts, series[1].max_ts), (105, 2));
+        assert!(split_record(&body.slice(..body.len() - 3)).is_err());
+    }
+}

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, Outcome};
 use super::encode::Encoder;
-use super::proto::{TimeSeries, WalRecord};
+use super::proto::{split_record, RawSeries, TimeSeries};
 use super::wal::{self, AckState, Pos, Read, Wal};
 use super::{QueueConfig, Stats, DROP_REJECTED};
 use crate::sample::now_ms;
@@ -42,13 +42,17 @@ const RESHARD_EVERY: Duration = Duration::from_secs(10);
 
 /// The bucket of a series.
 pub fn bucket(ts: &TimeSeries) -> usize {
-    let h = super::series_hash(ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+    bucket_of(super::series_hash(ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))))
+}
+
+/// The bucket of a series hash.
+pub fn bucket_of(h: u64) -> usize {
     ((h ^ (h >> 32)) % BUCKETS as u64) as usize
 }
 
 /// One series read from the WAL, waiting in a shard.
 struct Entry {
-    series: TimeSeries,
+    series: RawSeries,
     kind: u8,
     rec: Pos,
     bucket: u8,
@@ -159,7 +163,7 @@ impl Queue {
                         let pos = reader;
                         reader = next;
                         at_end = false;
-                        let rec = match WalRecord::decode(body.as_slice()) {
+                        let (series, kinds) = match split_record(&bytes::Bytes::from(body)) {
                             Ok(r) => r,
                             Err(e) => {
                                 tracing::warn!(endpoint = %self.name, segment = pos.segment, offset = pos.offset, error = %e, "undecodable WAL record skipped");
@@ -169,13 +173,13 @@ impl Queue {
                         let skip = partial.remove(&pos).unwrap_or(0);
                         let mut st = RecState { remaining: [0; BUCKETS], acked: 0, present: 0 };
                         let mut count = 0u64;
-                        for (i, series) in rec.series.into_iter().enumerate() {
-                            let b = bucket(&series);
+                        for (i, series) in series.into_iter().enumerate() {
+                            let b = bucket_of(series.hash);
                             st.present |= 1 << b;
                             if skip & (1 << b) != 0 {
                                 continue;
                             }
-                            let k = series.samples.len();
+                            let k = series.samples as usize;
                             st.remaining[b] += k as u32;
                             count += k as u64;
                             let sh = &mut shards[b % n];
@@ -183,7 +187,7 @@ impl Queue {
                             sh.since.get_or_insert_with(Instant::now);
                             sh.buf.push_back(Entry {
                                 series,
-                                kind: rec.kinds.get(i).copied().unwrap_or(0),
+                                kind: kinds.get(i).copied().unwrap_or(0),
                                 rec: pos,
                                 bucket: b as u8,
                             });
@@ -217,7 +221,7 @@ impl Queue {
                 shards = (0..target).map(|_| Shard::default()).collect();
                 for e in all {
                     let sh = &mut shards[e.bucket as usize % target];
-                    sh.samples += e.series.samples.len();
+                    sh.samples += e.series.samples as usize;
                     sh.since.get_or_insert_with(Instant::now);
                     sh.buf.push_back(e);
                 }
@@ -238,7 +242,7 @@ impl Queue {
                         let mut k = 0;
                         while k < self.cfg.max_samples_per_send {
                             let Some(e) = sh.buf.pop_front() else { break };
-                            k += e.series.samples.len();
+                            k += e.series.samples as usize;
                             batch.push(e);
                         }
                         sh.samples -= k;
@@ -392,8 +396,8 @@ fn jitter(d: Duration) -> Duration {
 
 /// Sends one batch until it is acknowledged or rejected, then reports.
 async fn send(ctx: Arc<SendCtx>, shard: usize, batch: Vec<Entry>, done: mpsc::UnboundedSender<Done>) {
-    let samples: u64 = batch.iter().map(|e| e.series.samples.len() as u64).sum();
-    let max_ts = batch.iter().flat_map(|e| e.series.samples.iter().map(|s| s.timestamp)).max().unwrap_or(0);
+    let samples: u64 = batch.iter().map(|e| e.series.samples as u64).sum();
+    let max_ts = batch.iter().map(|e| e.series.max_ts).max().unwrap_or(0);
     let mut encoder = Encoder::new();
     let mut body = Vec::new();
     let mut encoded_v2 = None;
@@ -404,9 +408,15 @@ async fn send(ctx: Arc<SendCtx>, shard: usize, batch: Vec<Entry>, done: mpsc::Un
         let v2 = ctx.v2.load(Ordering::Relaxed);
         if encoded_v2 != Some(v2) {
             if v2 {
-                encoder.v2(batch.iter().map(|e| (&e.series, e.kind)), &mut body);
+                // 2.0 re-encodes labels into a symbols table, so it needs
+                // the series decoded (their bytes were CRC-checked).
+                let decoded: Vec<(TimeSeries, u8)> = batch
+                    .iter()
+                    .map(|e| (TimeSeries::decode(e.series.bytes.clone()).unwrap_or_default(), e.kind))
+                    .collect();
+                encoder.v2(decoded.iter().map(|(t, k)| (t, *k)), &mut body);
             } else {
-                encoder.v1(batch.iter().map(|e| &e.series), &mut body);
+                encoder.v1_raw(batch.iter().map(|e| &e.series.bytes[..]), &mut body);
             }
             encoded_v2 = Some(v2);
         }
@@ -455,7 +465,7 @@ async fn send(ctx: Arc<SendCtx>, shard: usize, batch: Vec<Entry>, done: mpsc::Un
     }
     let mut acks: Vec<(Pos, u8, u32)> = Vec::new();
     for e in &batch {
-        let k = e.series.samples.len() as u32;
+        let k = e.series.samples;
         match acks.last_mut() {
             Some((p, b, n)) if *p == e.rec && *b == e.bucket => *n += k,
             _ => acks.push((e.rec, e.bucket, k)),
