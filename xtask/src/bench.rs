@@ -42,7 +42,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         match a.as_str() {
             "--smoke" => {
                 o.smoke = true;
-                o.duration = Duration::from_secs(6);
+                o.duration = Duration::from_secs(8);
                 o.interval = Duration::from_secs(1);
             }
             "--duration" => o.duration = Duration::from_secs(it.next().context("--duration SECONDS")?.parse()?),
@@ -64,6 +64,12 @@ struct Outcome {
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
+    if args.first().map(String::as_str) == Some("ebpf") {
+        // Kernel-side cost against libbpf-tools, measured with bpf_stats.
+        apt_install(&[("libbpf-tools", "/usr/sbin/runqlat"), ("bpftool", "/usr/sbin/bpftool"), ("linux-perf", "/usr/bin/perf")])?;
+        crate::build_ebpf::run()?;
+        return status(Command::new("bash").arg(workspace().join("bench/ebpf-overhead.sh")).args(&args[1..]));
+    }
     let opts = parse(args)?;
     apt_install(PACKAGES)?;
     crate::build_ebpf::run()?;
@@ -92,6 +98,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
     let interval = opts.interval;
     let iv = format!("{}s", interval.as_secs());
+    // The large endpoint is scraped at 15 s, or at the smoke run's interval.
+    let large_iv = if opts.smoke { iv.clone() } else { "15s".to_string() };
     let mut outcomes = Vec::new();
     let setups: Vec<(&str, Box<dyn Fn(&str, &Path) -> anyhow::Result<Vec<Child>>>)> = vec![
         ("node_exporter + prometheus agent", Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &iv, node_port, &receiver))),
@@ -107,13 +115,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         ),
         (
             "100k series: prometheus agent",
-            Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, "15s", large.port, &receiver)),
+            Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &large_iv, large.port, &receiver)),
         ),
-        ("100k series: vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, "15s", large.port, &receiver))),
+        ("100k series: vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, &large_iv, large.port, &receiver))),
         (
             "100k series: vantage",
             Box::new(|tag: &str, dir: &Path| {
-                vantage_setup(&vantage, dir, tag, "15s", false, Some(large.port), &receiver)
+                vantage_setup(&vantage, dir, tag, &large_iv, false, Some(large.port), &receiver)
             }),
         ),
     ];
@@ -164,7 +172,7 @@ fn measure(
     let pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
     // Let the setup start (replaying nothing, loading programs) before measuring.
     std::thread::sleep(if opts.smoke { Duration::from_secs(2) } else { Duration::from_secs(5) });
-    let start_ms = now_ms();
+    let appended0 = receiver.appended()?;
     let cpu0: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
     let started = Instant::now();
     let mut peak = 0u64;
@@ -178,8 +186,14 @@ fn measure(
     drop(children);
     // Give the receiver a moment to ingest the last pushes.
     std::thread::sleep(Duration::from_secs(2));
-    let window = (now_ms() - start_ms) / 1000 + 60;
-    let samples = receiver.count(&format!("sum(count_over_time({{bench_setup=\"{tag}\"}}[{window}s]))"))?;
+    // Setups run one at a time, so what the receiver appended meanwhile is
+    // what this setup delivered; the series count makes sure it was this
+    // setup's (its external label) and not something else.
+    let samples = receiver.appended()? - appended0;
+    let series = receiver.count(&format!("count({{bench_setup=\"{tag}\"}})"))?;
+    if series <= 0.0 {
+        bail!("{name}: the receiver holds no series labelled bench_setup=\"{tag}\"");
+    }
     Ok(Outcome { name: name.to_string(), cpu_seconds: cpu1 - cpu0, peak_rss: peak, final_rss, samples, bytes })
 }
 
@@ -287,6 +301,16 @@ impl Receiver {
 
     fn write_url(&self) -> String {
         format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    /// Samples the receiver has appended since it started.
+    fn appended(&self) -> anyhow::Result<f64> {
+        let body = http_get(&format!("127.0.0.1:{}", self.port), "/metrics")?;
+        Ok(body
+            .lines()
+            .filter(|l| l.starts_with("prometheus_tsdb_head_samples_appended_total"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum())
     }
 
     /// The scalar value of an instant query, 0 when empty.
@@ -509,10 +533,6 @@ fn rss(pid: u32) -> u64 {
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn workspace() -> PathBuf {

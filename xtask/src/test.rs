@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the README's test command. Installs what the tests
 //! need when it is missing (Debian packages for the real servers, the eBPF
-//! toolchain), builds the agent, and runs every test of the workspace.
+//! toolchain), builds the agent, runs every test of the workspace, then a
+//! smoke run of `cargo xtask bench` (each setup must deliver samples).
 
 use std::process::Command;
 
@@ -32,5 +33,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     crate::build_ebpf::run()?;
     // The end-to-end tests run the real binary.
     status(Command::new("cargo").args(["build", "-p", "vantage"]))?;
-    status(Command::new("cargo").args(["test", "--no-fail-fast"]).args(args))
+    status(Command::new("cargo").args(["test", "--no-fail-fast"]).args(args))?;
+    // A few seconds per benchmark setup: every setup must deliver samples.
+    crate::bench::run(&["--smoke".to_string()])
 }
