@@ -48,6 +48,8 @@ cluster = "test"
 server_name = "host-a"
 [node]
 interval = "1s"
+# Only loadavg: the test's procfs holds just that file, so values are exact.
+enable = ["loadavg"]
 job = "{job}"
 instance = "host-a:9100"
 proc_path = "{proc}"
@@ -481,7 +483,8 @@ fn per_series_order_with_a_slow_random_receiver() {
     // arrived while another was still sleeping).
     let distinct_series: std::collections::HashSet<String> =
         reqs.iter().flat_map(|r| r.series.iter().map(|s| s.key())).collect();
-    assert_eq!(distinct_series.len(), 4, "node_load1/5/15 and up");
+    // node_load1/5/15, up, and the loadavg collector's success and duration.
+    assert_eq!(distinct_series.len(), 6, "{distinct_series:?}");
 }
 
 /// Receiver outages: Prometheus down 60 s with the agent up; Prometheus down
@@ -783,6 +786,9 @@ batch_send_deadline = "1s"
     check_requests(&reqs, "0.1.0");
     let names: std::collections::BTreeSet<String> =
         reqs.iter().flat_map(|r| r.series.iter().map(|s| s.label("__name__").unwrap().to_string())).collect();
-    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["node_load1", "node_load15", "up"]);
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["node_load1", "node_load15", "node_scrape_collector_duration_seconds", "node_scrape_collector_success", "up"]
+    );
     assert!(reqs.iter().flat_map(|r| &r.series).all(|s| s.label("team") == Some("infra")));
 }
