@@ -172,6 +172,12 @@ impl EbpfCollector {
     /// Loads the object and attaches every enabled program, recording each
     /// program's state in `registry`.
     pub fn start(config: &EbpfConfig, registry: &Registry) -> Self {
+        let collector = Self::load(config, registry);
+        release_freed_memory();
+        collector
+    }
+
+    fn load(config: &EbpfConfig, registry: &Registry) -> Self {
         let mut collector = EbpfCollector {
             ebpf: None,
             drop_reasons: Vec::new(),
@@ -315,6 +321,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// Loading parses the kernel's BTF (several MiB) twice, once here for
+/// offsets and once in aya; glibc keeps the freed pages unless asked, which
+/// would leave a one-off start-up cost in the agent's RSS for good.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lifting it is
