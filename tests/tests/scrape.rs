@@ -258,6 +258,9 @@ fn differential_bodies(now_ms: i64) -> Vec<(&'static str, Route)> {
         "big_and_small{v=\"neg\"} -0.000123\n",
         "# a free comment line\n",
         "colon:metric:name 9\n",
+        // honor_labels=false: the target's job/instance win, the body's
+        // become exported_job/exported_instance.
+        "clash_total{job=\"inner\",instance=\"elsewhere:1\"} 7\n",
     );
     let with_ts = format!("stamped_gauge{{k=\"v\"}} 11 {now_ms}\n# TYPE plain gauge\nplain 12\n");
     let histogram = concat!(

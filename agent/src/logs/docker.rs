@@ -110,19 +110,6 @@ impl DockerLogsConfig {
     }
 }
 
-/// Connects to the Docker Engine over its unix socket.
-// TODO(lead): replace with crate::sources::docker::connect once the docker
-// branch is merged; this private copy only exists so that logs build alone.
-fn connect(host: &str) -> Result<bollard::Docker, String> {
-    let env = std::env::var("DOCKER_HOST").unwrap_or_default();
-    let host = if !host.is_empty() { host.to_string() } else if !env.is_empty() { env } else { "unix:///var/run/docker.sock".into() };
-    let path = host
-        .strip_prefix("unix://")
-        .ok_or_else(|| format!("docker logs: host {host:?} is not supported; use a unix:// socket"))?;
-    bollard::Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
-        .map_err(|e| format!("docker logs: cannot connect to {host}: {e}"))
-}
-
 /// What every follow shares.
 struct Shared {
     docker: bollard::Docker,
@@ -159,7 +146,8 @@ impl DockerLogs {
         shutdown: CancellationToken,
     ) -> Result<DockerLogs, String> {
         let (pipeline, multiline) = Pipeline::new(&cfg.stages, "logs.docker").map_err(|e| e.join("; "))?;
-        let docker = connect(if cfg.host.is_empty() { fallback_host } else { &cfg.host })?;
+        let docker = crate::sources::docker::connect(if cfg.host.is_empty() { fallback_host } else { &cfg.host })
+            .map_err(|e| format!("docker logs: {e}"))?;
         let opt_re = |s: &str| -> Result<Option<Regex>, String> {
             if s.is_empty() {
                 Ok(None)

@@ -42,9 +42,19 @@ pub fn start(
     (Vec::new(), rx)
 }
 
-/// Connects to the Docker Engine at `host` (`unix:///path`, `tcp://h:p`),
-/// or at DOCKER_HOST / the default unix socket when `host` is empty.
+/// Connects to the Docker Engine at `host` (`unix:///path`), or at
+/// DOCKER_HOST / the default unix socket when `host` is empty. Only unix
+/// sockets: the agent runs next to dockerd.
 pub fn connect(host: &str) -> Result<bollard::Docker, String> {
-    let _ = host;
-    Err("docker support is not implemented yet".into())
+    let env = std::env::var("DOCKER_HOST").unwrap_or_default();
+    let host = if !host.is_empty() {
+        host.to_string()
+    } else if !env.is_empty() {
+        env
+    } else {
+        "unix:///var/run/docker.sock".into()
+    };
+    let path = host.strip_prefix("unix://").ok_or_else(|| format!("host {host:?} is not supported; use a unix:// socket"))?;
+    bollard::Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
+        .map_err(|e| format!("cannot connect to {host}: {e}"))
 }
