@@ -1,6 +1,19 @@
 //! Docker: container discovery and per-container metrics (cAdvisor names).
+//!
+//! Discovery (`discovery`) keeps an inventory of containers from the Engine
+//! API (a list at start, then the events stream) and publishes it on a watch
+//! channel. Two consumers read it: scrape jobs with `docker_sd = true` get
+//! one target per container network and port (Prometheus's Docker SD meta
+//! labels), and the container metrics collector (`metrics`) reads each
+//! running container's cgroup and network counters.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::common;
 
 /// `[docker]`: discovery and container metrics.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -11,6 +24,15 @@ pub struct DockerConfig {
     /// Docker Engine address; DOCKER_HOST or the default unix socket when empty.
     #[serde(default)]
     pub host: String,
+    /// Collect per-container metrics (cAdvisor's names) from the cgroup files.
+    #[serde(default = "yes")]
+    pub container_metrics: bool,
+    /// Add `container_label_<k>` for each container label to container metrics.
+    #[serde(default = "yes")]
+    pub container_labels: bool,
+    /// Interval of container metrics; `agent.scrape_interval` when unset.
+    #[serde(default, with = "common::opt_duration", skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
 }
 
 fn yes() -> bool {
@@ -19,17 +41,95 @@ fn yes() -> bool {
 
 impl Default for DockerConfig {
     fn default() -> Self {
-        DockerConfig { enabled: true, host: String::new() }
+        DockerConfig { enabled: true, host: String::new(), container_metrics: true, container_labels: true, interval: None }
     }
 }
 
 impl DockerConfig {
     /// Adds this section's problems to `problems`.
-    pub fn validate(&self, _problems: &mut Vec<String>) {}
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if !self.host.is_empty() && !self.host.starts_with("unix://") {
+            problems.push(format!("docker.host {:?} is not supported; use a unix:// socket", self.host));
+        }
+        if self.interval.is_some_and(|i| i.is_zero()) {
+            problems.push("docker.interval must be above zero".into());
+        }
+    }
 
     /// One line for `vantage check`.
     pub fn describe(&self) -> String {
-        format!("host {}", if self.host.is_empty() { "unix:///var/run/docker.sock" } else { &self.host })
+        format!(
+            "host {}, container metrics {}",
+            socket_url(&self.host),
+            if self.container_metrics { "on" } else { "off" }
+        )
+    }
+}
+
+/// One container as discovery last saw it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Container {
+    /// Full 64-hex-digit id.
+    pub id: String,
+    /// Name with Docker's leading slash (`/web`).
+    pub name: String,
+    /// Image as the container was created from (`busybox:latest`).
+    pub image: String,
+    /// The container's labels.
+    pub labels: BTreeMap<String, String>,
+    /// running, paused, restarting, exited, created, removing or dead.
+    pub state: String,
+    /// Host pid of the init process; 0 when not running.
+    pub pid: u32,
+    /// Start time, seconds since the epoch (0 when never started).
+    pub started_at: f64,
+    /// `HostConfig.NetworkMode` (bridge, host, none, container:<id>, a network name).
+    pub network_mode: String,
+    /// Networks the container is attached to.
+    pub networks: Vec<Network>,
+    /// Exposed and published ports.
+    pub ports: Vec<Port>,
+}
+
+/// A network a container is attached to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Network {
+    pub name: String,
+    pub id: String,
+    /// The container's IPv4 address on it (empty when none).
+    pub ip: String,
+    /// The network's own labels (from the network list).
+    pub labels: BTreeMap<String, String>,
+    pub scope: String,
+    pub internal: bool,
+    pub ingress: bool,
+}
+
+/// A container port, as `docker ps` lists it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Port {
+    pub private: u16,
+    /// Host port it is published on, if any.
+    pub public: Option<u16>,
+    /// Host address it is published on (empty when not published).
+    pub public_ip: String,
+    /// tcp, udp or sctp.
+    pub protocol: String,
+}
+
+/// Every container discovery knows, sorted by id.
+pub type Inventory = Arc<Vec<Container>>;
+
+/// The Engine URL for `host`: the configured one, else DOCKER_HOST, else
+/// the default unix socket.
+pub fn socket_url(host: &str) -> String {
+    let env = std::env::var("DOCKER_HOST").unwrap_or_default();
+    if !host.is_empty() {
+        host.to_string()
+    } else if !env.is_empty() {
+        env
+    } else {
+        "unix:///var/run/docker.sock".into()
     }
 }
 
@@ -46,14 +146,7 @@ pub fn start(
 /// DOCKER_HOST / the default unix socket when `host` is empty. Only unix
 /// sockets: the agent runs next to dockerd.
 pub fn connect(host: &str) -> Result<bollard::Docker, String> {
-    let env = std::env::var("DOCKER_HOST").unwrap_or_default();
-    let host = if !host.is_empty() {
-        host.to_string()
-    } else if !env.is_empty() {
-        env
-    } else {
-        "unix:///var/run/docker.sock".into()
-    };
+    let host = socket_url(host);
     let path = host.strip_prefix("unix://").ok_or_else(|| format!("host {host:?} is not supported; use a unix:// socket"))?;
     bollard::Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
         .map_err(|e| format!("cannot connect to {host}: {e}"))
