@@ -6,7 +6,7 @@
 //! installs them. A missing server is a failure that names the package,
 //! never a silent skip.
 
-pub mod logs_docker;
+pub mod docker;
 pub mod loki;
 pub mod prometheus;
 pub mod receiver;

@@ -485,7 +485,7 @@ fn memory_stays_flat_while_loki_is_down() {
 /// restart nothing arrives twice and nothing is missing.
 #[test]
 fn container_logs_arrive_once_across_docker_and_agent_restarts() {
-    use vantage_tests::logs_docker::{busybox_image, docker};
+    use vantage_tests::docker::{busybox_image, docker};
     let image = busybox_image();
     let dir = TempDir::new("logs-docker");
     let loki = Loki::start();

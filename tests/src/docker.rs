@@ -1,14 +1,13 @@
-//! Docker for the log tests: a running dockerd (started here when `docker
-//! info` fails) and a busybox image made with `docker import` from
-//! busybox-static's binary (there is no registry). The docker helper's
-//! harness does the same for metrics; the lead may merge the two.
+//! Docker for the tests: a running dockerd (started here when `docker info`
+//! fails) and a busybox image made with `docker import` from busybox-static's
+//! binary (there is no registry).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Image name of the busybox image built by [`busybox_image`].
-pub const IMAGE: &str = "vantage-logs-busybox:test";
+pub const IMAGE: &str = "vantage-busybox:2";
 
 fn docker_ok(args: &[&str]) -> bool {
     Command::new("docker").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
@@ -54,7 +53,9 @@ pub fn busybox_image() -> &'static str {
     let bin = dir.path().join("rootfs/bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy(&busybox, bin.join("busybox")).unwrap();
-    for applet in ["sh", "echo", "sleep", "cat", "head", "tr", "printf", "seq"] {
+    for applet in [
+        "sh", "echo", "sleep", "cat", "head", "tr", "printf", "seq", "httpd", "dd", "yes", "mkdir", "wget", "md5sum", "true",
+    ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
     }
     let tar = dir.path().join("rootfs.tar");
