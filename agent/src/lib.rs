@@ -118,9 +118,9 @@ pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: Ca
     // Sources.
     let interval = config.agent.scrape_interval;
     if config.docker.enabled {
-        let (docker_tasks, targets) = sources::docker::start(&ctx);
-        tasks.extend(docker_tasks);
-        ctx.docker_targets = Some(targets);
+        let docker = sources::docker::start(&ctx);
+        tasks.extend(docker.tasks);
+        ctx.docker_targets = Some(docker.targets);
     }
     for collector in builtin_collectors(&config, &registry).await {
         let every = match collector.name() {

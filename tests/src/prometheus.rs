@@ -55,6 +55,11 @@ impl Prometheus {
         self.api("query", &[("query", promql)])
     }
 
+    /// An instant query evaluated at `time` (Unix seconds).
+    pub fn query_at(&self, promql: &str, time: f64) -> Vec<serde_json::Value> {
+        self.api("query", &[("query", promql), ("time", &format!("{time:.3}"))])
+    }
+
     /// A range query over [start, end] (Unix seconds) with `step` seconds;
     /// the `data.result` array of matrices.
     pub fn query_range(&self, promql: &str, start: f64, end: f64, step: f64) -> Vec<serde_json::Value> {

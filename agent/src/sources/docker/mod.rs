@@ -12,8 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::config::common;
+use crate::sample::Labels;
+
+pub mod discovery;
 
 /// `[docker]`: discovery and container metrics.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -133,13 +137,30 @@ pub fn socket_url(host: &str) -> String {
     }
 }
 
-/// Starts discovery and container metrics; returns the tasks and the
-/// discovered targets.
-pub fn start(
-    _ctx: &crate::Context,
-) -> (Vec<tokio::task::JoinHandle<()>>, tokio::sync::watch::Receiver<Vec<crate::sample::Labels>>) {
-    let (_tx, rx) = tokio::sync::watch::channel(Vec::new());
-    (Vec::new(), rx)
+/// What [`start`] set running.
+pub struct Started {
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Scrape targets (Prometheus Docker SD label sets) of running containers.
+    pub targets: watch::Receiver<Vec<Labels>>,
+    /// Every container discovery knows.
+    pub inventory: watch::Receiver<Inventory>,
+}
+
+/// Starts discovery (and, when enabled, container metrics). Never fails:
+/// without a reachable dockerd, discovery retries in the background and
+/// every other source runs on.
+pub fn start(ctx: &crate::Context) -> Started {
+    let config = &ctx.config.docker;
+    let (inventory_tx, inventory) = watch::channel(Inventory::default());
+    let (targets_tx, targets) = watch::channel(Vec::new());
+    let tasks = vec![tokio::spawn(discovery::run(
+        config.host.clone(),
+        inventory_tx,
+        targets_tx,
+        ctx.registry.clone(),
+        ctx.shutdown.clone(),
+    ))];
+    Started { tasks, targets, inventory }
 }
 
 /// Connects to the Docker Engine at `host` (`unix:///path`), or at
@@ -148,6 +169,8 @@ pub fn start(
 pub fn connect(host: &str) -> Result<bollard::Docker, String> {
     let host = socket_url(host);
     let path = host.strip_prefix("unix://").ok_or_else(|| format!("host {host:?} is not supported; use a unix:// socket"))?;
-    bollard::Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
-        .map_err(|e| format!("cannot connect to {host}: {e}"))
+    bollard::Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(|e| match e {
+        bollard::errors::Error::SocketNotFoundError(_) => format!("no Docker socket at {path} (is dockerd running?)"),
+        e => format!("cannot connect to {host}: {e}"),
+    })
 }
