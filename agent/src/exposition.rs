@@ -19,6 +19,10 @@ pub fn render<'a>(families: impl IntoIterator<Item = &'a Family>, with_timestamp
     }
     let mut out = String::with_capacity(merged.len() * 128);
     for (name, parts) in merged {
+        // A family whose series all ended has nothing to show, not even a header.
+        if parts.iter().flat_map(|f| f.samples.iter()).all(|s| is_stale(s.value)) {
+            continue;
+        }
         let help = parts.iter().map(|f| f.help.as_str()).find(|h| !h.is_empty()).unwrap_or("");
         let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(out, "# TYPE {name} {}", parts[0].kind.as_text());
