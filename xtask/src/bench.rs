@@ -35,6 +35,9 @@ struct Options {
     smoke: bool,
 }
 
+/// Starts one setup's processes: (tag, work dir) → the children to measure.
+type StartSetup<'a> = dyn Fn(&str, &Path) -> anyhow::Result<Vec<Child>> + 'a;
+
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options { duration: Duration::from_secs(60), interval: Duration::from_secs(15), smoke: false };
     let mut it = args.iter();
@@ -101,7 +104,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     // The large endpoint is scraped at 15 s, or at the smoke run's interval.
     let large_iv = if opts.smoke { iv.clone() } else { "15s".to_string() };
     let mut outcomes = Vec::new();
-    let setups: Vec<(&str, Box<dyn Fn(&str, &Path) -> anyhow::Result<Vec<Child>>>)> = vec![
+    let setups: Vec<(&str, Box<StartSetup>)> = vec![
         ("node_exporter + prometheus agent", Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &iv, node_port, &receiver))),
         ("node_exporter + vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, &iv, node_port, &receiver))),
         ("vantage node", Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, &iv, false, None, &receiver))),
