@@ -86,14 +86,12 @@ impl Agent {
 struct Containers(Vec<String>);
 
 impl Containers {
-    /// `docker run -d --name <name> <args> <image> sh -c <script>`; its IP
-    /// address on the default bridge.
-    fn run(&mut self, name: &str, labels: &[&str], script: &str) -> String {
+    /// `docker run -d --name <name> <options> <image> sh -c <script>`; its
+    /// IP address on the default bridge.
+    fn run(&mut self, name: &str, options: &[&str], script: &str) -> String {
         self.0.push(name.to_string());
         let mut args = vec!["run", "-d", "--name", name];
-        for l in labels {
-            args.extend(["--label", l]);
-        }
+        args.extend(options);
         args.extend([busybox_image(), "sh", "-c", script]);
         docker(&args);
         docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name])
@@ -131,10 +129,22 @@ fn labelled_container_is_discovered_scraped_and_goes_stale_within_2s() {
     assert!(connected.is_some(), "discovery never connected: {:?}\n{}", agent.sources(), agent.log_text());
 
     // A container without the label is discovered but not scraped.
-    let quiet_ip = containers.run(&quiet, &["prometheus.port=8080"], &httpd_script("vtd_quiet 1\\n"));
+    let quiet_ip = containers.run(&quiet, &["-l", "prometheus.port=8080"], &httpd_script("vtd_quiet 1\\n"));
     let ip = containers.run(
         &web,
-        &["prometheus.scrape=true", "prometheus.port=8080", "prometheus.path=/metrics", "team=payments"],
+        // Two exposed ports: two discovered targets that the rule makes one.
+        &[
+            "-l",
+            "prometheus.scrape=true",
+            "-l",
+            "prometheus.port=8080",
+            "-l",
+            "prometheus.path=/metrics",
+            "--expose",
+            "8080",
+            "--expose",
+            "9090",
+        ],
         &httpd_script("# TYPE vtd_requests_total counter\\nvtd_requests_total{path=\"/\"} 42\\n"),
     );
     let started = Instant::now();
@@ -158,6 +168,10 @@ fn labelled_container_is_discovered_scraped_and_goes_stale_within_2s() {
     assert_eq!(m["path"], "/");
     assert_eq!(m["server_name"], "exchange-01");
     assert_eq!(series[0]["value"][1], "42");
+    let scraped: Vec<String> =
+        agent.sources().into_iter().map(|(n, _, _)| n).filter(|n| n.contains(&format!("/{ip}:"))).collect();
+    // (Other tests' containers may be scraped too: look at this one's only.)
+    assert_eq!(scraped, vec![target.clone()], "one target per container");
     assert!(
         agent.sources().iter().all(|(n, _, _)| !n.contains(&quiet_ip)),
         "the unlabelled container was scraped: {:?}",
@@ -267,7 +281,7 @@ fn runs_without_the_socket_then_picks_docker_up_and_survives_a_daemon_restart() 
     // The socket appears: discovery connects (the backoff is at most 4 s by
     // now) and the labelled container is scraped.
     let first = format!("vtd-first-{tag}");
-    let ip = containers.run(&first, &["prometheus.scrape=true", "prometheus.port=8080"], &httpd_script("vtd_first 1\\n"));
+    let ip = containers.run(&first, &["-l", "prometheus.scrape=true", "-l", "prometheus.port=8080"], &httpd_script("vtd_first 1\\n"));
     let proxy = SocketProxy::start(&socket, "/var/run/docker.sock");
     let up = wait_for(Duration::from_secs(10), || agent.source("docker/discovery").filter(|(h, _)| h == "up"));
     assert!(up.is_some(), "discovery did not connect once the socket appeared: {:?}", agent.sources());
@@ -281,7 +295,7 @@ fn runs_without_the_socket_then_picks_docker_up_and_survives_a_daemon_restart() 
     let lost = wait_for(Duration::from_secs(10), || agent.source("docker/discovery").filter(|(h, _)| h == "down"));
     assert!(lost.is_some(), "discovery did not notice the daemon going away: {:?}", agent.sources());
     let second = format!("vtd-second-{tag}");
-    let ip2 = containers.run(&second, &["prometheus.scrape=true", "prometheus.port=8080"], &httpd_script("vtd_second 2\\n"));
+    let ip2 = containers.run(&second, &["-l", "prometheus.scrape=true", "-l", "prometheus.port=8080"], &httpd_script("vtd_second 2\\n"));
     assert!(agent.metrics().contains(&series), "the known container's target should stay while dockerd is away");
     let _proxy = SocketProxy::start(&socket, "/var/run/docker.sock");
     let series2 = format!("vtd_second{{container_name=\"{second}\",instance=\"{ip2}:8080\",job=\"docker-containers\"}} 2");
