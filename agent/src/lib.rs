@@ -201,6 +201,9 @@ pub async fn collect_once(config: Config) -> String {
             Err(e) => tracing::warn!(source = c.name(), error = %e, "collection failed"),
         }
     }
+    if config.docker.enabled && config.docker.container_metrics {
+        families.extend(sources::docker::collect_once(&config.docker).await);
+    }
     families.extend(sources::scrape::collect_once(&config).await);
     families.extend(selfmetrics::collect(&registry));
     exposition::render(&families, false)

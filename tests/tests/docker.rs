@@ -1,9 +1,11 @@
-//! Docker discovery against a real dockerd (started by the harness when none
-//! runs): containers labelled `prometheus.scrape=true` are found through the
-//! events stream and scraped with the shipped configs' relabel rules, and
-//! go stale within 2 s of their removal; the agent runs without the Docker
-//! socket and picks Docker up when it appears, and again after the daemon's
-//! connection drops (a dockerd restart, as the agent sees it).
+//! Docker against a real dockerd (started by the harness when none runs):
+//! containers labelled `prometheus.scrape=true` are found through the events
+//! stream and scraped with the shipped configs' relabel rules, and they and
+//! their container metrics go stale within 2 s of their removal; container
+//! metrics agree with the cgroup files and `docker stats`; the agent runs
+//! without the Docker socket and picks Docker up when it appears, and again
+//! after the daemon's connection drops (a dockerd restart, as the agent sees
+//! it).
 
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -24,15 +26,15 @@ struct Agent {
 }
 
 impl Agent {
-    /// Starts `vantage run` on a config file of the repository with `env`
-    /// on top of .env.example, and waits for /-/ready.
+    /// Starts `vantage run` on a config file of the repository (or a path)
+    /// with `env` on top of .env.example, and waits for /-/ready.
     fn start(dir: &TempDir, config: &str, env: &[(&str, &str)]) -> Agent {
         let port = free_port();
         let log = dir.path().join("agent.log");
         let mut cmd = Command::new(vantage_bin());
         cmd.arg("run")
             .arg("--config")
-            .arg(workspace().join("config").join(config))
+            .arg(if config.contains('/') { PathBuf::from(config) } else { workspace().join("config").join(config) })
             .arg("--env-file")
             .arg(workspace().join(".env.example"))
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
@@ -178,6 +180,9 @@ fn labelled_container_is_discovered_scraped_and_goes_stale_within_2s() {
         agent.sources()
     );
     assert!(prometheus.query("vtd_quiet").is_empty());
+    let memory = format!("container_memory_usage_bytes{{name=\"{web}\",job=\"cadvisor\"}}");
+    let arrived = wait_for(Duration::from_secs(10), || (!prometheus.query(&memory).is_empty()).then_some(()));
+    assert!(arrived.is_some(), "{memory} never reached Prometheus");
 
     // Removal: the target goes within 2 s and Prometheus sees the series end.
     // (First let a scrape or two land, so the series provably existed half a
@@ -194,6 +199,9 @@ fn labelled_container_is_discovered_scraped_and_goes_stale_within_2s() {
     let ended = wait_for(Duration::from_secs(20), || prometheus.query_at(&selector, removed_at + 2.0).is_empty().then_some(()));
     assert!(ended.is_some(), "no stale marker within 2 s of the removal reached Prometheus");
     assert_eq!(prometheus.query_at(&selector, removed_at - 0.5).len(), 1, "the series should exist before the removal");
+    let ended = wait_for(Duration::from_secs(20), || prometheus.query_at(&memory, removed_at + 2.0).is_empty().then_some(()));
+    assert!(ended.is_some(), "container metrics did not go stale within 2 s of the removal");
+    assert_eq!(prometheus.query_at(&memory, removed_at - 0.5).len(), 1, "container metrics should exist before the removal");
 }
 
 /// A unix-socket proxy in front of dockerd's socket: absent until started,
@@ -314,4 +322,124 @@ fn local_and_unified_configs_carry_the_same_container_rule() {
     let local = block("local.toml");
     assert!(local.contains("docker_sd = true") && local.contains("prometheus_scrape"), "{local}");
     assert_eq!(local, block("unified.toml"));
+}
+
+/// `vantage collect --once` with only the Docker source; the value of the
+/// one series whose text starts with `prefix`, and when it was taken (the
+/// middle of the run).
+fn collect_container_metrics(config: &Path) -> (String, Instant) {
+    let before = Instant::now();
+    let out = Command::new(vantage_bin()).args(["collect", "--once", "--config"]).arg(config).output().expect("run vantage");
+    let after = Instant::now();
+    assert!(out.status.success(), "collect --once: {}", String::from_utf8_lossy(&out.stderr));
+    (String::from_utf8_lossy(&out.stdout).into_owned(), before + (after - before) / 2)
+}
+
+fn value(text: &str, prefix: &str) -> f64 {
+    let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// One cgroup v1 file of a container (this machine: cgroupfs driver).
+fn cgroup_file(controller: &str, id: &str, file: &str) -> String {
+    let path = format!("/sys/fs/cgroup/{controller}/docker/{id}/{file}");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn stat_value(text: &str, key: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' '))).unwrap().trim().parse().unwrap()
+}
+
+/// `docker stats --no-stream` of a container: (CPU %, memory bytes).
+fn docker_stats(name: &str) -> (f64, f64) {
+    let out = docker(&["stats", "--no-stream", "--format", "{{.CPUPerc}} {{.MemUsage}}", name]);
+    let mut parts = out.split_whitespace();
+    let cpu: f64 = parts.next().unwrap().trim_end_matches('%').parse().unwrap();
+    let mem = parts.next().unwrap();
+    let (number, unit) = mem.split_at(mem.find(|c: char| c.is_ascii_alphabetic()).unwrap());
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" | "kB" => 1024.0,
+        "MiB" | "MB" => 1024.0 * 1024.0,
+        "GiB" | "GB" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("unit {other} in {out}"),
+    };
+    (cpu, number.parse::<f64>().unwrap() * scale)
+}
+
+fn within(actual: f64, expected: f64, share: f64) -> bool {
+    (actual - expected).abs() <= expected.abs() * share
+}
+
+#[test]
+fn container_metrics_follow_cpu_and_memory_like_the_cgroup_files_and_docker_stats() {
+    let dir = TempDir::new("docker-metrics");
+    let tag = std::process::id();
+    let (burn, fill) = (format!("vtm-burn-{tag}"), format!("vtm-fill-{tag}"));
+    let mut containers = Containers(Vec::new());
+    busybox_image();
+    let config = dir.write("docker.toml", "[node]\nenabled = false\n[ebpf]\nenabled = false\n[docker]\ninstance = \"host-1\"\n");
+    containers.run(&burn, &["-l", "com.example.team=payments"], "yes > /dev/null");
+    // 6 x 8 MiB into the container's /dev/shm (tmpfs: charged to its memory
+    // cgroup and never inactive file cache), a chunk a second.
+    containers.run(&fill, &[], "for i in 1 2 3 4 5 6; do dd if=/dev/zero of=/dev/shm/f$i bs=1M count=8 2>/dev/null; sleep 1; done; sleep 600");
+    let burn_id = docker(&["inspect", "-f", "{{.Id}}", &burn]);
+    let fill_id = docker(&["inspect", "-f", "{{.Id}}", &fill]);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let cpu_series = format!("container_cpu_usage_seconds_total{{container_label_com_example_team=\"payments\",cpu=\"total\",id=\"/docker/{burn_id}\",image=\"{}\",instance=\"host-1\",job=\"cadvisor\",name=\"{burn}\"}}", busybox_image());
+    let ws_series = format!("container_memory_working_set_bytes{{id=\"/docker/{fill_id}\",image=\"{}\",instance=\"host-1\",job=\"cadvisor\",name=\"{fill}\"}}", busybox_image());
+    let (first, t1) = collect_container_metrics(&config);
+    let cg1 = cgroup_file("cpuacct", &burn_id, "cpuacct.usage").trim().parse::<f64>().unwrap() / 1e9;
+    std::thread::sleep(Duration::from_secs(6));
+    let (second, t2) = collect_container_metrics(&config);
+    let cg2 = cgroup_file("cpuacct", &burn_id, "cpuacct.usage").trim().parse::<f64>().unwrap() / 1e9;
+    let (stats_cpu, _) = docker_stats(&burn);
+    let (_, stats_mem) = docker_stats(&fill);
+    let memory_stat = cgroup_file("memory", &fill_id, "memory.stat");
+    let cg_ws = cgroup_file("memory", &fill_id, "memory.usage_in_bytes").trim().parse::<f64>().unwrap()
+        - stat_value(&memory_stat, "total_inactive_file");
+
+    // CPU: one busy loop is about one core-second per second, as the cgroup
+    // file and docker stats also say.
+    let (c1, c2) = (value(&first, &cpu_series), value(&second, &cpu_series));
+    let rate = (c2 - c1) / (t2 - t1).as_secs_f64();
+    assert!((0.8..=1.1).contains(&rate), "a busy loop used {rate:.3} cores by the agent's counter");
+    assert!(within(c2 - c1, cg2 - cg1, 0.10), "agent's CPU delta {:.3} s vs cgroup file {:.3} s", c2 - c1, cg2 - cg1);
+    assert!(within(stats_cpu, rate * 100.0, 0.10), "docker stats says {stats_cpu} %, the agent {:.1} %", rate * 100.0);
+
+    // Memory: the working set grew by the chunks written meanwhile, and
+    // matches the cgroup files and docker stats (which for cgroup v1 is
+    // usage minus total_inactive_file too).
+    let (w1, w2) = (value(&first, &ws_series), value(&second, &ws_series));
+    assert!(w2 - w1 >= 24.0 * 1024.0 * 1024.0, "working set grew only {w1} -> {w2}");
+    assert!(within(w2, cg_ws, 0.10), "agent's working set {w2} vs cgroup files {cg_ws}");
+    assert!(within(stats_mem, w2, 0.10), "docker stats says {stats_mem} bytes, the agent {w2}");
+
+    // Every family cAdvisor users expect for a running container.
+    for family in [
+        "container_cpu_user_seconds_total",
+        "container_cpu_system_seconds_total",
+        "container_cpu_cfs_periods_total",
+        "container_memory_rss",
+        "container_memory_cache",
+        "container_memory_swap",
+        "container_memory_failcnt",
+        "container_spec_memory_limit_bytes",
+        "container_spec_cpu_period",
+        "container_spec_cpu_shares",
+        "container_network_receive_bytes_total",
+        "container_network_transmit_packets_dropped_total",
+        "container_processes",
+        "container_start_time_seconds",
+        "container_last_seen",
+        "container_oom_events_total",
+    ] {
+        assert!(second.lines().any(|l| l.starts_with(family) && l.contains(&format!("name=\"{burn}\""))), "no {family} for {burn}");
+    }
+    let state = format!("container_state{{container_label_com_example_team=\"payments\",id=\"/docker/{burn_id}\",image=\"{}\",instance=\"host-1\",job=\"cadvisor\",name=\"{burn}\",state=\"running\"}} 1", busybox_image());
+    assert!(second.contains(&state), "{state} missing");
+    let procs = cgroup_file("pids", &burn_id, "cgroup.procs").lines().count() as f64;
+    let reported = value(&second, &format!("container_processes{{container_label_com_example_team=\"payments\",id=\"/docker/{burn_id}\""));
+    assert_eq!((reported, procs), (1.0, 1.0), "sh execs its one command: yes alone runs");
 }

@@ -16,8 +16,11 @@ use tokio::sync::watch;
 
 use crate::config::common;
 use crate::sample::Labels;
+use crate::sources::Collector;
 
+pub mod cgroup;
 pub mod discovery;
+pub mod metrics;
 
 /// `[docker]`: discovery and container metrics.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -34,6 +37,12 @@ pub struct DockerConfig {
     /// Add `container_label_<k>` for each container label to container metrics.
     #[serde(default = "yes")]
     pub container_labels: bool,
+    /// `job` label of container metrics.
+    #[serde(default = "default_job")]
+    pub job: String,
+    /// `instance` label of container metrics; the host name when empty.
+    #[serde(default)]
+    pub instance: String,
     /// Interval of container metrics; `agent.scrape_interval` when unset.
     #[serde(default, with = "common::opt_duration", skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,
@@ -43,9 +52,21 @@ fn yes() -> bool {
     true
 }
 
+fn default_job() -> String {
+    "cadvisor".into()
+}
+
 impl Default for DockerConfig {
     fn default() -> Self {
-        DockerConfig { enabled: true, host: String::new(), container_metrics: true, container_labels: true, interval: None }
+        DockerConfig {
+            enabled: true,
+            host: String::new(),
+            container_metrics: true,
+            container_labels: true,
+            job: default_job(),
+            instance: String::new(),
+            interval: None,
+        }
     }
 }
 
@@ -54,6 +75,9 @@ impl DockerConfig {
     pub fn validate(&self, problems: &mut Vec<String>) {
         if !self.host.is_empty() && !self.host.starts_with("unix://") {
             problems.push(format!("docker.host {:?} is not supported; use a unix:// socket", self.host));
+        }
+        if self.job.is_empty() {
+            problems.push("docker.job must not be empty".into());
         }
         if self.interval.is_some_and(|i| i.is_zero()) {
             problems.push("docker.interval must be above zero".into());
@@ -153,14 +177,43 @@ pub fn start(ctx: &crate::Context) -> Started {
     let config = &ctx.config.docker;
     let (inventory_tx, inventory) = watch::channel(Inventory::default());
     let (targets_tx, targets) = watch::channel(Vec::new());
-    let tasks = vec![tokio::spawn(discovery::run(
+    let mut tasks = vec![tokio::spawn(discovery::run(
         config.host.clone(),
         inventory_tx,
         targets_tx,
         ctx.registry.clone(),
         ctx.shutdown.clone(),
     ))];
+    if config.container_metrics {
+        let collector = metrics::ContainerCollector::new(config, inventory.clone());
+        let every = config.interval.unwrap_or(ctx.config.agent.scrape_interval);
+        // Not required for readiness: the agent is ready without dockerd.
+        ctx.registry.register_source(collector.name(), "docker", false);
+        tasks.push(tokio::spawn(crate::sources::run_collector(
+            Box::new(collector),
+            every,
+            ctx.metrics.clone(),
+            ctx.registry.clone(),
+            ctx.shutdown.clone(),
+        )));
+    }
     Started { tasks, targets, inventory }
+}
+
+/// One collection of container metrics from a fresh list of the
+/// containers, for `vantage collect --once`; nothing (and a warning)
+/// without dockerd.
+pub async fn collect_once(config: &DockerConfig) -> Vec<crate::sample::Family> {
+    let inventory = match discovery::list_once(&config.host).await {
+        Ok(inventory) => inventory,
+        Err(e) => {
+            tracing::warn!(socket = %socket_url(&config.host), error = %e, "docker: no container metrics");
+            return Vec::new();
+        }
+    };
+    let (_tx, rx) = watch::channel(inventory);
+    let mut collector = metrics::ContainerCollector::new(config, rx);
+    collector.collect(crate::sample::now_ms()).unwrap_or_default()
 }
 
 /// Connects to the Docker Engine at `host` (`unix:///path`), or at
