@@ -30,11 +30,16 @@ pub fn now_ms() -> i64 {
     now.as_millis() as i64
 }
 
+/// Text of a label name or value. Names and most values are short: up to
+/// 24 bytes live inline, so a label set costs one allocation (its Vec), not
+/// two per label. A scrape of 100,000 series builds over a million labels.
+pub type Text = compact_str::CompactString;
+
 /// One label pair.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
-    pub name: String,
-    pub value: String,
+    pub name: Text,
+    pub value: Text,
 }
 
 /// A label set, kept sorted by name with unique names and no empty values:
@@ -56,7 +61,7 @@ impl Labels {
 
     /// Builds a label set from pairs; a later pair wins over an earlier one
     /// with the same name, and empty values are dropped.
-    pub fn from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+    pub fn from_pairs<N: Into<Text>, V: Into<Text>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
         let mut labels = Labels::new();
         for (name, value) in pairs {
             labels.set(name, value);
@@ -70,7 +75,7 @@ impl Labels {
     }
 
     /// Sets `name` to `value`; an empty value removes the label.
-    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn set(&mut self, name: impl Into<Text>, value: impl Into<Text>) {
         let (name, value) = (name.into(), value.into());
         match self.position(&name) {
             Ok(i) if value.is_empty() => {
@@ -84,7 +89,7 @@ impl Labels {
 
     /// Removes `name` and returns its value.
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        self.position(name).ok().map(|i| self.0.remove(i).value)
+        self.position(name).ok().map(|i| self.0.remove(i).value.into_string())
     }
 
     /// Keeps only the labels for which `keep` returns true.
@@ -115,7 +120,7 @@ impl Labels {
     /// Appends a label known to sort after every label present and to have
     /// a non-empty value: the fast path for builders that add in order.
     /// Falls back to [`Labels::set`] when that does not hold.
-    pub fn push_sorted(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn push_sorted(&mut self, name: impl Into<Text>, value: impl Into<Text>) {
         let (name, value) = (name.into(), value.into());
         match self.0.last() {
             Some(last) if last.name >= name => self.set(name, value),

@@ -573,8 +573,10 @@ fn merge_labels<'a>(labels: &'a Labels, external: &'a [(String, String)], out: &
 }
 
 /// Appends one `WalRecord.series` entry (a 1.0 `TimeSeries` with one
-/// sample) to `buf`, as prost would encode it.
-fn encode_series(buf: &mut Vec<u8>, labels: &[(&str, &str)], value: f64, ts: i64) {
+/// sample) to `buf`, as prost would encode it. The same bytes are a
+/// `WriteRequest.timeseries` entry (field 1 in both), which the queue
+/// sends as they are.
+pub fn encode_series(buf: &mut Vec<u8>, labels: &[(&str, &str)], value: f64, ts: i64) {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
     let str_len = |s: &str| 1 + encoded_len_varint(s.len() as u64) + s.len();
     let label_len = |n: &str, v: &str| str_len(n) + str_len(v);

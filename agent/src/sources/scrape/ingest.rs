@@ -83,7 +83,7 @@ pub fn attach_target_labels(labels: &mut Labels, target: &Labels, honor_labels: 
     let mut clashes: Vec<(String, String)> = Vec::new();
     for l in target.iter() {
         if let Some(v) = labels.get(&l.name) {
-            clashes.push((l.name.clone(), v.to_string()));
+            clashes.push((l.name.to_string(), v.to_string()));
         }
         labels.set(l.name.as_str(), l.value.as_str());
     }

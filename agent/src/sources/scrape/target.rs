@@ -234,8 +234,8 @@ impl Job {
             if let Some(k) = l.name.strip_prefix("__param_") {
                 let entry = params.entry(k.to_string()).or_default();
                 match entry.first_mut() {
-                    Some(first) => *first = l.value.clone(),
-                    None => entry.push(l.value.clone()),
+                    Some(first) => *first = l.value.to_string(),
+                    None => entry.push(l.value.to_string()),
                 }
             }
         }
