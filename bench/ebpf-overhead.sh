@@ -7,7 +7,10 @@
 #   - the workload's median wall time over ROUNDS rounds without and with
 #     each tool loaded.
 # The workload: `perf bench sched messaging -g 10 -l 100`, a direct-I/O read
-# loop on a loop device and a loopback TCP request loop, run together.
+# loop on a loop device and a loopback TCP request loop, one after the other
+# in each round, so that the scheduler programs' share can also be given
+# against the scheduler load alone (how the issue calibrates runqlat's cost)
+# and the block programs' against the I/O load alone.
 #
 # Usage (root): bench/ebpf-overhead.sh [ROUNDS]   (default 5)
 # Needs: linux-perf, bpftool, libbpf-tools, python3, and `cargo build -p vantage`
@@ -50,22 +53,33 @@ for _ in range(200):
     s.close()
 '''
 
-def workload():
-    """Runs the three loads together; (wall seconds, CPU seconds)."""
+PHASES = ("sched", "io", "tcp")
+
+def phase_cmd(phase):
+    return {
+        "sched": ["perf", "bench", "sched", "messaging", "-g", "10", "-l", "100"],
+        "io": ["dd", f"if={loopdev}", "of=/dev/null", "bs=4096", "count=4000", "iflag=direct"],
+        "tcp": ["python3", "-c", TCP_LOOP],
+    }[phase]
+
+def run_phase(phase):
+    """Runs one load alone; (wall seconds, CPU seconds of the load's processes)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
-    procs = [
-        subprocess.Popen(["perf", "bench", "sched", "messaging", "-g", "10", "-l", "100"], stdout=subprocess.DEVNULL),
-        subprocess.Popen(["dd", f"if={loopdev}", "of=/dev/null", "bs=4096", "count=4000", "iflag=direct"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen(["python3", "-c", TCP_LOOP]),
-    ]
-    for p in procs:
-        if p.wait() != 0:
-            sys.exit(f"workload command failed: {p.args}")
+    p = subprocess.Popen(phase_cmd(phase), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if p.wait() != 0:
+        sys.exit(f"workload command failed: {p.args}")
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+def workload():
+    """The three loads one after the other (so each program's cost can be
+    set against the load that drives it); (wall s, CPU s) of the round."""
+    wall = cpu = 0.0
+    for phase in PHASES:
+        w, c = run_phase(phase)
+        wall += w; cpu += c
     return wall, cpu
 
 def progs():
@@ -81,30 +95,43 @@ def wait_new_progs(known, want, limit=30):
         time.sleep(0.2)
     sys.exit(f"expected {want} new BPF programs within {limit}s")
 
+def prog_delta(ids, before, after):
+    """(name, runs, ns) per program in `ids` between two snapshots."""
+    rows = []
+    for i in sorted(ids):
+        a, b = after.get(i, {}), before.get(i, {})
+        rows.append((a.get("name", "?"), a.get("run_cnt", 0) - b.get("run_cnt", 0), a.get("run_time_ns", 0) - b.get("run_time_ns", 0)))
+    return rows
+
 def measure(label, start_tool, want_progs):
     known = set(progs())
     tool = start_tool() if start_tool else None
     ids = wait_new_progs(known, want_progs) if tool else {}
-    before = progs()
-    walls, cpus = [], []
+    walls, cpu = [], 0.0
+    # Per phase: CPU of the load, and per program (runs, ns) while it ran.
+    phases = {ph: {"cpu": 0.0, "progs": {}} for ph in PHASES}
+    totals = {}
     for _ in range(rounds):
-        w, c = workload()
-        walls.append(w); cpus.append(c)
-    after = progs()
+        round_wall = 0.0
+        for phase in PHASES:
+            before = progs()
+            w, c = run_phase(phase)
+            after = progs()
+            round_wall += w; cpu += c
+            phases[phase]["cpu"] += c
+            for name, cnt, ns in prog_delta(ids, before, after):
+                for acc in (phases[phase]["progs"], totals):
+                    r = acc.setdefault(name, [0, 0])
+                    r[0] += cnt; r[1] += ns
+        walls.append(round_wall)
     if tool:
         tool.send_signal(signal.SIGINT)
         try:
             tool.wait(10)
         except subprocess.TimeoutExpired:
             tool.kill(); tool.wait()
-    rows, total_ns = [], 0
-    for i in sorted(ids):
-        a, b = after.get(i, {}), before.get(i, {})
-        ns = a.get("run_time_ns", 0) - b.get("run_time_ns", 0)
-        cnt = a.get("run_cnt", 0) - b.get("run_cnt", 0)
-        total_ns += ns
-        rows.append((a.get("name", "?"), cnt, ns))
-    return {"label": label, "walls": walls, "cpu": sum(cpus), "rows": rows, "prog_ns": total_ns}
+    rows = [(name, c, n) for name, (c, n) in sorted(totals.items())]
+    return {"label": label, "walls": walls, "cpu": cpu, "rows": rows, "prog_ns": sum(n for _, _, n in rows), "phases": phases}
 
 def vantage_tool():
     cfg = os.path.join(work, "vantage.toml")
@@ -139,7 +166,9 @@ finally:
     subprocess.run(["losetup", "-d", loopdev])
 
 base = statistics.median(results[0]["walls"])
-print(f"workload: perf bench sched messaging -g 10 -l 100 + {4000} direct 4 KiB reads on {loopdev} + 200x10 loopback TCP requests; {rounds} rounds per mode")
+print(f"workload, one load after the other: perf bench sched messaging -g 10 -l 100; {4000} direct 4 KiB reads on {loopdev}; 200x10 loopback TCP requests; {rounds} rounds per mode")
+print("workload CPU = user + system time of the load's processes (a program runs in the kernel on behalf of the task that hit the hook, so its time is inside that figure)")
+AREAS = (("scheduler", "sched_", "sched"), ("block", "block_", "io"))
 for r in results:
     med = statistics.median(r["walls"])
     share = 100.0 * r["prog_ns"] / (r["cpu"] * 1e9) if r["cpu"] else 0.0
@@ -150,9 +179,12 @@ for r in results:
         for name, cnt, ns in r["rows"]:
             print(f"   {name:<18} {cnt:>10} {ns / cnt if cnt else 0:>8.0f}")
         print(f"   {'all (weighted)':<18} {tot_cnt:>10} {tot_ns / tot_cnt if tot_cnt else 0:>8.0f}")
-        for area, prefix in (("scheduler", "sched_"), ("block", "block_")):
+        for area, prefix, own in AREAS:
             rows = [(c, n) for name, c, n in r["rows"] if name.startswith(prefix)]
             cnt, ns = sum(c for c, _ in rows), sum(n for _, n in rows)
             share = 100.0 * ns / (r["cpu"] * 1e9) if r["cpu"] else 0.0
-            print(f"   {area + ' (weighted)':<18} {cnt:>10} {ns / cnt if cnt else 0:>8.0f}   {share:.3f} % of workload CPU")
+            ph = r["phases"][own]
+            own_ns = sum(n for name, (c, n) in ph["progs"].items() if name.startswith(prefix))
+            own_share = 100.0 * own_ns / (ph["cpu"] * 1e9) if ph["cpu"] else 0.0
+            print(f"   {area + ' (weighted)':<18} {cnt:>10} {ns / cnt if cnt else 0:>8.0f}   {share:.3f} % of the whole workload's CPU; {own_share:.3f} % of its own load's CPU ({own} phase)")
 PY

@@ -5,19 +5,27 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::PathBuf;
 
-/// Where Docker puts container cgroups in the unified hierarchy, by cgroup
-/// driver and mount layout: (directory, name prefix, name suffix).
+/// Where Docker puts container cgroups in the unified hierarchy, under the
+/// host's sysfs, by cgroup driver and mount layout: (directory, name
+/// prefix, name suffix).
 const LAYOUTS: &[(&str, &str, &str)] = &[
-    ("/sys/fs/cgroup/system.slice", "docker-", ".scope"),
-    ("/sys/fs/cgroup/docker", "", ""),
-    ("/sys/fs/cgroup/unified/system.slice", "docker-", ".scope"),
-    ("/sys/fs/cgroup/unified/docker", "", ""),
+    ("fs/cgroup/system.slice", "docker-", ".scope"),
+    ("fs/cgroup/docker", "", ""),
+    ("fs/cgroup/unified/system.slice", "docker-", ".scope"),
+    ("fs/cgroup/unified/docker", "", ""),
 ];
 
-/// Docker's state directory, where each container's config names it.
-const DOCKER_CONTAINERS: &str = "/var/lib/docker/containers";
+/// Docker's state directory under the host's root, where each container's
+/// config names it.
+const DOCKER_CONTAINERS: &str = "var/lib/docker/containers";
+
+/// A host path: under HOST_SYS / HOST_ROOT when the agent runs in a
+/// container with the host's filesystems mounted there.
+fn host_path(var: &str, default: &str, rel: &str) -> PathBuf {
+    std::env::var_os(var).map_or_else(|| default.into(), PathBuf::from).join(rel)
+}
 
 /// Container names by cgroup id.
 #[derive(Default)]
@@ -33,7 +41,7 @@ impl Containers {
         self.by_cgroup.clear();
         let mut seen = Vec::new();
         for (dir, prefix, suffix) in LAYOUTS {
-            let Ok(entries) = std::fs::read_dir(dir) else {
+            let Ok(entries) = std::fs::read_dir(host_path("HOST_SYS", "/sys", dir)) else {
                 continue;
             };
             for entry in entries.flatten() {
@@ -70,7 +78,7 @@ impl Containers {
 /// The container's name from Docker's config.v2.json ("Name": "/web"), or
 /// its short id when that file is unreadable.
 fn container_name(id: &str) -> String {
-    let path = Path::new(DOCKER_CONTAINERS).join(id).join("config.v2.json");
+    let path = host_path("HOST_ROOT", "/", DOCKER_CONTAINERS).join(id).join("config.v2.json");
     std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
