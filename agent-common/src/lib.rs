@@ -96,10 +96,12 @@ pub struct BlockHists {
 /// further pairs are not counted.
 pub const BLOCK_KEYS: u32 = 1024;
 
-/// Most requests in flight that `BLOCK_START` (LRU hash: request address ->
-/// issue time; written by `block_rq_issue`, read and deleted by
-/// `block_rq_complete`) tracks; the LRU evicts the oldest, so a lost
-/// completion cannot leak an entry.
+/// Slots of `BLOCK_START` (array indexed by a hash of the request's
+/// address: address and issue time; written by `block_rq_issue`, read and
+/// cleared by `block_rq_complete`). A power of two. A fixed array cannot
+/// leak: a lost completion's slot is simply overwritten later. Two requests
+/// in flight on one slot lose one sample (the address check sees it); with
+/// hundreds in flight against 16384 slots that is rare.
 pub const BLOCK_INFLIGHT: u32 = 16384;
 
 /// Slots of `TCP_COUNTERS` (per-CPU array of u64), written by the tcp and

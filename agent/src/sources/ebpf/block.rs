@@ -4,9 +4,9 @@
 use std::collections::HashMap as StdHashMap;
 
 use agent_common::{
-    BlockHists, BlockKey, BLOCK_OP_DISCARD, BLOCK_OP_FLUSH, BLOCK_OP_READ, BLOCK_OP_WRITE,
+    BlockHists, BlockKey, Log2Hist, BLOCK_OP_DISCARD, BLOCK_OP_FLUSH, BLOCK_OP_READ, BLOCK_OP_WRITE,
 };
-use aya::maps::HashMap;
+use aya::maps::PerCpuHashMap;
 use aya::Ebpf;
 
 use super::{histogram, push_histogram, Buckets, LATENCY_NS};
@@ -81,9 +81,25 @@ pub(super) fn collect(
     let Some(map) = ebpf.map("BLOCK_IO") else {
         return Ok(());
     };
-    let map: HashMap<_, BlockKey, BlockHists> =
-        HashMap::try_from(map).map_err(|e| format!("BLOCK_IO: {e}"))?;
-    let mut entries: Vec<(BlockKey, BlockHists)> = map.iter().filter_map(Result::ok).collect();
+    let map: PerCpuHashMap<_, BlockKey, BlockHists> =
+        PerCpuHashMap::try_from(map).map_err(|e| format!("BLOCK_IO: {e}"))?;
+    // One copy per CPU (the kernel side adds without atomics): summed here.
+    let mut entries: Vec<(BlockKey, BlockHists)> = map
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(key, per_cpu)| {
+            let mut total = BlockHists { latency: Log2Hist::ZERO, size: Log2Hist::ZERO };
+            for h in per_cpu.iter() {
+                for (sum, part) in [(&mut total.latency, &h.latency), (&mut total.size, &h.size)] {
+                    for (a, b) in sum.slots.iter_mut().zip(part.slots.iter()) {
+                        *a += b;
+                    }
+                    sum.sum += part.sum;
+                }
+            }
+            (key, total)
+        })
+        .collect();
     entries.sort_by_key(|(k, _)| *k);
     let mut latency = histogram(
         "ebpf_block_io_latency_seconds",
