@@ -94,6 +94,7 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Option<()> {
     let slot = unsafe { &mut *BLOCK_START.get_ptr_mut(slot(addr))? };
     // Another request took the slot since (or it was never issued here).
     if slot.rq != addr {
+        aya_log_ebpf::debug!(ctx, "block_rq_complete: request {:x} lost its in-flight slot", addr);
         return None;
     }
     let start = slot.ts;
@@ -128,9 +129,14 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Option<()> {
         Some(h) => h,
         None => {
             let _ = BLOCK_IO.insert(&key, &ZERO_HISTS, BPF_NOEXIST);
-            BLOCK_IO.get_ptr_mut(&key)?
+            let Some(h) = BLOCK_IO.get_ptr_mut(&key) else {
+                aya_log_ebpf::warn!(ctx, "BLOCK_IO is full ({} disk/op pairs): {}:{} not counted", BLOCK_KEYS, key.major, key.minor);
+                return None;
+            };
+            h
         }
     };
+    aya_log_ebpf::trace!(ctx, "block_rq_complete: {}:{} op {} {} bytes in {} ns", key.major, key.minor, op, bytes, delta);
     let hists = unsafe { &mut *hists };
     hist_add_local(&mut hists.latency, delta.div_ceil(1000), delta);
     hist_add_local(&mut hists.size, bytes as u64, bytes as u64);

@@ -533,3 +533,44 @@ fn container_label_attributes_resets_and_run_queue_latency_to_a_container() {
     assert_eq!(seen, 10.0);
     check_histograms(&body);
 }
+
+#[test]
+fn kernel_log_forwards_the_programs_records_when_asked() {
+    require_program("losetup", "mount");
+    let dir = TempDir::new("ebpf-kernel-log");
+    let backing = dir.path().join("disk.img");
+    std::fs::File::create(&backing).unwrap().set_len(4 << 20).unwrap();
+    let dev = LoopDevice(run(Command::new("losetup").args(["--find", "--show", "--direct-io=on"]).arg(&backing)));
+    let minor = run(Command::new("stat").args(["-c", "%T", &dev.0]));
+    let minor = u32::from_str_radix(&minor, 16).unwrap();
+    let port = free_port();
+    let config = dir.write(
+        "vantage.toml",
+        &format!(
+            "[agent]\nlisten_addr = \"127.0.0.1:{port}\"\n[node]\nenabled = false\n[docker]\nenabled = false\n\
+             [ebpf]\nkernel_log = \"trace\"\n"
+        ),
+    );
+    let log = dir.path().join("vantage.log");
+    let mut cmd = Command::new(vantage_bin());
+    cmd.args(["--log-level", "trace", "run", "--config"]).arg(&config);
+    let _agent = Proc::spawn("vantage", cmd, &log);
+    let ready = wait_for(Duration::from_secs(20), || {
+        http_get(&format!("http://127.0.0.1:{port}/-/ready")).filter(|(s, _)| *s == 200)
+    });
+    assert!(ready.is_some(), "agent not ready: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    const READS: usize = 50;
+    run(Command::new("dd").arg(format!("if={}", dev.0)).args(["of=/dev/null", "bs=4096", &format!("count={READS}"), "iflag=direct"]));
+    // Loop devices have major 7; op 0 is a read.
+    let line = format!("block_rq_complete: 7:{minor} op 0 4096 bytes in ");
+    let seen = wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let n = text.lines().filter(|l| l.contains("vantage::ebpf::kernel") && l.contains(&line)).count();
+        (n >= READS).then_some(n)
+    });
+    assert!(
+        seen.is_some(),
+        "expected {READS} kernel records {line:?} in the agent's log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

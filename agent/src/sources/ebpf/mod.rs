@@ -11,6 +11,7 @@
 mod block;
 pub mod btf;
 mod containers;
+mod kernel_log;
 mod net;
 mod sched;
 
@@ -48,7 +49,19 @@ pub struct EbpfConfig {
     /// retransmits, resets and run-queue latency, from the event's cgroup.
     #[serde(default)]
     pub container_label: bool,
+    /// Kernel-side log level of the programs (aya-log): off, error, warn,
+    /// info, debug or trace. Records go to the agent's log under the target
+    /// `vantage::ebpf::kernel`. Off costs one load and branch per log site.
+    #[serde(default = "kernel_log_off")]
+    pub kernel_log: String,
 }
+
+fn kernel_log_off() -> String {
+    "off".into()
+}
+
+/// aya-log's level numbers (aya_log_common::Level), 0 for off.
+const KERNEL_LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 fn yes() -> bool {
     true
@@ -61,6 +74,7 @@ impl Default for EbpfConfig {
             interval: None,
             programs: BTreeMap::new(),
             container_label: false,
+            kernel_log: kernel_log_off(),
         }
     }
 }
@@ -83,6 +97,13 @@ pub const PROGRAMS: &[&str] = &[
 impl EbpfConfig {
     /// Adds this section's problems to `problems`.
     pub fn validate(&self, problems: &mut Vec<String>) {
+        if !KERNEL_LOG_LEVELS.contains(&self.kernel_log.as_str()) {
+            problems.push(format!(
+                "ebpf.kernel_log: unknown level {:?} (one of {})",
+                self.kernel_log,
+                KERNEL_LOG_LEVELS.join(", ")
+            ));
+        }
         for name in self.programs.keys() {
             if !PROGRAMS.contains(&name.as_str()) {
                 problems.push(format!(
@@ -227,7 +248,10 @@ impl EbpfCollector {
         if label {
             collector.containers = Some(containers::Containers::default());
         }
+        let log_level = KERNEL_LOG_LEVELS.iter().position(|l| *l == config.kernel_log).unwrap_or(0) as u8;
         let mut ebpf = match EbpfLoader::new()
+            // aya-log's records are on unless this says otherwise.
+            .override_global("AYA_LOG_LEVEL", &log_level, true)
             .override_global("OFFSETS", &offsets, true)
             .override_global("RUNQ_ENABLED", &runq_enabled, true)
             .override_global("CONTAINER_LABEL", &container_label, true)
@@ -266,6 +290,9 @@ impl EbpfCollector {
             }
         }
         tracing::info!(attached, runqueue_latency = runq, "eBPF programs attached");
+        if log_level > 0 {
+            kernel_log::start(&mut ebpf);
+        }
         collector.ebpf = Some(ebpf);
         collector
     }
