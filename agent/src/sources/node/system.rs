@@ -25,6 +25,9 @@ fn zone(now: i64) -> (i64, String) {
     // SAFETY: localtime_r fills `tm` from `t`; tm_zone points into libc's
     // static zone names, valid for the life of the process.
     unsafe {
+        // libc marks musl's time_t deprecated (it is to become 64-bit on
+        // 32-bit targets); on x86_64 it is i64 either way.
+        #[allow(deprecated)]
         let t: libc::time_t = now;
         let mut tm: libc::tm = std::mem::zeroed();
         if libc::localtime_r(&t, &mut tm).is_null() || tm.tm_zone.is_null() {
