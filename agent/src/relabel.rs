@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::sample::Labels;
+use crate::sample::{Labels, Text};
 
 /// Whether `name` is a valid Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
 pub fn is_valid_label_name(name: &str) -> bool {
@@ -252,16 +252,18 @@ impl Rule {
     /// `replace` with the default regex without running it: the match is
     /// the whole value. None when the general path must run (a newline in
     /// the value, `$` forms other than `$1`).
-    fn replace_default(&self, value: &str) -> Option<(String, String)> {
+    /// Label text up to 24 bytes is inline: on this path, taken for every
+    /// sample of a scrape, the rule allocates nothing.
+    fn replace_default(&self, value: &str) -> Option<(Text, Text)> {
         if !self.regex_is_default || self.target_is_template || value.contains('\n') {
             return None;
         }
         let v = match self.replacement.as_str() {
-            "$1" | "${1}" => value.to_string(),
-            r if !r.contains('$') => r.to_string(),
+            "$1" | "${1}" => Text::from(value),
+            r if !r.contains('$') => Text::from(r),
             _ => return None,
         };
-        Some((self.target_label.clone(), v))
+        Some((Text::from(self.target_label.as_str()), v))
     }
 
     /// Applies this rule; false when the series or target is dropped.

@@ -35,6 +35,19 @@ pub fn now_ms() -> i64 {
 /// two per label. A scrape of 100,000 series builds over a million labels.
 pub type Text = compact_str::CompactString;
 
+/// Label name order: bytewise, as `str` orders, but decided on the first
+/// byte inline when it differs, as it mostly does between label names. A
+/// scrape compares names millions of times to keep label sets sorted; a
+/// call into the C library's memcmp for each was a sixth of the scrape's
+/// time with glibc and more with musl's byte-by-byte memcmp.
+#[inline]
+pub fn name_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
 /// One label pair.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
@@ -123,14 +136,14 @@ impl Labels {
     pub fn push_sorted(&mut self, name: impl Into<Text>, value: impl Into<Text>) {
         let (name, value) = (name.into(), value.into());
         match self.0.last() {
-            Some(last) if last.name >= name => self.set(name, value),
+            Some(last) if name_cmp(&last.name, &name).is_ge() => self.set(name, value),
             _ if value.is_empty() => {}
             _ => self.0.push(Label { name, value }),
         }
     }
 
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|l| l.name.as_str().cmp(name))
+        self.0.binary_search_by(|l| name_cmp(&l.name, name))
     }
 }
 

@@ -3,7 +3,7 @@
 //! stale NaN, as Prometheus writes for a scrape that no longer exposes it.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use crate::sample::{stale_nan, Family, Labels, Sample};
 
@@ -51,9 +51,7 @@ impl StaleTracker {
     }
 
     fn hash(&self, labels: &Labels) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        labels.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(labels)
     }
 }
 

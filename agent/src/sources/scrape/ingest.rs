@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::parser::{self, Event, Format};
 use crate::relabel::Relabeler;
-use crate::sample::{Family, Labels, MetricType, Sample, METRIC_NAME};
+use crate::sample::{name_cmp, Family, Labels, MetricType, Sample, METRIC_NAME};
 
 /// How to turn a body into samples.
 pub struct Options<'r> {
@@ -111,21 +111,21 @@ fn build_labels(
 ) -> Option<Labels> {
     order.clear();
     order.extend(0..exposed.len());
-    order.sort_unstable_by(|a, b| exposed[*a].0.cmp(exposed[*b].0));
+    order.sort_unstable_by(|a, b| name_cmp(exposed[*a].0, exposed[*b].0));
     let mut set = Labels::with_capacity(exposed.len() + target.len() + 1);
     let mut name_done = false;
     let mut t = target.iter().peekable();
     let mut clash = false;
     for &i in order.iter() {
         let (k, v) = (exposed[i].0, exposed[i].1.as_ref());
-        if !name_done && METRIC_NAME < k {
-            while let Some(tl) = t.next_if(|tl| tl.name.as_str() < METRIC_NAME) {
+        if !name_done && name_cmp(METRIC_NAME, k).is_lt() {
+            while let Some(tl) = t.next_if(|tl| name_cmp(&tl.name, METRIC_NAME).is_lt()) {
                 set.push_sorted(tl.name.as_str(), tl.value.as_str());
             }
             set.push_sorted(METRIC_NAME, name);
             name_done = true;
         }
-        while let Some(tl) = t.next_if(|tl| tl.name.as_str() < k) {
+        while let Some(tl) = t.next_if(|tl| name_cmp(&tl.name, k).is_lt()) {
             set.push_sorted(tl.name.as_str(), tl.value.as_str());
         }
         if t.peek().is_some_and(|tl| tl.name == k) {
@@ -145,7 +145,7 @@ fn build_labels(
         return Some(set);
     }
     for tl in t {
-        if !name_done && METRIC_NAME < tl.name.as_str() {
+        if !name_done && name_cmp(METRIC_NAME, &tl.name).is_lt() {
             set.push_sorted(METRIC_NAME, name);
             name_done = true;
         }
