@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: Vantage against the tools users run today, one setup
 //! after the other in the same run, all pushing to one receiving Prometheus.
 //!
-//! For each setup: CPU seconds (utime + stime of every process of the
-//! setup, over the measured window), peak and final RSS, samples delivered
+//! For each setup: CPU seconds (user + system time of every process of the
+//! setup over the measured window, counted by a cgroup of its own: see
+//! `cpu.rs`), peak and final RSS, samples delivered
 //! (counted in the receiver, by a `bench_setup` external label) and bytes
 //! sent (each agent's own counter). The table goes into BENCHMARKS.md
 //! between markers; `--smoke` runs a few seconds per setup and only checks
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
+use crate::cpu::CpuGroup;
 use crate::deps::{apt_install, status};
 
 const PACKAGES: &[(&str, &str)] = &[
@@ -76,16 +78,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let opts = parse(args)?;
     apt_install(PACKAGES)?;
     crate::build_ebpf::run()?;
-    // The smoke run only checks that every setup delivers: the debug build
-    // that the tests use is enough and saves a release build in CI.
-    let profile = if opts.smoke { "debug" } else { "release" };
-    let mut build = Command::new("cargo");
-    build.args(["build", "-p", "vantage"]);
-    if !opts.smoke {
-        build.arg("--release");
-    }
-    status(&mut build)?;
-    let vantage = workspace().join("target").join(profile).join("vantage");
+    // The full run measures what is deployed: the static musl binary of the
+    // image and the systemd unit. The smoke run only checks that every setup
+    // delivers: the debug build that the tests use is enough.
+    let vantage = if opts.smoke {
+        status(Command::new("cargo").args(["build", "-p", "vantage"]))?;
+        workspace().join("target/debug/vantage")
+    } else {
+        crate::docker::ensure_toolchain()?;
+        status(Command::new("cargo").args(["build", "--release", "--target", crate::docker::TARGET, "-p", "vantage"]))?;
+        workspace().join("target").join(crate::docker::TARGET).join("release/vantage")
+    };
     let work = std::env::temp_dir().join(format!("vantage-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -97,6 +100,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         &work.join("node_exporter.log"),
     )?);
     wait_http(&format!("http://127.0.0.1:{node_port}/metrics"))?;
+    let mut node_exporter_cpu = CpuGroup::new("node-exporter");
+    node_exporter_cpu.add(node_exporter.0.id());
+    let precision = node_exporter_cpu.precision();
     let large = LargeEndpoint::start(&work)?;
 
     let interval = opts.interval;
@@ -136,8 +142,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let children = start(&tag, &dir)?;
         // node_exporter belongs to the setups that scrape it: its CPU and
         // memory count with theirs.
-        let shared: Vec<u32> = if name.starts_with("node_exporter") { vec![node_exporter.0.id()] } else { Vec::new() };
-        let outcome = measure(name, &tag, &dir, children, &shared, &opts, &receiver)?;
+        let shared = name.starts_with("node_exporter").then_some(&node_exporter_cpu);
+        let outcome = measure(name, &tag, &dir, children, shared, &opts, &receiver)?;
         eprintln!(
             "bench: {name}: cpu {:.3}s, peak rss {:.1} MiB, samples {}, bytes {}",
             outcome.cpu_seconds,
@@ -152,7 +158,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if !failed.is_empty() {
         bail!("these setups delivered no samples to the receiver: {}", failed.join(", "));
     }
-    let table = render(&outcomes, &opts);
+    let table = render(&outcomes, &opts, precision);
     println!("{table}");
     let summary = summary_line(&outcomes);
     if opts.smoke {
@@ -171,23 +177,29 @@ fn measure(
     tag: &str,
     dir: &Path,
     children: Vec<Child>,
-    shared: &[u32],
+    shared: Option<&CpuGroup>,
     opts: &Options,
     receiver: &Receiver,
 ) -> anyhow::Result<Outcome> {
+    let mut own_cpu = CpuGroup::new(tag);
+    for c in &children {
+        own_cpu.add(c.id());
+    }
     let children: Vec<Guard> = children.into_iter().map(Guard).collect();
-    let pids: Vec<u32> = children.iter().map(|c| c.0.id()).chain(shared.iter().copied()).collect();
+    let groups: Vec<&CpuGroup> = std::iter::once(&own_cpu).chain(shared).collect();
+    let cpu = || groups.iter().map(|g| g.seconds()).sum::<f64>();
+    let pids: Vec<u32> = children.iter().map(|c| c.0.id()).chain(shared.into_iter().flat_map(|g| g.pids())).collect();
     // Let the setup start (replaying nothing, loading programs) before measuring.
     std::thread::sleep(if opts.smoke { Duration::from_secs(2) } else { Duration::from_secs(5) });
     let appended0 = receiver.appended()?;
-    let cpu0: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+    let cpu0 = cpu();
     let started = Instant::now();
     let mut peak = 0u64;
     while started.elapsed() < opts.duration {
         std::thread::sleep(Duration::from_millis(500));
         peak = peak.max(pids.iter().map(|&p| rss(p)).sum());
     }
-    let cpu1: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+    let cpu1 = cpu();
     let final_rss: u64 = pids.iter().map(|&p| rss(p)).sum();
     let bytes = sent_bytes(dir);
     drop(children);
@@ -373,11 +385,11 @@ impl LargeEndpoint {
     }
 }
 
-fn render(outcomes: &[Outcome], opts: &Options) -> String {
+fn render(outcomes: &[Outcome], opts: &Options, precision: &str) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "Measured window {} s per setup, interval {} s (setups 5-7: 15 s; \"@1s\": 1 s).\n",
+        "Measured window {} s per setup, interval {} s (setups 5-7: 15 s; \"@1s\": 1 s). CPU counted by {precision}.\n",
         opts.duration.as_secs(),
         opts.interval.as_secs()
     );
@@ -438,7 +450,7 @@ fn write_benchmarks_md(table: &str) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let date = crate::deps::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
     let generated = format!(
-        "{start}\nRun on {} with {cores} cores, kernel {}, by `cargo xtask bench`.\nVersions: prometheus 2.42, node_exporter 1.5, vmagent (Debian victoria-metrics), vantage {}.\n\n{table}{end}",
+        "{start}\nRun on {} with {cores} cores, kernel {}, by `cargo xtask bench`.\nVersions: prometheus 2.42, node_exporter 1.5, vmagent (Debian victoria-metrics), vantage {} (the static musl release build that the image and the systemd unit ship).\n\n{table}{end}",
         date.trim(),
         kernel.trim(),
         env!("CARGO_PKG_VERSION")
@@ -519,14 +531,6 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn rss(pid: u32) -> u64 {

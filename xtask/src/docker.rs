@@ -107,7 +107,7 @@ fn target_dir(root: &Path) -> PathBuf {
 
 /// The musl target for rustup, and musl-tools for crates that compile C
 /// (ring): cc finds its `x86_64-linux-musl-gcc` by itself.
-fn ensure_toolchain() -> anyhow::Result<()> {
+pub fn ensure_toolchain() -> anyhow::Result<()> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     if !installed.lines().any(|l| l.trim() == TARGET) {
         eprintln!("adding the {TARGET} target");

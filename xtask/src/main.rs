@@ -10,6 +10,7 @@
 
 mod bench;
 mod build_ebpf;
+mod cpu;
 mod deps;
 mod docker;
 mod test;
