@@ -7,6 +7,12 @@ use std::process::Command;
 use anyhow::{bail, Context as _};
 
 fn main() -> anyhow::Result<()> {
+    // The static binary's memcpy and memmove are the agent's own (see
+    // src/memory/copy.rs): every reference to musl's goes to the wrappers.
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    if var("CARGO_CFG_TARGET_ENV") == "musl" && var("CARGO_CFG_TARGET_ARCH") == "x86_64" {
+        println!("cargo:rustc-link-arg=-Wl,--wrap=memcpy,--wrap=memmove");
+    }
     let hint = "run `cargo xtask build-ebpf` once: it installs rust-src for the nightly toolchain and bpf-linker 0.10.0";
     if which("bpf-linker").is_none() {
         bail!("bpf-linker is not installed; {hint}");

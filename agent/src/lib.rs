@@ -13,6 +13,7 @@
 //! - [`logs`]: log sources (files, container logs) and processing stages.
 //! - [`http`]: health, readiness, `/metrics`, the status page and API.
 //! - [`status`] and [`selfmetrics`]: what the agent reports about itself.
+//! - [`memory`]: allocator tuning that keeps the agent's RSS small.
 //!
 //! Data flows one way: sources -> one bounded channel -> the router in
 //! [`run`] -> every metric sink. Logs have their own path to Loki.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod exposition;
 pub mod http;
 pub mod logs;
+pub mod memory;
 pub mod relabel;
 pub mod sample;
 pub mod selfmetrics;

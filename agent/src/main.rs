@@ -73,6 +73,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    vantage::memory::tune();
     let cli = Cli::parse();
     init_tracing(cli.log_format, cli.log_level.as_deref());
     match cli.command {

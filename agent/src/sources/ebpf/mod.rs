@@ -194,7 +194,9 @@ impl EbpfCollector {
     /// program's state in `registry`.
     pub fn start(config: &EbpfConfig, registry: &Registry) -> Self {
         let collector = Self::load(config, registry);
-        release_freed_memory();
+        // Loading parsed the kernel's BTF (several MiB) twice, here for
+        // offsets and in aya.
+        crate::memory::release_freed();
         collector
     }
 
@@ -348,17 +350,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
-}
-
-/// Loading parses the kernel's BTF (several MiB) twice, once here for
-/// offsets and once in aya; glibc keeps the freed pages unless asked, which
-/// would leave a one-off start-up cost in the agent's RSS for good.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lifting it is
