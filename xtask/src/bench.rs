@@ -26,10 +26,18 @@ const PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "/usr/bin/prometheus"),
     ("prometheus-node-exporter", "/usr/bin/prometheus-node-exporter"),
     ("victoria-metrics", "/usr/bin/vmagent"),
+    ("docker.io", "/usr/sbin/dockerd"),
+    ("busybox-static", "/bin/busybox"),
 ];
 
 /// Series in the large application endpoint of setup 5.
 const LARGE_SERIES: usize = 100_000;
+
+/// The full host of the design's budget: node + eBPF + Docker with this
+/// many containers + three scrape targets of `TARGET_SERIES` series each.
+const FULL_HOST: &str = "vantage full host";
+const CONTAINERS: usize = 20;
+const TARGET_SERIES: usize = 2_000;
 
 struct Options {
     duration: Duration,
@@ -103,7 +111,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut node_exporter_cpu = CpuGroup::new("node-exporter");
     node_exporter_cpu.add(node_exporter.0.id());
     let precision = node_exporter_cpu.precision();
-    let large = LargeEndpoint::start(&work)?;
+    let large = Endpoint::start(&work, "large", LARGE_SERIES)?;
+    let apps: Vec<u16> =
+        (0..3).map(|i| Endpoint::start(&work, &format!("app{i}"), TARGET_SERIES).map(|e| e.port)).collect::<anyhow::Result<_>>()?;
 
     let interval = opts.interval;
     let iv = format!("{}s", interval.as_secs());
@@ -113,14 +123,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let setups: Vec<(&str, Box<StartSetup>)> = vec![
         ("node_exporter + prometheus agent", Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &iv, node_port, &receiver))),
         ("node_exporter + vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, &iv, node_port, &receiver))),
-        ("vantage node", Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, &iv, false, None, &receiver))),
+        ("vantage node", Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, &iv, Sources::NODE, &receiver))),
         (
             "vantage node + ebpf",
-            Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, &iv, true, None, &receiver)),
+            Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, &iv, Sources::NODE_EBPF, &receiver)),
         ),
         (
             "vantage node + ebpf @1s",
-            Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, "1s", true, None, &receiver)),
+            Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, "1s", Sources::NODE_EBPF, &receiver)),
+        ),
+        (
+            FULL_HOST,
+            Box::new(|tag: &str, dir: &Path| {
+                let sources = Sources { docker: true, targets: &apps, ..Sources::NODE_EBPF };
+                vantage_setup(&vantage, dir, tag, &iv, sources, &receiver)
+            }),
         ),
         (
             "100k series: prometheus agent",
@@ -130,7 +147,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         (
             "100k series: vantage",
             Box::new(|tag: &str, dir: &Path| {
-                vantage_setup(&vantage, dir, tag, &large_iv, false, Some(large.port), &receiver)
+                let sources = Sources { node: false, ebpf: false, docker: false, targets: &[large.port] };
+                vantage_setup(&vantage, dir, tag, &large_iv, sources, &receiver)
             }),
         ),
     ];
@@ -139,6 +157,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let dir = work.join(&tag);
         std::fs::create_dir_all(&dir)?;
         eprintln!("bench: {name} for {:?}", opts.duration);
+        // The containers exist only for the setup that watches them, so the
+        // other setups see the same host as before.
+        let _fleet = if *name == FULL_HOST { Some(Fleet::start(CONTAINERS)?) } else { None };
         let children = start(&tag, &dir)?;
         // node_exporter belongs to the setups that scrape it: its CPU and
         // memory count with theirs.
@@ -254,24 +275,32 @@ fn vmagent(dir: &Path, tag: &str, interval: &str, target: u16, receiver: &Receiv
     Ok(vec![child])
 }
 
-fn vantage_setup(
-    bin: &Path,
-    dir: &Path,
-    tag: &str,
-    interval: &str,
+/// What a Vantage setup collects.
+#[derive(Clone, Copy)]
+struct Sources<'a> {
+    node: bool,
     ebpf: bool,
-    large_port: Option<u16>,
-    receiver: &Receiver,
-) -> anyhow::Result<Vec<Child>> {
+    docker: bool,
+    /// Loopback ports of the scrape targets, one job.
+    targets: &'a [u16],
+}
+
+impl Sources<'_> {
+    const NODE: Sources<'static> = Sources { node: true, ebpf: false, docker: false, targets: &[] };
+    const NODE_EBPF: Sources<'static> = Sources { ebpf: true, ..Sources::NODE };
+}
+
+fn vantage_setup(bin: &Path, dir: &Path, tag: &str, interval: &str, sources: Sources, receiver: &Receiver) -> anyhow::Result<Vec<Child>> {
     let port = free_port();
+    let Sources { node, ebpf, docker, targets } = sources;
     let mut config = format!(
-        "[agent]\nlisten_addr = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nscrape_interval = \"{interval}\"\nexternal_labels = {{ bench_setup = \"{tag}\" }}\n\n[node]\nenabled = {}\njob = \"node\"\n\n[ebpf]\nenabled = {ebpf}\n\n[docker]\nenabled = false\n\n[[remote_write]]\nurl = \"{}\"\n",
+        "[agent]\nlisten_addr = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nscrape_interval = \"{interval}\"\nexternal_labels = {{ bench_setup = \"{tag}\" }}\n\n[node]\nenabled = {node}\njob = \"node\"\n\n[ebpf]\nenabled = {ebpf}\n\n[docker]\nenabled = {docker}\n\n[[remote_write]]\nurl = \"{}\"\n",
         dir.display(),
-        large_port.is_none(),
         receiver.write_url()
     );
-    if let Some(p) = large_port {
-        let _ = write!(config, "\n[[scrape]]\njob_name = \"large\"\n[[scrape.static_configs]]\ntargets = [\"127.0.0.1:{p}\"]\n");
+    if !targets.is_empty() {
+        let list: Vec<String> = targets.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let _ = write!(config, "\n[[scrape]]\njob_name = \"app\"\n[[scrape.static_configs]]\ntargets = [{}]\n", list.join(", "));
     }
     std::fs::write(dir.join("vantage.toml"), config)?;
     let child = spawn(
@@ -345,23 +374,23 @@ impl Receiver {
     }
 }
 
-/// A loopback HTTP server answering every request with the same large
-/// exposition body (the 100,000-series application endpoint).
-struct LargeEndpoint {
+/// A loopback HTTP server answering every request with the same exposition
+/// body of `series` gauges in 100 families (the application endpoints).
+struct Endpoint {
     port: u16,
 }
 
-impl LargeEndpoint {
-    fn start(work: &Path) -> anyhow::Result<LargeEndpoint> {
-        let mut body = String::with_capacity(LARGE_SERIES * 80);
+impl Endpoint {
+    fn start(work: &Path, name: &str, series: usize) -> anyhow::Result<Endpoint> {
+        let mut body = String::with_capacity(series * 80);
         for family in 0..100 {
             let _ = writeln!(body, "# HELP app_metric_{family} Synthetic application metric {family}.");
             let _ = writeln!(body, "# TYPE app_metric_{family} gauge");
-            for series in 0..LARGE_SERIES / 100 {
+            for series in 0..series / 100 {
                 let _ = writeln!(body, "app_metric_{family}{{shard=\"{}\",path=\"/api/v1/item/{series}\"}} {}", series % 16, series * 3 + family);
             }
         }
-        std::fs::write(work.join("large.prom"), &body)?;
+        std::fs::write(work.join(format!("{name}.prom")), &body)?;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let body = std::sync::Arc::new(body);
@@ -381,7 +410,48 @@ impl LargeEndpoint {
                 });
             }
         });
-        Ok(LargeEndpoint { port })
+        Ok(Endpoint { port })
+    }
+}
+
+/// Idle containers for the full-host setup (busybox `sleep`, from an image
+/// made with `docker import`: no registry needed), removed on drop.
+struct Fleet(Vec<String>);
+
+impl Fleet {
+    fn start(count: usize) -> anyhow::Result<Fleet> {
+        crate::docker::ensure_dockerd()?;
+        let image = "vantage-bench-busybox:1";
+        if !Command::new("docker").args(["image", "inspect", image]).stdout(Stdio::null()).stderr(Stdio::null()).status()?.success() {
+            let rootfs = std::env::temp_dir().join(format!("vantage-bench-rootfs-{}", std::process::id()));
+            std::fs::create_dir_all(rootfs.join("bin"))?;
+            std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).context("copy /bin/busybox (busybox-static)")?;
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin/sleep"))?;
+            let tar = rootfs.with_extension("tar");
+            status(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."))?;
+            status(Command::new("docker").arg("import").arg(&tar).arg(image).stdout(Stdio::null()))?;
+            let _ = std::fs::remove_dir_all(&rootfs);
+            let _ = std::fs::remove_file(&tar);
+        }
+        let mut fleet = Fleet(Vec::new());
+        for i in 0..count {
+            let name = format!("vantage-bench-{}-{i}", std::process::id());
+            status(
+                Command::new("docker")
+                    .args(["run", "-d", "--name", &name, "-l", "com.example.team=bench", image, "/bin/sleep", "86400"])
+                    .stdout(Stdio::null()),
+            )?;
+            fleet.0.push(name);
+        }
+        Ok(fleet)
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = Command::new("docker").args(["rm", "-f"]).args(&self.0).stdout(Stdio::null()).status();
+        }
     }
 }
 
@@ -389,7 +459,8 @@ fn render(outcomes: &[Outcome], opts: &Options, precision: &str) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "Measured window {} s per setup, interval {} s (setups 5-7: 15 s; \"@1s\": 1 s). CPU counted by {precision}.\n",
+        "Measured window {} s per setup, interval {} s (the 100k-series setups: 15 s; \"@1s\": 1 s). CPU counted by {precision}. \\
+         \"{FULL_HOST}\": node + eBPF + Docker with {CONTAINERS} idle containers + 3 scrape targets of {TARGET_SERIES} series.\n",
         opts.duration.as_secs(),
         opts.interval.as_secs()
     );
@@ -419,6 +490,7 @@ fn render(outcomes: &[Outcome], opts: &Options, precision: &str) -> String {
         ("vantage node + ebpf", "node_exporter + vmagent"),
         ("vantage node + ebpf", "node_exporter + prometheus agent"),
         ("vantage node", "node_exporter + vmagent"),
+        (FULL_HOST, "node_exporter + vmagent"),
         ("100k series: vantage", "100k series: vmagent"),
         ("100k series: vantage", "100k series: prometheus agent"),
     ] {
@@ -431,14 +503,18 @@ fn render(outcomes: &[Outcome], opts: &Options, precision: &str) -> String {
 
 fn summary_line(outcomes: &[Outcome]) -> String {
     let find = |n: &str| outcomes.iter().find(|o| o.name == n);
-    match (find("vantage node + ebpf"), find("node_exporter + vmagent")) {
-        (Some(v), Some(p)) => format!(
-            "summary: vantage (node + ebpf) used {:.2}x the CPU and {:.2}x the peak memory of node_exporter + vmagent",
-            v.cpu_seconds / p.cpu_seconds.max(1e-9),
-            v.peak_rss as f64 / (p.peak_rss as f64).max(1.0)
-        ),
-        _ => "summary: incomplete run".into(),
-    }
+    let Some(peer) = find("node_exporter + vmagent") else { return "summary: incomplete run".into() };
+    let against = |name: &str| {
+        find(name).map(|v| {
+            format!(
+                "{name} used {:.2}x the CPU and {:.2}x the peak memory of node_exporter + vmagent",
+                v.cpu_seconds / peer.cpu_seconds.max(1e-9),
+                v.peak_rss as f64 / (peer.peak_rss as f64).max(1.0)
+            )
+        })
+    };
+    let parts: Vec<String> = ["vantage node + ebpf", FULL_HOST].into_iter().filter_map(against).collect();
+    format!("summary: {}", parts.join("; "))
 }
 
 /// Replaces the generated part of BENCHMARKS.md, keeping the rest.
