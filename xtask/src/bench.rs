@@ -459,7 +459,7 @@ fn render(outcomes: &[Outcome], opts: &Options, precision: &str) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "Measured window {} s per setup, interval {} s (the 100k-series setups: 15 s; \"@1s\": 1 s). CPU counted by {precision}. \\
+        "Measured window {} s per setup, interval {} s (the 100k-series setups: 15 s; \"@1s\": 1 s). CPU counted by {precision}. \
          \"{FULL_HOST}\": node + eBPF + Docker with {CONTAINERS} idle containers + 3 scrape targets of {TARGET_SERIES} series.\n",
         opts.duration.as_secs(),
         opts.interval.as_secs()
