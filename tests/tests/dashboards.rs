@@ -243,18 +243,33 @@ fn exposed_names(text: &str) -> BTreeSet<String> {
 /// What `vantage collect --once` prints on the embedded default (node,
 /// eBPF, Docker).
 fn collected_names() -> BTreeSet<String> {
-    // Refused loopback connections while the programs count: the kernel
-    // drops the SYNs (reason no_socket), so ebpf_skb_drops_total has a
-    // series, as it has on any host that sees traffic.
+    // Traffic while the programs count, until the collection is printed:
+    // refused loopback connections (the kernel drops the SYNs, reason
+    // no_socket, so ebpf_skb_drops_total has a series) and fsynced writes
+    // (requests on the disk under the temp dir, so the block histograms
+    // have one), as on any host that does anything. A quiet CI machine
+    // otherwise may see no disk request in the 300 ms window.
     let port = free_port();
-    let poke = std::thread::spawn(move || {
-        for _ in 0..40 {
-            let _ = std::net::TcpStream::connect(("127.0.0.1", port));
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    });
+    let dir = TempDir::new("dashboards-io");
+    let file = dir.path().join("poke");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poke = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&file).unwrap();
+            let block = vec![7u8; 4096];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+                f.write_all(&block).unwrap();
+                f.sync_all().unwrap();
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        })
+    };
     let out = vantage(&["collect", "--once"]);
-    let _ = poke.join();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    poke.join().unwrap();
     assert!(out.status.success(), "collect --once: {}", String::from_utf8_lossy(&out.stderr));
     exposed_names(&String::from_utf8_lossy(&out.stdout))
 }
