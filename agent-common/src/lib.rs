@@ -3,7 +3,7 @@
 //! Every type here is `#[repr(C)]` with no padding so that the kernel side
 //! and userspace agree on the byte layout of map values. Each map's comment
 //! names the program that writes it and the collector that reads it.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Index of the only slot of the `CPU_CONTEXT_SWITCHES` per-CPU array.
 ///
@@ -29,6 +29,25 @@ pub const LOG2_SLOTS: usize = 32;
 pub struct Log2Hist {
     pub slots: [u64; LOG2_SLOTS],
     pub sum: u64,
+}
+
+/// The [`Log2Hist`] slot of a duration of `ns` nanoseconds counted in
+/// microseconds rounded up: the smallest `i` with `ceil(ns / 1000) <= 2^i`,
+/// that is `ns <= 1000 * 2^i`, capped at the last slot. A binary search
+/// over those bounds rather than a division: the kernel programs run it on
+/// every context switch, and a 64-bit divide costs more than the five
+/// compares.
+#[inline(always)]
+pub fn us_slot_of_ns(ns: u64) -> usize {
+    let mut slot = 0;
+    let mut step = LOG2_SLOTS / 2;
+    while step > 0 {
+        if ns > 1000u64 << (slot + step - 1) {
+            slot += step;
+        }
+        step /= 2;
+    }
+    slot
 }
 
 impl Log2Hist {
@@ -192,4 +211,39 @@ mod pod {
     unsafe impl aya::Pod for super::BlockHists {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::CgroupSlot {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slot as the definition says: microseconds rounded up, then the
+    /// smallest power of two at or above them.
+    fn reference(ns: u64) -> usize {
+        let us = ns.div_ceil(1000);
+        (0..LOG2_SLOTS).find(|&i| us <= 1u64 << i).unwrap_or(LOG2_SLOTS - 1)
+    }
+
+    #[test]
+    fn us_slot_of_ns_matches_the_definition_at_every_bound() {
+        assert_eq!(us_slot_of_ns(0), 0);
+        assert_eq!(us_slot_of_ns(1000), 0);
+        assert_eq!(us_slot_of_ns(1001), 1);
+        assert_eq!(us_slot_of_ns(2000), 1);
+        assert_eq!(us_slot_of_ns(2001), 2);
+        assert_eq!(us_slot_of_ns(u64::MAX), LOG2_SLOTS - 1);
+        for i in 0..40u32 {
+            let bound = 1000u64 << i;
+            for ns in [bound - 1, bound, bound + 1, bound + 999] {
+                assert_eq!(us_slot_of_ns(ns), reference(ns), "{ns} ns");
+            }
+        }
+        // And a spread of values in between.
+        let mut x = 1u64;
+        for _ in 0..100_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let ns = x >> (x % 40);
+            assert_eq!(us_slot_of_ns(ns), reference(ns), "{ns} ns");
+        }
+    }
 }

@@ -5,16 +5,15 @@
 
 use agent_common::{BlockHists, BlockKey, Log2Hist, BLOCK_INFLIGHT, BLOCK_KEYS, BLOCK_OP_DISCARD};
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
     maps::{Array, PerCpuHashMap},
     programs::BtfTracePointContext,
-    EbpfContext,
 };
 
-use crate::shared::{field, hist_add_local, offset};
+use crate::shared::{field, hist_add_local, hist_add_ns_local, offset};
 
-/// One request in flight: its address and issue time (0: free).
+/// One request in flight: its id (`request_id`) and issue time (0: free).
 #[repr(C)]
 struct InFlight {
     rq: u64,
@@ -29,11 +28,22 @@ struct InFlight {
 #[map]
 static BLOCK_START: Array<InFlight> = Array::with_max_entries(BLOCK_INFLIGHT, 0);
 
-/// The request's address (first argument) as a plain number: the verifier
-/// forbids shifting a pointer, so it is read from the context by value.
+/// The slot array's first entry: its address is fixed for the map's life.
 #[inline(always)]
-fn request_addr(ctx: &BtfTracePointContext) -> Option<u64> {
-    unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.ok()
+fn slots_base() -> Option<*mut InFlight> {
+    BLOCK_START.get_ptr_mut(0)
+}
+
+/// Request `rq` as a plain number, for the slot hash and the identity
+/// check: its distance from the slot array. The verifier forbids shifting
+/// a pointer, but a privileged program (tracing needs CAP_PERFMON anyway)
+/// may subtract one pointer from another and gets a scalar. The base is
+/// constant, so the distance identifies the request as its address would.
+/// Reading the address as a number through bpf_probe_read_kernel instead
+/// cost 65 ns per call on the benchmark host, a third of the program.
+#[inline(always)]
+fn request_id(rq: *const u8, base: *mut InFlight) -> u64 {
+    (rq as u64).wrapping_sub(base as u64)
 }
 
 /// The slot of request `rq`. Requests are allocated in arrays of a few
@@ -72,7 +82,8 @@ const BPF_NOEXIST: u64 = 1;
 // void block_rq_issue(struct request *rq)
 #[btf_tracepoint(function = "block_rq_issue")]
 pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
-    let Some(rq) = request_addr(&ctx) else { return 0 };
+    let Some(base) = slots_base() else { return 0 };
+    let rq = request_id(ctx.arg(0), base);
     if let Some(slot) = BLOCK_START.get_ptr_mut(slot(rq)) {
         let now = unsafe { bpf_ktime_get_ns() };
         unsafe { *slot = InFlight { rq, ts: now } };
@@ -90,11 +101,11 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
 
 fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Option<()> {
     let rq: *const u8 = ctx.arg(0);
-    let addr = request_addr(ctx)?;
+    let addr = request_id(rq, slots_base()?);
     let slot = unsafe { &mut *BLOCK_START.get_ptr_mut(slot(addr))? };
     // Another request took the slot since (or it was never issued here).
     if slot.rq != addr {
-        aya_log_ebpf::debug!(ctx, "block_rq_complete: request {:x} lost its in-flight slot", addr);
+        aya_log_ebpf::debug!(ctx, "block_rq_complete: request id {:x} lost its in-flight slot", addr);
         return None;
     }
     let start = slot.ts;
@@ -138,7 +149,7 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Option<()> {
     };
     aya_log_ebpf::trace!(ctx, "block_rq_complete: {}:{} op {} {} bytes in {} ns", key.major, key.minor, op, bytes, delta);
     let hists = unsafe { &mut *hists };
-    hist_add_local(&mut hists.latency, delta.div_ceil(1000), delta);
+    hist_add_ns_local(&mut hists.latency, delta);
     hist_add_local(&mut hists.size, bytes as u64, bytes as u64);
     Some(())
 }

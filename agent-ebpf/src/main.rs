@@ -22,7 +22,7 @@ mod sched;
 
 #[cfg(target_arch = "bpf")]
 mod shared {
-    use agent_common::{KernelOffsets, Log2Hist, LOG2_SLOTS};
+    use agent_common::{us_slot_of_ns, KernelOffsets, Log2Hist, LOG2_SLOTS};
 
     /// Kernel structure offsets, set by the agent at load time. Read-only
     /// for the programs (it lives in .rodata, which aya freezes), so the
@@ -129,23 +129,36 @@ mod shared {
     /// Adds `value` (slot from `scaled`) to a histogram only this CPU writes.
     #[inline(always)]
     pub fn hist_add_local(h: *mut Log2Hist, scaled: u64, value: u64) {
+        hist_add_local_at(h, log2_slot(scaled), value);
+    }
+
+    /// Adds a duration of `ns` to a histogram of microseconds only this
+    /// CPU writes.
+    #[inline(always)]
+    pub fn hist_add_ns_local(h: *mut Log2Hist, ns: u64) {
+        hist_add_local_at(h, us_slot_of_ns(ns), ns);
+    }
+
+    #[inline(always)]
+    fn hist_add_local_at(h: *mut Log2Hist, slot: usize, value: u64) {
         let h = unsafe { &mut *h };
-        if let Some(slot) = h.slots.get_mut(log2_slot(scaled)) {
+        if let Some(slot) = h.slots.get_mut(slot) {
             *slot += 1;
         }
         h.sum += value;
     }
 
-    /// Adds `value` to a histogram shared by all CPUs, with atomic adds.
+    /// Adds a duration of `ns` to a histogram of microseconds shared by
+    /// all CPUs, with atomic adds.
     #[inline(always)]
-    pub fn hist_add_atomic(h: *mut Log2Hist, scaled: u64, value: u64) {
+    pub fn hist_add_ns_atomic(h: *mut Log2Hist, ns: u64) {
         use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
         let h = unsafe { &mut *h };
-        if let Some(slot) = h.slots.get_mut(log2_slot(scaled)) {
+        if let Some(slot) = h.slots.get_mut(us_slot_of_ns(ns)) {
             // SAFETY: map values are 8-byte aligned and live while we run.
             unsafe { atomic_xadd::<u64, u64, { Relaxed }>(slot, 1) };
         }
-        unsafe { atomic_xadd::<u64, u64, { Relaxed }>(&mut h.sum, value) };
+        unsafe { atomic_xadd::<u64, u64, { Relaxed }>(&mut h.sum, ns) };
     }
 }
 

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use agent_common::CGROUP_RUNQ_KEYS;
 use aya_ebpf::maps::LruHashMap;
 
-use crate::shared::{cgroup_id, container_label, field, hist_add_atomic, hist_add_local, offset};
+use crate::shared::{cgroup_id, container_label, field, hist_add_ns_atomic, hist_add_ns_local, offset};
 
 /// Run-queue latency per cgroup, only with container labels on. Written by
 /// `sched_switch`; read by the collector for containers' cgroups.
@@ -47,7 +47,7 @@ fn add_cgroup_latency(task: *const u8, delta: u64) {
             h
         }
     };
-    hist_add_atomic(h, delta.div_ceil(1000), delta);
+    hist_add_ns_atomic(h, delta);
 }
 
 /// Context switches on each CPU. Written by `sched_switch`; read by the
@@ -74,34 +74,45 @@ static RUNQ_ENABLED: u32 = 0;
 /// in the run queue again.
 const TASK_RUNNING: u32 = 0;
 
+/// The pid of `task` (0 for the idle tasks, which never wait).
 #[inline(always)]
-fn mark_runnable(task: *const u8, now: u64) {
+fn pid_of(task: *const u8) -> u32 {
     let pid: i32 = unsafe { field(task, offset(|o| &o.task_pid)) };
-    if pid <= 0 {
-        return;
+    if pid > 0 {
+        pid as u32
+    } else {
+        0
     }
-    if let Some(slot) = TASK_SLOTS_MAP.get_ptr_mut(pid as u32 & (TASK_SLOTS - 1)) {
-        unsafe {
-            *slot = WakeSlot {
-                pid: pid as u32,
-                _pad: 0,
-                ts: now,
-            }
-        };
+}
+
+/// Records that `pid` (nonzero) became runnable at `now`.
+#[inline(always)]
+fn mark_runnable(pid: u32, now: u64) {
+    if let Some(slot) = TASK_SLOTS_MAP.get_ptr_mut(pid & (TASK_SLOTS - 1)) {
+        unsafe { *slot = WakeSlot { pid, _pad: 0, ts: now } };
+    }
+}
+
+/// A wakeup of `task`: it waits in the run queue from now.
+#[inline(always)]
+fn woken(task: *const u8) {
+    let pid = pid_of(task);
+    if pid != 0 {
+        mark_runnable(pid, unsafe { bpf_ktime_get_ns() });
     }
 }
 
 // void sched_wakeup(struct task_struct *p)
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
-    mark_runnable(ctx.arg(0), unsafe { bpf_ktime_get_ns() });
+    woken(ctx.arg(0));
     0
 }
 
 // void sched_wakeup_new(struct task_struct *p)
 #[btf_tracepoint(function = "sched_wakeup_new")]
 pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
-    mark_runnable(ctx.arg(0), unsafe { bpf_ktime_get_ns() });
+    woken(ctx.arg(0));
     0
 }
 
@@ -116,27 +127,43 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     if unsafe { core::ptr::read_volatile(&RUNQ_ENABLED) } == 0 {
         return 0;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
+    // A preempted task waits in the run queue again from now.
     let prev_state: u32 = ctx.arg(3);
-    if prev_state == TASK_RUNNING {
-        mark_runnable(ctx.arg(1), now);
-    }
+    let requeued = if prev_state == TASK_RUNNING { pid_of(ctx.arg(1)) } else { 0 };
+    // The task switched in, if its wakeup was seen: its wait ends now.
     let next: *const u8 = ctx.arg(2);
-    let pid: i32 = unsafe { field(next, offset(|o| &o.task_pid)) };
-    if pid <= 0 {
-        return 0;
-    }
-    let Some(slot) = TASK_SLOTS_MAP.get_ptr_mut(pid as u32 & (TASK_SLOTS - 1)) else {
-        return 0;
+    let pid = pid_of(next);
+    let waited = if pid == 0 {
+        None
+    } else {
+        TASK_SLOTS_MAP
+            .get_ptr_mut(pid & (TASK_SLOTS - 1))
+            .filter(|&slot| unsafe { (*slot).pid == pid && (*slot).ts != 0 })
     };
-    let slot = unsafe { &mut *slot };
-    if slot.pid != pid as u32 || slot.ts == 0 || slot.ts > now {
+    // The clock costs a third of the program: read it only when needed
+    // (not for switches between the idle task and a task going to sleep).
+    if requeued == 0 && waited.is_none() {
         return 0;
     }
-    let delta = now - slot.ts;
-    slot.ts = 0;
+    let now = unsafe { bpf_ktime_get_ns() };
+    let start = match waited {
+        Some(slot) => unsafe {
+            let start = (*slot).ts;
+            (*slot).ts = 0;
+            start
+        },
+        None => 0,
+    };
+    // After the read: prev's and next's pids may share a slot.
+    if requeued != 0 {
+        mark_runnable(requeued, now);
+    }
+    if start == 0 || start > now {
+        return 0;
+    }
+    let delta = now - start;
     if let Some(h) = RUNQ_LATENCY.get_ptr_mut(0) {
-        hist_add_local(h, delta.div_ceil(1000), delta);
+        hist_add_ns_local(h, delta);
     }
     if container_label() {
         add_cgroup_latency(next, delta);
