@@ -179,6 +179,14 @@ pub struct KernelOffsets {
     pub cgroup_kn: u32,
     /// `kernfs_node.id`: the cgroup id (the inode number of its directory).
     pub kernfs_id: u32,
+    /// `task_struct.se` + `sched_entity.cfs_rq`: the task's CFS run queue
+    /// (a member only with CONFIG_FAIR_GROUP_SCHED).
+    pub task_cfs_rq: u32,
+    /// `cfs_rq.rq`: the CPU's run queue.
+    pub cfs_rq_rq: u32,
+    /// `rq.clock`: the run queue's clock (ns), which the scheduler updates
+    /// before every wakeup and switch.
+    pub rq_clock: u32,
 }
 
 /// Key of `CGROUP_EVENTS` (LRU hash, atomic u64 counts): a cgroup and one of

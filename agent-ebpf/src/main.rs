@@ -42,6 +42,9 @@ mod shared {
         css_set_dfl_cgrp: 0,
         cgroup_kn: 0,
         kernfs_id: 0,
+        task_cfs_rq: 0,
+        cfs_rq_rq: 0,
+        rq_clock: 0,
     };
 
     /// Nonzero when the agent wants per-cgroup counts (`[ebpf]

@@ -162,8 +162,13 @@ fn direct_reads_on_a_loop_device_are_counted_per_device_and_op() {
     assert!(le4k >= READS as f64, "4 KiB bucket {le4k}");
 }
 
+/// The scheduler tests run one at a time: the wait-time comparison needs
+/// the CPUs to itself.
+static SCHEDULER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_scheduler_benchmark_raises_run_queue_latency_count() {
+    let _one = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner());
     let perf = require_program("perf", "linux-perf");
     let before = value(&scrape(), "ebpf_runqueue_latency_seconds_count", &[]);
     let switches_before = value(&scrape(), "ebpf_cpu_context_switches_total", &[]);
@@ -176,6 +181,49 @@ fn a_scheduler_benchmark_raises_run_queue_latency_count() {
         &[],
         switches_before,
         2000.0,
+    );
+}
+
+/// A thread's run_delay: the ns it waited on a run queue, as the kernel's
+/// own accounting counts it (/proc/<pid>/task/<tid>/schedstat, field 2).
+fn run_delay_ns(tid: i32) -> f64 {
+    let path = format!("/proc/self/task/{tid}/schedstat");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{path}: {text:?}"))
+}
+
+#[test]
+fn run_queue_latency_sum_agrees_with_the_kernels_run_delay() {
+    let _one = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner());
+    let before = value(&scrape(), "ebpf_runqueue_latency_seconds_sum", &[]);
+    // Twice as many spinning threads as CPUs for a second: each waits on
+    // a run queue about half the time, seconds in all, which the kernel
+    // adds up per thread. Every other task's waits come on top of that in
+    // the agent's histogram (it sees the whole host), so the histogram's
+    // sum must be at least the threads' total and not wildly more.
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners: Vec<_> = (0..2 * cpus)
+        .map(|_| {
+            std::thread::spawn(|| {
+                // SAFETY: gettid has no preconditions.
+                let tid = unsafe { libc::gettid() };
+                let start = run_delay_ns(tid);
+                let until = Instant::now() + Duration::from_secs(1);
+                let mut spins = 0u64;
+                while Instant::now() < until {
+                    spins = std::hint::black_box(spins + 1);
+                }
+                run_delay_ns(tid) - start
+            })
+        })
+        .collect();
+    let waited: f64 = spinners.into_iter().map(|t| t.join().unwrap()).sum::<f64>() / 1e9;
+    assert!(waited > 0.2, "the spinners waited only {waited} s; was the kernel's run_delay counted?");
+    let grown = wait_growth("ebpf_runqueue_latency_seconds_sum", &[], before, 0.9 * waited) - before;
+    eprintln!("run-queue latency sum +{grown:.3} s; the spinners' run_delay {waited:.3} s");
+    assert!(
+        grown < 2.0 * waited + 1.0,
+        "run-queue latency sum grew by {grown} s while the spinners alone waited {waited} s"
     );
 }
 

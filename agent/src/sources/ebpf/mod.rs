@@ -165,8 +165,16 @@ fn kernel_offsets(btf: &KernelBtf) -> KernelOffsets {
         css_set_dfl_cgrp: at("css_set", "dfl_cgrp"),
         cgroup_kn: at("cgroup", "kn"),
         kernfs_id: at("kernfs_node", "id"),
+        task_cfs_rq: at("task_struct", "se") + at("sched_entity", "cfs_rq"),
+        cfs_rq_rq: at("cfs_rq", "rq"),
+        rq_clock: at("rq", "clock"),
     }
 }
+
+/// The members the scheduler programs need to read the run queue's clock
+/// instead of calling bpf_ktime_get_ns.
+const RQ_CLOCK_MEMBERS: &[(&str, &str)] =
+    &[("task_struct", "se"), ("sched_entity", "cfs_rq"), ("cfs_rq", "rq"), ("rq", "clock")];
 
 /// The members that finding a socket's or task's cgroup needs.
 const CGROUP_MEMBERS: &[(&str, &str)] = &[
@@ -235,6 +243,11 @@ impl EbpfCollector {
             && wakeups.iter().all(|p| config.program_enabled(p))
             && kernel_btf.member_offset("task_struct", "pid").is_ok();
         let runq_enabled: u32 = runq.into();
+        let rq_clock = RQ_CLOCK_MEMBERS.iter().all(|(s, m)| kernel_btf.member_offset(s, m).is_ok());
+        if runq && !rq_clock {
+            tracing::info!("ebpf: the kernel has no task_struct.se.cfs_rq->rq->clock (CONFIG_FAIR_GROUP_SCHED); run-queue latency uses bpf_ktime_get_ns");
+        }
+        let rq_clock: u32 = rq_clock.into();
         let mut label = config.container_label;
         if label {
             let missing: Vec<String> = CGROUP_MEMBERS
@@ -256,6 +269,7 @@ impl EbpfCollector {
             .override_global("AYA_LOG_LEVEL", &log_level, true)
             .override_global("OFFSETS", &offsets, true)
             .override_global("RUNQ_ENABLED", &runq_enabled, true)
+            .override_global("RQ_CLOCK", &rq_clock, true)
             .override_global("CONTAINER_LABEL", &container_label, true)
             .load(OBJECT)
         {
