@@ -3,11 +3,11 @@
 //! the request's address, so a completion the program never sees cannot
 //! leak anything.
 
-use agent_common::{BlockHists, BlockKey, Log2Hist, BLOCK_INFLIGHT, BLOCK_KEYS, BLOCK_OP_DISCARD};
+use agent_common::{BlockFirst, BlockHists, BlockKey, Log2Hist, BLOCK_INFLIGHT, BLOCK_KEYS, BLOCK_OPS, BLOCK_OP_DISCARD};
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
-    maps::{Array, PerCpuHashMap},
+    maps::{Array, PerCpuArray, PerCpuHashMap},
     programs::BtfTracePointContext,
 };
 
@@ -61,6 +61,11 @@ fn slot(rq: u64) -> u32 {
 /// matters per CPU on a 64-core host.
 #[map]
 static BLOCK_IO: PerCpuHashMap<BlockKey, BlockHists> = PerCpuHashMap::with_max_entries(BLOCK_KEYS, BPF_F_NO_PREALLOC);
+
+/// Per CPU and operation, the first disk seen and its histograms (see
+/// `agent_common::BlockFirst`): the common case skips the hash lookup.
+#[map]
+static BLOCK_IO_FIRST: PerCpuArray<BlockFirst> = PerCpuArray::with_max_entries(BLOCK_OPS, 0);
 
 /// Map flag (linux/bpf.h): allocate entries when first used.
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -136,15 +141,25 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Option<()> {
         op,
         _pad: 0,
     };
-    let hists = match BLOCK_IO.get_ptr_mut(&key) {
-        Some(h) => h,
-        None => {
-            let _ = BLOCK_IO.insert(&key, &ZERO_HISTS, BPF_NOEXIST);
-            let Some(h) = BLOCK_IO.get_ptr_mut(&key) else {
-                aya_log_ebpf::warn!(ctx, "BLOCK_IO is full ({} disk/op pairs): {}:{} not counted", BLOCK_KEYS, key.major, key.minor);
-                return None;
-            };
-            h
+    let first = unsafe { &mut *BLOCK_IO_FIRST.get_ptr_mut(op)? };
+    // Only this CPU writes its entries and a program never runs nested
+    // on one CPU, so claiming needs no atomics.
+    if first.key.major == 0 {
+        first.key = key;
+    }
+    let hists: *mut BlockHists = if key.major != 0 && first.key.major == key.major && first.key.minor == key.minor {
+        &mut first.hists
+    } else {
+        match BLOCK_IO.get_ptr_mut(&key) {
+            Some(h) => h,
+            None => {
+                let _ = BLOCK_IO.insert(&key, &ZERO_HISTS, BPF_NOEXIST);
+                let Some(h) = BLOCK_IO.get_ptr_mut(&key) else {
+                    aya_log_ebpf::warn!(ctx, "BLOCK_IO is full ({} disk/op pairs): {}:{} not counted", BLOCK_KEYS, key.major, key.minor);
+                    return None;
+                };
+                h
+            }
         }
     };
     aya_log_ebpf::trace!(ctx, "block_rq_complete: {}:{} op {} {} bytes in {} ns", key.major, key.minor, op, bytes, delta);

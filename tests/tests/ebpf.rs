@@ -124,42 +124,42 @@ impl Drop for LoopDevice {
 fn direct_reads_on_a_loop_device_are_counted_per_device_and_op() {
     require_program("losetup", "mount");
     let dir = TempDir::new("ebpf-loop");
-    let backing = dir.path().join("disk.img");
-    std::fs::File::create(&backing)
-        .unwrap()
-        .set_len(8 << 20)
-        .unwrap();
-    let dev = LoopDevice(run(Command::new("losetup")
-        .args(["--find", "--show", "--direct-io=on"])
-        .arg(&backing)));
-    let name = dev.0.trim_start_matches("/dev/").to_string();
-    let labels = [("device", name.as_str()), ("op", "read")];
-    let before = value(&scrape(), "ebpf_block_io_latency_seconds_count", &labels);
-    const READS: u32 = 200;
-    run(Command::new("dd").arg(format!("if={}", dev.0)).args([
-        "of=/dev/null",
-        "bs=4096",
-        &format!("count={READS}"),
-        "iflag=direct",
-    ]));
-    wait_growth(
-        "ebpf_block_io_latency_seconds_count",
-        &labels,
-        before,
-        READS as f64,
-    );
+    // Two devices: each CPU adds its first disk's completions to a map of
+    // its own and any other disk's to the shared hash; both must count.
+    let devices: Vec<LoopDevice> = (0..2)
+        .map(|i| {
+            let backing = dir.path().join(format!("disk{i}.img"));
+            std::fs::File::create(&backing).unwrap().set_len(8 << 20).unwrap();
+            LoopDevice(run(Command::new("losetup").args(["--find", "--show", "--direct-io=on"]).arg(&backing)))
+        })
+        .collect();
+    let names: Vec<String> = devices.iter().map(|d| d.0.trim_start_matches("/dev/").to_string()).collect();
     let text = scrape();
-    // Every read was one 4 KiB request: the size histogram agrees.
-    let sizes = value(&text, "ebpf_block_io_size_bytes_count", &labels);
-    let size_sum = value(&text, "ebpf_block_io_size_bytes_sum", &labels);
-    assert!(sizes >= READS as f64, "size count {sizes}");
-    assert!(size_sum >= 4096.0 * READS as f64, "size sum {size_sum}");
-    let le4k = value(
-        &text,
-        "ebpf_block_io_size_bytes_bucket",
-        &[("device", &name), ("op", "read"), ("le", "4096")],
-    );
-    assert!(le4k >= READS as f64, "4 KiB bucket {le4k}");
+    let before: Vec<f64> = names
+        .iter()
+        .map(|n| value(&text, "ebpf_block_io_latency_seconds_count", &[("device", n), ("op", "read")]))
+        .collect();
+    const READS: u32 = 200;
+    for dev in &devices {
+        run(Command::new("dd").arg(format!("if={}", dev.0)).args([
+            "of=/dev/null",
+            "bs=4096",
+            &format!("count={READS}"),
+            "iflag=direct",
+        ]));
+    }
+    for (name, before) in names.iter().zip(before) {
+        let labels = [("device", name.as_str()), ("op", "read")];
+        wait_growth("ebpf_block_io_latency_seconds_count", &labels, before, READS as f64);
+        let text = scrape();
+        // Every read was one 4 KiB request: the size histogram agrees.
+        let sizes = value(&text, "ebpf_block_io_size_bytes_count", &labels);
+        let size_sum = value(&text, "ebpf_block_io_size_bytes_sum", &labels);
+        assert!(sizes >= READS as f64, "{name}: size count {sizes}");
+        assert!(size_sum >= 4096.0 * READS as f64, "{name}: size sum {size_sum}");
+        let le4k = value(&text, "ebpf_block_io_size_bytes_bucket", &[("device", name), ("op", "read"), ("le", "4096")]);
+        assert!(le4k >= READS as f64, "{name}: 4 KiB bucket {le4k}");
+    }
 }
 
 /// The scheduler tests run one at a time: the wait-time comparison needs

@@ -1,12 +1,12 @@
 //! Reads the block I/O histograms per (disk, operation) and names disks by
 //! their kernel name through /sys/class/block/*/dev.
 
-use std::collections::HashMap as StdHashMap;
+use std::collections::{BTreeMap, HashMap as StdHashMap};
 
 use agent_common::{
-    BlockHists, BlockKey, Log2Hist, BLOCK_OP_DISCARD, BLOCK_OP_FLUSH, BLOCK_OP_READ, BLOCK_OP_WRITE,
+    BlockFirst, BlockHists, BlockKey, Log2Hist, BLOCK_OPS, BLOCK_OP_DISCARD, BLOCK_OP_FLUSH, BLOCK_OP_READ, BLOCK_OP_WRITE,
 };
-use aya::maps::PerCpuHashMap;
+use aya::maps::{PerCpuArray, PerCpuHashMap};
 use aya::Ebpf;
 
 use super::{histogram, push_histogram, Buckets, LATENCY_NS};
@@ -71,6 +71,18 @@ fn op_name(op: u32) -> Option<&'static str> {
     }
 }
 
+const ZERO: BlockHists = BlockHists { latency: Log2Hist::ZERO, size: Log2Hist::ZERO };
+
+/// Adds one CPU's histograms to a total.
+fn add(total: &mut BlockHists, part: &BlockHists) {
+    for (sum, part) in [(&mut total.latency, &part.latency), (&mut total.size, &part.size)] {
+        for (a, b) in sum.slots.iter_mut().zip(part.slots.iter()) {
+            *a += b;
+        }
+        sum.sum += part.sum;
+    }
+}
+
 /// Adds `ebpf_block_io_latency_seconds` and `ebpf_block_io_size_bytes`.
 pub(super) fn collect(
     ebpf: &Ebpf,
@@ -83,24 +95,24 @@ pub(super) fn collect(
     };
     let map: PerCpuHashMap<_, BlockKey, BlockHists> =
         PerCpuHashMap::try_from(map).map_err(|e| format!("BLOCK_IO: {e}"))?;
-    // One copy per CPU (the kernel side adds without atomics): summed here.
-    let mut entries: Vec<(BlockKey, BlockHists)> = map
-        .iter()
-        .filter_map(Result::ok)
-        .map(|(key, per_cpu)| {
-            let mut total = BlockHists { latency: Log2Hist::ZERO, size: Log2Hist::ZERO };
-            for h in per_cpu.iter() {
-                for (sum, part) in [(&mut total.latency, &h.latency), (&mut total.size, &h.size)] {
-                    for (a, b) in sum.slots.iter_mut().zip(part.slots.iter()) {
-                        *a += b;
-                    }
-                    sum.sum += part.sum;
-                }
+    // One copy per CPU (the kernel side adds without atomics): summed here,
+    // with each CPU's first disk per operation from BLOCK_IO_FIRST.
+    let mut totals: BTreeMap<BlockKey, BlockHists> = BTreeMap::new();
+    for (key, per_cpu) in map.iter().filter_map(Result::ok) {
+        for h in per_cpu.iter() {
+            add(totals.entry(key).or_insert(ZERO), h);
+        }
+    }
+    if let Some(map) = ebpf.map("BLOCK_IO_FIRST") {
+        let first: PerCpuArray<_, BlockFirst> =
+            PerCpuArray::try_from(map).map_err(|e| format!("BLOCK_IO_FIRST: {e}"))?;
+        for op in 0..BLOCK_OPS {
+            let per_cpu = first.get(&op, 0).map_err(|e| format!("BLOCK_IO_FIRST[{op}]: {e}"))?;
+            for f in per_cpu.iter().filter(|f| f.key.major != 0) {
+                add(totals.entry(f.key).or_insert(ZERO), &f.hists);
             }
-            (key, total)
-        })
-        .collect();
-    entries.sort_by_key(|(k, _)| *k);
+        }
+    }
     let mut latency = histogram(
         "ebpf_block_io_latency_seconds",
         "Block I/O latency from issue to the device to completion, per disk and operation.",
@@ -109,7 +121,7 @@ pub(super) fn collect(
         "ebpf_block_io_size_bytes",
         "Block I/O request sizes, per disk and operation.",
     );
-    for (key, hists) in &entries {
+    for (key, hists) in &totals {
         let Some(op) = op_name(key.op) else { continue };
         let device = devices.name(key.major, key.minor);
         let labels = [("device", device.as_str()), ("op", op)];
