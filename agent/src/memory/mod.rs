@@ -11,7 +11,8 @@
 //! musl's allocator (the static binary's, which the image and the systemd
 //! unit ship) returns memory by itself and has no such knobs. It is slower
 //! than glibc's on the scrape path; mimalloc was measured in its place and
-//! was as fast as glibc but held 8 MiB more (BENCHMARKS.md), so it is not
+//! was as fast as glibc but held 8 MiB more on the full host (README,
+//! dependencies), so it is not
 //! used.
 
 #[cfg(target_arch = "x86_64")]
