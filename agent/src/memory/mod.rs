@@ -12,8 +12,7 @@
 //! unit ship) returns memory by itself and has no such knobs. It is slower
 //! than glibc's on the scrape path; mimalloc was measured in its place and
 //! was as fast as glibc but held 8 MiB more on the full host (README,
-//! dependencies), so it is not
-//! used.
+//! dependencies), so it is not used.
 
 #[cfg(target_arch = "x86_64")]
 pub mod copy;
