@@ -13,7 +13,8 @@ fn main() -> anyhow::Result<()> {
     if var("CARGO_CFG_TARGET_ENV") == "musl" && var("CARGO_CFG_TARGET_ARCH") == "x86_64" {
         println!("cargo:rustc-link-arg=-Wl,--wrap=memcpy,--wrap=memmove");
     }
-    let hint = "run `cargo xtask build-ebpf` once: it installs rust-src for the nightly toolchain and bpf-linker 0.10.0";
+    let hint =
+        "run `cargo xtask build-ebpf` once: it installs rust-src for the nightly toolchain and bpf-linker 0.10.0";
     if which("bpf-linker").is_none() {
         bail!("bpf-linker is not installed; {hint}");
     }

@@ -52,10 +52,7 @@ pub fn us_slot_of_ns(ns: u64) -> usize {
 
 impl Log2Hist {
     /// An empty histogram.
-    pub const ZERO: Log2Hist = Log2Hist {
-        slots: [0; LOG2_SLOTS],
-        sum: 0,
-    };
+    pub const ZERO: Log2Hist = Log2Hist { slots: [0; LOG2_SLOTS], sum: 0 };
 }
 
 /// Size of the `TASK_SLOTS` array of the run-queue latency program: a power

@@ -3,7 +3,9 @@
 //! the request's address, so a completion the program never sees cannot
 //! leak anything.
 
-use agent_common::{BlockFirst, BlockHists, BlockKey, Log2Hist, BLOCK_INFLIGHT, BLOCK_KEYS, BLOCK_OPS, BLOCK_OP_DISCARD};
+use agent_common::{
+    BlockFirst, BlockHists, BlockKey, Log2Hist, BLOCK_INFLIGHT, BLOCK_KEYS, BLOCK_OPS, BLOCK_OP_DISCARD,
+};
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
@@ -72,10 +74,7 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// The first value of a new `BLOCK_IO` entry. Too large for the 512-byte
 /// BPF stack, so it lives in .rodata and the helper copies it from there.
-static ZERO_HISTS: BlockHists = BlockHists {
-    latency: Log2Hist::ZERO,
-    size: Log2Hist::ZERO,
-};
+static ZERO_HISTS: BlockHists = BlockHists { latency: Log2Hist::ZERO, size: Log2Hist::ZERO };
 
 /// The REQ_OP bits of `request.cmd_flags`.
 const REQ_OP_MASK: u32 = 0xff;
@@ -135,12 +134,7 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Option<()> {
     }
     let major: i32 = unsafe { field(disk, offset(|o| &o.disk_major)) };
     let minor: i32 = unsafe { field(disk, offset(|o| &o.disk_first_minor)) };
-    let key = BlockKey {
-        major: major as u32,
-        minor: minor as u32,
-        op,
-        _pad: 0,
-    };
+    let key = BlockKey { major: major as u32, minor: minor as u32, op, _pad: 0 };
     let first = unsafe { &mut *BLOCK_IO_FIRST.get_ptr_mut(op)? };
     // Only this CPU writes its entries and a program never runs nested
     // on one CPU, so claiming needs no atomics.
@@ -155,14 +149,28 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Option<()> {
             None => {
                 let _ = BLOCK_IO.insert(&key, &ZERO_HISTS, BPF_NOEXIST);
                 let Some(h) = BLOCK_IO.get_ptr_mut(&key) else {
-                    aya_log_ebpf::warn!(ctx, "BLOCK_IO is full ({} disk/op pairs): {}:{} not counted", BLOCK_KEYS, key.major, key.minor);
+                    aya_log_ebpf::warn!(
+                        ctx,
+                        "BLOCK_IO is full ({} disk/op pairs): {}:{} not counted",
+                        BLOCK_KEYS,
+                        key.major,
+                        key.minor
+                    );
                     return None;
                 };
                 h
             }
         }
     };
-    aya_log_ebpf::trace!(ctx, "block_rq_complete: {}:{} op {} {} bytes in {} ns", key.major, key.minor, op, bytes, delta);
+    aya_log_ebpf::trace!(
+        ctx,
+        "block_rq_complete: {}:{} op {} {} bytes in {} ns",
+        key.major,
+        key.minor,
+        op,
+        bytes,
+        delta
+    );
     let hists = unsafe { &mut *hists };
     hist_add_ns_local(&mut hists.latency, delta);
     hist_add_local(&mut hists.size, bytes as u64, bytes as u64);

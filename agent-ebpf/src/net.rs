@@ -3,8 +3,8 @@
 //! are per-CPU counters or histograms; nothing is kept per socket.
 
 use agent_common::{
-    Log2Hist, SKB_DROP_SLOTS, TCP_CONN_ACTIVE, TCP_CONN_FAILED, TCP_CONN_PASSIVE,
-    TCP_COUNTER_SLOTS, TCP_RESETS_RECEIVED, TCP_RESETS_SENT, TCP_RETRANSMITS,
+    Log2Hist, SKB_DROP_SLOTS, TCP_CONN_ACTIVE, TCP_CONN_FAILED, TCP_CONN_PASSIVE, TCP_COUNTER_SLOTS,
+    TCP_RESETS_RECEIVED, TCP_RESETS_SENT, TCP_RETRANSMITS,
 };
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
@@ -21,8 +21,7 @@ use crate::shared::{cgroup_id, container_label, field, hist_add_local, offset};
 /// Per-cgroup copies of some `TCP_COUNTERS` slots, only when the agent
 /// asked for container labels (see `agent_common::CgroupSlot`).
 #[map]
-static CGROUP_EVENTS: LruHashMap<CgroupSlot, u64> =
-    LruHashMap::with_max_entries(CGROUP_EVENT_KEYS, 0);
+static CGROUP_EVENTS: LruHashMap<CgroupSlot, u64> = LruHashMap::with_max_entries(CGROUP_EVENT_KEYS, 0);
 
 /// Counts `slot` for the cgroup of socket `sk` (null for a reset sent
 /// without a socket: nothing to attribute).
@@ -36,17 +35,11 @@ fn bump_cgroup(sk: *const u8, slot: u32) {
     if id == 0 {
         return;
     }
-    let key = CgroupSlot {
-        cgroup: id,
-        slot,
-        _pad: 0,
-    };
+    let key = CgroupSlot { cgroup: id, slot, _pad: 0 };
     match CGROUP_EVENTS.get_ptr_mut(&key) {
         // SAFETY: map values are 8-byte aligned; other CPUs add too.
         Some(c) => unsafe {
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                c, 1,
-            );
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(c, 1);
         },
         None => {
             let _ = CGROUP_EVENTS.insert(&key, &1, 0);
@@ -145,11 +138,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let reason: u32 = ctx.arg(2);
-    let slot = if reason < SKB_DROP_SLOTS {
-        reason
-    } else {
-        SKB_DROP_SLOTS - 1
-    };
+    let slot = if reason < SKB_DROP_SLOTS { reason } else { SKB_DROP_SLOTS - 1 };
     if let Some(c) = SKB_DROPS.get_ptr_mut(slot) {
         unsafe { *c += 1 };
     }

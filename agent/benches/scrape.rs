@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, Criterion, Throughput};
 use vantage::relabel::{RelabelConfig, Relabeler};
-use vantage::sample::Labels;
-use vantage::sources::scrape::ingest::{ingest, Options};
 use vantage::sample::Family;
+use vantage::sample::Labels;
 use vantage::sinks::remote_write::encode_series;
+use vantage::sources::scrape::ingest::{ingest, Options};
 use vantage::sources::scrape::parser::Format;
 
 /// The C library's allocator (the agent binary's), counting allocations
@@ -72,7 +72,9 @@ const SERIES: usize = 100_000;
 /// 3-5 labels per series.
 fn body() -> String {
     let mut out = String::with_capacity(SERIES * 110);
-    out.push_str("# HELP http_request_duration_seconds Request latency.\n# TYPE http_request_duration_seconds histogram\n");
+    out.push_str(
+        "# HELP http_request_duration_seconds Request latency.\n# TYPE http_request_duration_seconds histogram\n",
+    );
     let les = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "+Inf"];
     let mut n = 0;
     let mut route = 0;
@@ -83,8 +85,14 @@ fn body() -> String {
                 i * 7 + route
             ));
         }
-        out.push_str(&format!("http_request_duration_seconds_sum{{method=\"GET\",route=\"/api/v1/item/{route}\"}} {}.25\n", route * 3));
-        out.push_str(&format!("http_request_duration_seconds_count{{method=\"GET\",route=\"/api/v1/item/{route}\"}} {}\n", route * 9));
+        out.push_str(&format!(
+            "http_request_duration_seconds_sum{{method=\"GET\",route=\"/api/v1/item/{route}\"}} {}.25\n",
+            route * 3
+        ));
+        out.push_str(&format!(
+            "http_request_duration_seconds_count{{method=\"GET\",route=\"/api/v1/item/{route}\"}} {}\n",
+            route * 9
+        ));
         n += les.len() + 2;
         route += 1;
     }
@@ -146,7 +154,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("scrape");
     g.throughput(Throughput::Elements(SERIES as u64));
     g.sample_size(20);
-    g.bench_function("parse_relabel_100k", |b| b.iter(|| black_box(ingest(black_box(body.as_bytes()), &opts).unwrap())));
+    g.bench_function("parse_relabel_100k", |b| {
+        b.iter(|| black_box(ingest(black_box(body.as_bytes()), &opts).unwrap()))
+    });
     let mut raw = Vec::new();
     let mut wire = Vec::new();
     g.bench_function("parse_relabel_encode_100k", |b| {

@@ -111,13 +111,17 @@ pub fn status_text(listen_addr: &str, timeout: std::time::Duration) -> Result<St
 }
 
 /// A plain HTTP/1.0 GET: the resolved address, the status line and the body.
-fn http_get(listen_addr: &str, path: &str, timeout: std::time::Duration) -> Result<(String, String, String), ProbeError> {
+fn http_get(
+    listen_addr: &str,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<(String, String, String), ProbeError> {
     use std::io::{Read as _, Write as _};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
     let connect_err = |source| ProbeError::Connect { addr: listen_addr.to_string(), source };
-    let mut addr: SocketAddr = listen_addr
-        .parse()
-        .map_err(|_| connect_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address like 127.0.0.1:12345")))?;
+    let mut addr: SocketAddr = listen_addr.parse().map_err(|_| {
+        connect_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address like 127.0.0.1:12345"))
+    })?;
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V6(Ipv6Addr::LOCALHOST) });
     }

@@ -91,7 +91,11 @@ pub fn hostname() -> String {
 
 /// Runs the agent until `shutdown` is cancelled, then flushes and returns.
 /// `listener` serves the HTTP endpoints (tests pass one bound to port 0).
-pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let config = Arc::new(config);
     let registry = Registry::default();
     registry.set_config(serde_json::to_value(&*config).unwrap_or_default());

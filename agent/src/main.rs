@@ -81,23 +81,27 @@ fn main() -> ExitCode {
             println!("vantage {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Probe { listen, status: false } => match vantage::http::probe(&listen, std::time::Duration::from_secs(3)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("not ready: {e}");
-                ExitCode::from(1)
+        Command::Probe { listen, status: false } => {
+            match vantage::http::probe(&listen, std::time::Duration::from_secs(3)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("not ready: {e}");
+                    ExitCode::from(1)
+                }
             }
-        },
-        Command::Probe { listen, status: true } => match vantage::http::status_text(&listen, std::time::Duration::from_secs(5)) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
+        }
+        Command::Probe { listen, status: true } => {
+            match vantage::http::status_text(&listen, std::time::Duration::from_secs(5)) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("no status: {e}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("no status: {e}");
-                ExitCode::from(1)
-            }
-        },
+        }
         Command::Check { config, env_file } => match Config::load(Some(&config), env_file.as_deref()) {
             Ok(config) => {
                 for line in config.summary() {

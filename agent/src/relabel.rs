@@ -164,7 +164,8 @@ impl Rule {
             )
         })?;
         let regex_text = config.regex.as_deref().unwrap_or(DEFAULT_REGEX);
-        let regex = Regex::new(&format!("^(?:{regex_text})$")).map_err(|e| format!("invalid regex {regex_text:?}: {e}"))?;
+        let regex =
+            Regex::new(&format!("^(?:{regex_text})$")).map_err(|e| format!("invalid regex {regex_text:?}: {e}"))?;
         let separator = config.separator.clone().unwrap_or_else(|| DEFAULT_SEPARATOR.into());
         let replacement = config.replacement.clone().unwrap_or_else(|| DEFAULT_REPLACEMENT.into());
         let target_label = config.target_label.clone().unwrap_or_default();
@@ -177,7 +178,12 @@ impl Rule {
         }
         let needs_target = matches!(
             action,
-            Action::Replace | Action::HashMod | Action::Lowercase | Action::Uppercase | Action::KeepEqual | Action::DropEqual
+            Action::Replace
+                | Action::HashMod
+                | Action::Lowercase
+                | Action::Uppercase
+                | Action::KeepEqual
+                | Action::DropEqual
         );
         if needs_target && target_label.is_empty() {
             return Err(format!("{name} requires target_label"));
@@ -196,7 +202,8 @@ impl Rule {
         if plain_target && !is_valid_label_name(&target_label) {
             return Err(format!("{target_label:?} is not a valid target_label for {name}"));
         }
-        let no_replacement = matches!(action, Action::Lowercase | Action::Uppercase | Action::KeepEqual | Action::DropEqual);
+        let no_replacement =
+            matches!(action, Action::Lowercase | Action::Uppercase | Action::KeepEqual | Action::DropEqual);
         if no_replacement && replacement != DEFAULT_REPLACEMENT {
             return Err(format!("replacement cannot be set for {name}"));
         }
@@ -375,9 +382,9 @@ impl Relabeler {
 /// Prometheus-compatible shard numbers; not used for anything secret.
 fn md5(data: &[u8]) -> [u8; 16] {
     const S: [u32; 64] = [
-        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
-        4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10,
-        15, 21,
+        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14,
+        20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6,
+        10, 15, 21,
     ];
     // K[i] = floor(abs(sin(i + 1)) * 2^32).
     let k: [u32; 64] = std::array::from_fn(|i| (((i + 1) as f64).sin().abs() * 4_294_967_296.0) as u32);
@@ -389,7 +396,8 @@ fn md5(data: &[u8]) -> [u8; 16] {
     }
     msg.extend_from_slice(&((data.len() as u64).wrapping_mul(8)).to_le_bytes());
     for chunk in msg.chunks_exact(64) {
-        let m: [u32; 16] = std::array::from_fn(|i| u32::from_le_bytes(chunk[i * 4..i * 4 + 4].try_into().unwrap_or_default()));
+        let m: [u32; 16] =
+            std::array::from_fn(|i| u32::from_le_bytes(chunk[i * 4..i * 4 + 4].try_into().unwrap_or_default()));
         let (mut a, mut b, mut c, mut d) = (a0, b0, c0, d0);
         for i in 0..64 {
             let (f, g) = match i / 16 {

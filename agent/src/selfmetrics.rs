@@ -75,7 +75,8 @@ pub fn collect(registry: &Registry) -> Vec<Family> {
     }
     out.extend([up, collections, duration, series, last]);
 
-    let mut programs = Family::new(EBPF_PROGRAM_UP, MetricType::Gauge, "1 when the eBPF program is loaded and attached.");
+    let mut programs =
+        Family::new(EBPF_PROGRAM_UP, MetricType::Gauge, "1 when the eBPF program is loaded and attached.");
     for (name, p) in &snap.programs {
         programs.push(&[("program", name)], if p.attached { 1.0 } else { 0.0 }, ts);
     }

@@ -54,12 +54,14 @@ pub fn busybox_image() -> &'static str {
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy(&busybox, bin.join("busybox")).unwrap();
     for applet in [
-        "sh", "echo", "sleep", "cat", "head", "tr", "printf", "seq", "httpd", "dd", "yes", "mkdir", "wget", "md5sum", "true",
+        "sh", "echo", "sleep", "cat", "head", "tr", "printf", "seq", "httpd", "dd", "yes", "mkdir", "wget", "md5sum",
+        "true",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
     }
     let tar = dir.path().join("rootfs.tar");
-    let ok = Command::new("tar").arg("-C").arg(dir.path().join("rootfs")).arg("-cf").arg(&tar).arg(".").status().unwrap();
+    let ok =
+        Command::new("tar").arg("-C").arg(dir.path().join("rootfs")).arg("-cf").arg(&tar).arg(".").status().unwrap();
     assert!(ok.success(), "tar of the busybox rootfs failed");
     import(&tar);
     IMAGE

@@ -107,7 +107,13 @@ impl Drop for Loki {
     }
 }
 
-fn accept_loop(mut listener: Option<TcpListener>, port: u16, state: Arc<Mutex<State>>, down: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+fn accept_loop(
+    mut listener: Option<TcpListener>,
+    port: u16,
+    state: Arc<Mutex<State>>,
+    down: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::SeqCst) {
         if down.load(Ordering::SeqCst) {
             listener = None; // closing the socket: connections are refused
@@ -189,7 +195,11 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, down: Arc<AtomicBool>) -> st
             503 => "Service Unavailable",
             _ => "Status",
         };
-        write!(out, "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}", text.len())?;
+        write!(
+            out,
+            "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
+            text.len()
+        )?;
         out.flush()?;
     }
 }
@@ -319,7 +329,11 @@ pub fn decode_push(raw: &[u8]) -> Result<Vec<Entry>, String> {
         if labels.is_empty() {
             return Err("a stream needs at least one label".into());
         }
-        out.extend(entries.into_iter().map(|(timestamp_ns, line)| Entry { labels: labels.clone(), timestamp_ns, line }));
+        out.extend(entries.into_iter().map(|(timestamp_ns, line)| Entry {
+            labels: labels.clone(),
+            timestamp_ns,
+            line,
+        }));
     }
     Ok(out)
 }

@@ -19,7 +19,8 @@ impl Prometheus {
     pub fn start(scrape_config: &str) -> Prometheus {
         let bin = require_program("prometheus", "prometheus");
         let dir = TempDir::new("prometheus");
-        let config = format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{scrape_config}\n");
+        let config =
+            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{scrape_config}\n");
         let config_path = dir.write("prometheus.yml", &config);
         let port = free_port();
         let mut cmd = Command::new(bin);
@@ -36,7 +37,11 @@ impl Prometheus {
         let ready = wait_for(Duration::from_secs(30), || {
             crate::http_get(&format!("{}/-/ready", prom.url())).filter(|(s, _)| *s == 200)
         });
-        assert!(ready.is_some(), "prometheus did not become ready; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            ready.is_some(),
+            "prometheus did not become ready; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         prom
     }
 

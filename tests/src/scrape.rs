@@ -99,7 +99,11 @@ impl ExpoServer {
     }
 }
 
-fn handle(mut conn: TcpStream, routes: &Mutex<HashMap<String, Route>>, seen: &Mutex<HashMap<String, Seen>>) -> std::io::Result<()> {
+fn handle(
+    mut conn: TcpStream,
+    routes: &Mutex<HashMap<String, Route>>,
+    seen: &Mutex<HashMap<String, Seen>>,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];

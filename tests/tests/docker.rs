@@ -44,7 +44,8 @@ impl Agent {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut agent = Agent { proc: Proc::spawn("vantage", cmd, &log), base: format!("http://127.0.0.1:{port}"), log };
+        let mut agent =
+            Agent { proc: Proc::spawn("vantage", cmd, &log), base: format!("http://127.0.0.1:{port}"), log };
         let ready = wait_for(Duration::from_secs(30), || {
             if let Ok(Some(exit)) = agent.proc.child.try_wait() {
                 return Some(Err(exit));
@@ -68,7 +69,11 @@ impl Agent {
             .map(|m| {
                 m.iter()
                     .map(|(k, v)| {
-                        (k.clone(), v["health"].as_str().unwrap_or("").into(), v["last_error"].as_str().unwrap_or("").into())
+                        (
+                            k.clone(),
+                            v["health"].as_str().unwrap_or("").into(),
+                            v["last_error"].as_str().unwrap_or("").into(),
+                        )
                     })
                     .collect()
             })
@@ -196,12 +201,18 @@ fn labelled_container_is_discovered_scraped_and_goes_stale_within_2s() {
     assert!(gone <= Duration::from_secs(2), "the target went {gone:?} after the container was removed");
     // Without a stale marker the series would stay visible for the 5 m
     // lookback; with one it ends at the marker's timestamp.
-    let ended = wait_for(Duration::from_secs(20), || prometheus.query_at(&selector, removed_at + 2.0).is_empty().then_some(()));
+    let ended =
+        wait_for(Duration::from_secs(20), || prometheus.query_at(&selector, removed_at + 2.0).is_empty().then_some(()));
     assert!(ended.is_some(), "no stale marker within 2 s of the removal reached Prometheus");
     assert_eq!(prometheus.query_at(&selector, removed_at - 0.5).len(), 1, "the series should exist before the removal");
-    let ended = wait_for(Duration::from_secs(20), || prometheus.query_at(&memory, removed_at + 2.0).is_empty().then_some(()));
+    let ended =
+        wait_for(Duration::from_secs(20), || prometheus.query_at(&memory, removed_at + 2.0).is_empty().then_some(()));
     assert!(ended.is_some(), "container metrics did not go stale within 2 s of the removal");
-    assert_eq!(prometheus.query_at(&memory, removed_at - 0.5).len(), 1, "container metrics should exist before the removal");
+    assert_eq!(
+        prometheus.query_at(&memory, removed_at - 0.5).len(),
+        1,
+        "container metrics should exist before the removal"
+    );
 }
 
 /// A unix-socket proxy in front of dockerd's socket: absent until started,
@@ -233,7 +244,8 @@ impl SocketProxy {
                 let mut list = c.lock().unwrap();
                 list.push(client.try_clone().unwrap());
                 list.push(server.try_clone().unwrap());
-                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut from, &mut to);
                         let _ = to.shutdown(std::net::Shutdown::Both);
@@ -289,7 +301,11 @@ fn runs_without_the_socket_then_picks_docker_up_and_survives_a_daemon_restart() 
     // The socket appears: discovery connects (the backoff is at most 4 s by
     // now) and the labelled container is scraped.
     let first = format!("vtd-first-{tag}");
-    let ip = containers.run(&first, &["-l", "prometheus.scrape=true", "-l", "prometheus.port=8080"], &httpd_script("vtd_first 1\\n"));
+    let ip = containers.run(
+        &first,
+        &["-l", "prometheus.scrape=true", "-l", "prometheus.port=8080"],
+        &httpd_script("vtd_first 1\\n"),
+    );
     let proxy = SocketProxy::start(&socket, "/var/run/docker.sock");
     let up = wait_for(Duration::from_secs(10), || agent.source("docker/discovery").filter(|(h, _)| h == "up"));
     assert!(up.is_some(), "discovery did not connect once the socket appeared: {:?}", agent.sources());
@@ -303,19 +319,31 @@ fn runs_without_the_socket_then_picks_docker_up_and_survives_a_daemon_restart() 
     let lost = wait_for(Duration::from_secs(10), || agent.source("docker/discovery").filter(|(h, _)| h == "down"));
     assert!(lost.is_some(), "discovery did not notice the daemon going away: {:?}", agent.sources());
     let second = format!("vtd-second-{tag}");
-    let ip2 = containers.run(&second, &["-l", "prometheus.scrape=true", "-l", "prometheus.port=8080"], &httpd_script("vtd_second 2\\n"));
+    let ip2 = containers.run(
+        &second,
+        &["-l", "prometheus.scrape=true", "-l", "prometheus.port=8080"],
+        &httpd_script("vtd_second 2\\n"),
+    );
     assert!(agent.metrics().contains(&series), "the known container's target should stay while dockerd is away");
     let _proxy = SocketProxy::start(&socket, "/var/run/docker.sock");
-    let series2 = format!("vtd_second{{container_name=\"{second}\",instance=\"{ip2}:8080\",job=\"docker-containers\"}} 2");
+    let series2 =
+        format!("vtd_second{{container_name=\"{second}\",instance=\"{ip2}:8080\",job=\"docker-containers\"}} 2");
     let resumed = wait_for(Duration::from_secs(15), || agent.metrics().contains(&series2).then_some(()));
-    assert!(resumed.is_some(), "discovery did not resume after the restart:\n{:?}\n{}", agent.sources(), agent.log_text());
+    assert!(
+        resumed.is_some(),
+        "discovery did not resume after the restart:\n{:?}\n{}",
+        agent.sources(),
+        agent.log_text()
+    );
 }
 
 #[test]
 fn local_and_unified_configs_carry_the_same_container_rule() {
     let block = |file: &str| {
         let text = std::fs::read_to_string(workspace().join("config").join(file)).unwrap();
-        let start = text.find("job_name = \"docker-containers\"").unwrap_or_else(|| panic!("{file} has no docker-containers job"));
+        let start = text
+            .find("job_name = \"docker-containers\"")
+            .unwrap_or_else(|| panic!("{file} has no docker-containers job"));
         let rest = &text[start..];
         rest[..rest.find("\n[[scrape]]").unwrap_or(rest.len())].trim().to_string()
     };
@@ -329,7 +357,8 @@ fn local_and_unified_configs_carry_the_same_container_rule() {
 /// middle of the run).
 fn collect_container_metrics(config: &Path) -> (String, Instant) {
     let before = Instant::now();
-    let out = Command::new(vantage_bin()).args(["collect", "--once", "--config"]).arg(config).output().expect("run vantage");
+    let out =
+        Command::new(vantage_bin()).args(["collect", "--once", "--config"]).arg(config).output().expect("run vantage");
     let after = Instant::now();
     assert!(out.status.success(), "collect --once: {}", String::from_utf8_lossy(&out.stderr));
     (String::from_utf8_lossy(&out.stdout).into_owned(), before + (after - before) / 2)
@@ -378,11 +407,16 @@ fn container_metrics_follow_cpu_and_memory_like_the_cgroup_files_and_docker_stat
     let (burn, fill) = (format!("vtm-burn-{tag}"), format!("vtm-fill-{tag}"));
     let mut containers = Containers(Vec::new());
     busybox_image();
-    let config = dir.write("docker.toml", "[node]\nenabled = false\n[ebpf]\nenabled = false\n[docker]\ninstance = \"host-1\"\n");
+    let config =
+        dir.write("docker.toml", "[node]\nenabled = false\n[ebpf]\nenabled = false\n[docker]\ninstance = \"host-1\"\n");
     containers.run(&burn, &["-l", "com.example.team=payments"], "yes > /dev/null");
     // 6 x 8 MiB into the container's /dev/shm (tmpfs: charged to its memory
     // cgroup and never inactive file cache), a chunk a second.
-    containers.run(&fill, &[], "for i in 1 2 3 4 5 6; do dd if=/dev/zero of=/dev/shm/f$i bs=1M count=8 2>/dev/null; sleep 1; done; sleep 600");
+    containers.run(
+        &fill,
+        &[],
+        "for i in 1 2 3 4 5 6; do dd if=/dev/zero of=/dev/shm/f$i bs=1M count=8 2>/dev/null; sleep 1; done; sleep 600",
+    );
     let burn_id = docker(&["inspect", "-f", "{{.Id}}", &burn]);
     let fill_id = docker(&["inspect", "-f", "{{.Id}}", &fill]);
     std::thread::sleep(Duration::from_millis(1500));
@@ -435,11 +469,17 @@ fn container_metrics_follow_cpu_and_memory_like_the_cgroup_files_and_docker_stat
         "container_last_seen",
         "container_oom_events_total",
     ] {
-        assert!(second.lines().any(|l| l.starts_with(family) && l.contains(&format!("name=\"{burn}\""))), "no {family} for {burn}");
+        assert!(
+            second.lines().any(|l| l.starts_with(family) && l.contains(&format!("name=\"{burn}\""))),
+            "no {family} for {burn}"
+        );
     }
     let state = format!("container_state{{container_label_com_example_team=\"payments\",id=\"/docker/{burn_id}\",image=\"{}\",instance=\"host-1\",job=\"cadvisor\",name=\"{burn}\",state=\"running\"}} 1", busybox_image());
     assert!(second.contains(&state), "{state} missing");
     let procs = cgroup_file("pids", &burn_id, "cgroup.procs").lines().count() as f64;
-    let reported = value(&second, &format!("container_processes{{container_label_com_example_team=\"payments\",id=\"/docker/{burn_id}\""));
+    let reported = value(
+        &second,
+        &format!("container_processes{{container_label_com_example_team=\"payments\",id=\"/docker/{burn_id}\""),
+    );
     assert_eq!((reported, procs), (1.0, 1.0), "sh execs its one command: yes alone runs");
 }

@@ -14,9 +14,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use vantage_tests::{
-    free_port, http_get, parse_text, require_program, vantage_bin, wait_for, Proc, TempDir,
-};
+use vantage_tests::{free_port, http_get, parse_text, require_program, vantage_bin, wait_for, Proc, TempDir};
 
 /// The shared agent's /metrics address.
 fn agent() -> &'static str {
@@ -75,10 +73,7 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .into_iter()
         .filter(|(series, _)| {
             let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            n == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
         })
         .map(|(_, v)| v)
         .sum()
@@ -92,22 +87,13 @@ fn wait_growth(name: &str, labels: &[(&str, &str)], before: f64, by: f64) -> f64
         last = value(&scrape(), name, labels);
         (last >= before + by).then_some(())
     });
-    assert!(
-        reached.is_some(),
-        "{name}{labels:?} grew from {before} to {last}, expected at least +{by}"
-    );
+    assert!(reached.is_some(), "{name}{labels:?} grew from {before} to {last}, expected at least +{by}");
     last
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -176,12 +162,7 @@ fn a_scheduler_benchmark_raises_run_queue_latency_count() {
     // 2 groups of 20 senders and 20 receivers passing 50 messages each:
     // thousands of wakeups, every one measured.
     wait_growth("ebpf_runqueue_latency_seconds_count", &[], before, 2000.0);
-    wait_growth(
-        "ebpf_cpu_context_switches_total",
-        &[],
-        switches_before,
-        2000.0,
-    );
+    wait_growth("ebpf_cpu_context_switches_total", &[], switches_before, 2000.0);
 }
 
 /// A thread's run_delay: the ns it waited on a run queue, as the kernel's
@@ -237,28 +218,12 @@ fn connections_to_a_closed_port_count_resets_and_failures() {
     const TRIES: usize = 25;
     for _ in 0..TRIES {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let err = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .expect_err("port should be closed");
+        let err = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect_err("port should be closed");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     }
-    wait_growth(
-        "ebpf_tcp_resets_total",
-        &[("direction", "sent")],
-        sent,
-        TRIES as f64,
-    );
-    wait_growth(
-        "ebpf_tcp_resets_total",
-        &[("direction", "received")],
-        received,
-        TRIES as f64,
-    );
-    wait_growth(
-        "ebpf_tcp_connection_failures_total",
-        &[],
-        failures,
-        TRIES as f64,
-    );
+    wait_growth("ebpf_tcp_resets_total", &[("direction", "sent")], sent, TRIES as f64);
+    wait_growth("ebpf_tcp_resets_total", &[("direction", "received")], received, TRIES as f64);
+    wait_growth("ebpf_tcp_connection_failures_total", &[], failures, TRIES as f64);
 }
 
 /// A network namespace with one end of a veth pair, removed on drop.
@@ -271,12 +236,8 @@ struct Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         self.server.take();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
     }
 }
 
@@ -284,51 +245,27 @@ impl Drop for Netns {
 fn a_stream_whose_peer_goes_down_retransmits() {
     let busybox = require_program("busybox", "busybox-static");
     let id = std::process::id() % 10000;
-    let (ns, host_if, peer_if) = (
-        format!("vt-ebpf-{id}"),
-        format!("vte{id}a"),
-        format!("vte{id}b"),
-    );
+    let (ns, host_if, peer_if) = (format!("vt-ebpf-{id}"), format!("vte{id}a"), format!("vte{id}b"));
     let subnet = 16 + id % 200;
     let (host_ip, peer_ip) = (format!("10.213.{subnet}.1"), format!("10.213.{subnet}.2"));
-    let mut netns = Netns {
-        name: ns.clone(),
-        host_if: host_if.clone(),
-        server: None,
-    };
+    let mut netns = Netns { name: ns.clone(), host_if: host_if.clone(), server: None };
     let ip = |args: &[&str]| run(Command::new("ip").args(args));
     ip(&["netns", "add", &ns]);
-    ip(&[
-        "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
-    ]);
+    ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if]);
     ip(&["link", "set", &peer_if, "netns", &ns]);
     ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
     ip(&["link", "set", &host_if, "up"]);
-    ip(&[
-        "netns",
-        "exec",
-        &ns,
-        "ip",
-        "addr",
-        "add",
-        &format!("{peer_ip}/30"),
-        "dev",
-        &peer_if,
-    ]);
+    ip(&["netns", "exec", &ns, "ip", "addr", "add", &format!("{peer_ip}/30"), "dev", &peer_if]);
     ip(&["netns", "exec", &ns, "ip", "link", "set", &peer_if, "up"]);
     let dir = TempDir::new("ebpf-netns");
     let mut server = Command::new("ip");
-    server
-        .args(["netns", "exec", &ns])
-        .arg(&busybox)
-        .args(["nc", "-l", "-p", "5001"]);
+    server.args(["netns", "exec", &ns]).arg(&busybox).args(["nc", "-l", "-p", "5001"]);
     netns.server = Some(Proc::spawn("nc", server, &dir.path().join("nc.log")));
 
     let addr: SocketAddr = format!("{peer_ip}:5001").parse().unwrap();
-    let mut stream = wait_for(Duration::from_secs(5), || {
-        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()
-    })
-    .expect("connect to the listener in the namespace");
+    let mut stream =
+        wait_for(Duration::from_secs(5), || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok())
+            .expect("connect to the listener in the namespace");
     stream.set_nonblocking(true).unwrap();
     let before = value(&scrape(), "ebpf_tcp_retransmits_total", &[]);
     let chunk = [b'x'; 1000];
@@ -355,9 +292,8 @@ fn check_histograms(text: &str) -> usize {
     let mut buckets: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut counts: BTreeMap<String, f64> = BTreeMap::new();
     for (series, v) in parse_text(text) {
-        let (name, labels) = series
-            .split_once('{')
-            .map_or((series.as_str(), ""), |(n, l)| (n, l.trim_end_matches('}')));
+        let (name, labels) =
+            series.split_once('{').map_or((series.as_str(), ""), |(n, l)| (n, l.trim_end_matches('}')));
         if let Some(base) = name.strip_suffix("_bucket") {
             let mut le = f64::NAN;
             let mut rest = Vec::new();
@@ -367,10 +303,7 @@ fn check_histograms(text: &str) -> usize {
                     None => rest.push(pair),
                 }
             }
-            buckets
-                .entry(format!("{base}{{{}}}", rest.join(",")))
-                .or_default()
-                .push((le, v));
+            buckets.entry(format!("{base}{{{}}}", rest.join(","))).or_default().push((le, v));
         } else if let Some(base) = name.strip_suffix("_count") {
             counts.insert(format!("{base}{{{labels}}}"), v);
         }
@@ -378,17 +311,10 @@ fn check_histograms(text: &str) -> usize {
     for (series, list) in &buckets {
         let mut sorted = list.clone();
         sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-        assert!(
-            sorted.windows(2).all(|w| w[0].1 <= w[1].1),
-            "{series}: buckets not cumulative: {sorted:?}"
-        );
+        assert!(sorted.windows(2).all(|w| w[0].1 <= w[1].1), "{series}: buckets not cumulative: {sorted:?}");
         let inf = sorted.last().unwrap();
         assert!(inf.0.is_infinite(), "{series}: no +Inf bucket");
-        assert_eq!(
-            Some(&inf.1),
-            counts.get(series),
-            "{series}: +Inf differs from _count"
-        );
+        assert_eq!(Some(&inf.1), counts.get(series), "{series}: +Inf differs from _count");
     }
     buckets.len()
 }
@@ -397,26 +323,18 @@ fn check_histograms(text: &str) -> usize {
 fn every_histogram_is_well_formed_and_promtool_accepts_the_output() {
     let promtool = require_program("promtool", "prometheus");
     // Give every histogram something to count first.
-    let _ = Command::new("dd")
-        .args(["if=/dev/zero", "of=/dev/null", "count=1"])
-        .status();
+    let _ = Command::new("dd").args(["if=/dev/zero", "of=/dev/null", "count=1"]).status();
     let text = scrape();
     let families = check_histograms(&text);
     // Run-queue, RTT, and whatever disks saw I/O (at least one).
-    assert!(
-        families >= 3,
-        "expected at least 3 histogram series sets, found {families}"
-    );
+    assert!(families >= 3, "expected at least 3 histogram series sets, found {families}");
     for name in [
         "ebpf_runqueue_latency_seconds",
         "ebpf_tcp_rtt_seconds",
         "ebpf_block_io_latency_seconds",
         "ebpf_block_io_size_bytes",
     ] {
-        assert!(
-            text.contains(&format!("# TYPE {name} histogram")),
-            "{name} missing or not a histogram"
-        );
+        assert!(text.contains(&format!("# TYPE {name} histogram")), "{name} missing or not a histogram");
     }
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
@@ -425,12 +343,7 @@ fn every_histogram_is_well_formed_and_promtool_accepts_the_output() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -457,35 +370,23 @@ fn a_program_switched_off_in_the_config_is_reported_down_and_the_rest_run() {
     let _agent = Proc::spawn("vantage", cmd, &dir.path().join("vantage.log"));
     let url = format!("http://127.0.0.1:{port}/metrics");
     let body = wait_for(Duration::from_secs(20), || {
-        http_get(&url)
-            .map(|(_, b)| b)
-            .filter(|b| b.contains("ebpf_cpu_context_switches_total"))
+        http_get(&url).map(|(_, b)| b).filter(|b| b.contains("ebpf_cpu_context_switches_total"))
     })
     .expect("agent serves eBPF metrics");
     let up = |p: &str| value(&body, "vantage_ebpf_program_up", &[("program", p)]);
     assert_eq!(up("kfree_skb"), 0.0);
     assert_eq!(up("block_rq_issue"), 0.0);
-    for p in [
-        "sched_switch",
-        "sched_wakeup",
-        "block_rq_complete",
-        "tcp_retransmit_skb",
-        "inet_sock_set_state",
-    ] {
+    for p in ["sched_switch", "sched_wakeup", "block_rq_complete", "tcp_retransmit_skb", "inet_sock_set_state"] {
         assert_eq!(up(p), 1.0, "{p} should be attached");
     }
     // The counters of a switched-off program stay at zero.
     assert_eq!(value(&body, "ebpf_skb_drops_total", &[]), 0.0);
 
     // An unknown program name is a configuration error.
-    let bad = dir.write(
-        "bad.toml",
-        "[ebpf]\nprograms = { no_such_program = false }\n",
-    );
+    let bad = dir.write("bad.toml", "[ebpf]\nprograms = { no_such_program = false }\n");
     let out = vantage_tests::vantage(&["check", "--config", bad.to_str().unwrap()]);
     assert!(!out.status.success());
-    let err =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(err.contains("unknown program \"no_such_program\""), "{err}");
 }
 
@@ -502,10 +403,7 @@ impl Drop for Container {
 fn container_label_attributes_resets_and_run_queue_latency_to_a_container() {
     let docker = require_program("docker", "docker.io");
     let busybox = require_program("busybox", "busybox-static");
-    let ping = Command::new(&docker)
-        .arg("info")
-        .output()
-        .expect("run docker");
+    let ping = Command::new(&docker).arg("info").output().expect("run docker");
     assert!(
         ping.status.success(),
         "dockerd is not running (start it: `dockerd &`): {}",
@@ -516,11 +414,7 @@ fn container_label_attributes_resets_and_run_queue_latency_to_a_container() {
     std::fs::create_dir_all(root.path().join("bin")).unwrap();
     std::fs::copy(&busybox, root.path().join("bin/busybox")).unwrap();
     let image = "vantage-ebpf-busybox:test";
-    let import = format!(
-        "tar -C {} -c . | {} import - {image}",
-        root.path().display(),
-        docker.display()
-    );
+    let import = format!("tar -C {} -c . | {} import - {image}", root.path().display(), docker.display());
     run(Command::new("sh").args(["-c", &import]));
 
     let dir = TempDir::new("ebpf-containers");
@@ -537,10 +431,8 @@ fn container_label_attributes_resets_and_run_queue_latency_to_a_container() {
     cmd.args(["run", "--config"]).arg(&config);
     let _agent = Proc::spawn("vantage", cmd, &dir.path().join("vantage.log"));
     let url = format!("http://127.0.0.1:{port}/metrics");
-    wait_for(Duration::from_secs(20), || {
-        http_get(&url).filter(|(_, b)| b.contains("ebpf_tcp_resets_total"))
-    })
-    .expect("agent serves eBPF metrics");
+    wait_for(Duration::from_secs(20), || http_get(&url).filter(|(_, b)| b.contains("ebpf_tcp_resets_total")))
+        .expect("agent serves eBPF metrics");
 
     // The container connects to a closed loopback port ten times (each
     // refused: a reset received by its socket), then stays up so its
@@ -569,14 +461,12 @@ fn container_label_attributes_resets_and_run_queue_latency_to_a_container() {
     let ok = wait_for(Duration::from_secs(15), || {
         let body = http_get(&url)?.1;
         seen = value(&body, "ebpf_tcp_resets_total", &labels);
-        let runq = value(
-            &body,
-            "ebpf_runqueue_latency_seconds_count",
-            &[("container", &name)],
-        );
+        let runq = value(&body, "ebpf_runqueue_latency_seconds_count", &[("container", &name)]);
         (seen >= 10.0 && runq >= 1.0).then_some(body)
     });
-    let body = ok.unwrap_or_else(|| panic!("expected 10 received resets and run-queue samples for container {name}, saw {seen} resets"));
+    let body = ok.unwrap_or_else(|| {
+        panic!("expected 10 received resets and run-queue samples for container {name}, saw {seen} resets")
+    });
     // Exactly the container's ten: nothing else runs in its cgroup.
     assert_eq!(seen, 10.0);
     check_histograms(&body);
@@ -608,7 +498,12 @@ fn kernel_log_forwards_the_programs_records_when_asked() {
     });
     assert!(ready.is_some(), "agent not ready: {}", std::fs::read_to_string(&log).unwrap_or_default());
     const READS: usize = 50;
-    run(Command::new("dd").arg(format!("if={}", dev.0)).args(["of=/dev/null", "bs=4096", &format!("count={READS}"), "iflag=direct"]));
+    run(Command::new("dd").arg(format!("if={}", dev.0)).args([
+        "of=/dev/null",
+        "bs=4096",
+        &format!("count={READS}"),
+        "iflag=direct",
+    ]));
     // Loop devices have major 7; op 0 is a read.
     let line = format!("block_rq_complete: 7:{minor} op 0 4096 bytes in ");
     let seen = wait_for(Duration::from_secs(10), || {

@@ -5,7 +5,9 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vantage_tests::{free_port, http_get, parse_text, require_program, vantage, vantage_bin, wait_for, workspace, Proc, TempDir};
+use vantage_tests::{
+    free_port, http_get, parse_text, require_program, vantage, vantage_bin, wait_for, workspace, Proc, TempDir,
+};
 
 #[test]
 fn every_config_file_passes_check_with_env_example() {
@@ -128,7 +130,10 @@ fn collect_once_is_valid_exposition_with_kernel_context_switches() {
     let text = String::from_utf8(out.stdout).unwrap();
     let (_, findings) = promtool_check(&text);
     let other: Vec<&String> = findings.iter().filter(|f| !is_peer_naming_lint(f)).collect();
-    assert!(other.is_empty(), "promtool check metrics found more than node_exporter's and cAdvisor's own naming lints: {other:?}");
+    assert!(
+        other.is_empty(),
+        "promtool check metrics found more than node_exporter's and cAdvisor's own naming lints: {other:?}"
+    );
     let series = parse_text(&text);
     let switches: Vec<f64> =
         series.iter().filter(|(s, _)| s.starts_with("ebpf_cpu_context_switches_total{cpu=")).map(|(_, v)| *v).collect();
@@ -155,8 +160,13 @@ fn run_serves_health_readiness_metrics_and_stops_within_5s_of_sigterm() {
     cmd.args(["run", "--config", config.to_str().unwrap()]);
     let mut agent = Proc::spawn("vantage", cmd, &dir.path().join("agent.log"));
     let base = format!("http://127.0.0.1:{port}");
-    let healthy = wait_for(Duration::from_secs(10), || http_get(&format!("{base}/-/healthy")).filter(|(s, _)| *s == 200));
-    assert!(healthy.is_some(), "no /-/healthy; log: {}", std::fs::read_to_string(dir.path().join("agent.log")).unwrap());
+    let healthy =
+        wait_for(Duration::from_secs(10), || http_get(&format!("{base}/-/healthy")).filter(|(s, _)| *s == 200));
+    assert!(
+        healthy.is_some(),
+        "no /-/healthy; log: {}",
+        std::fs::read_to_string(dir.path().join("agent.log")).unwrap()
+    );
     let ready = wait_for(Duration::from_secs(10), || http_get(&format!("{base}/-/ready")).filter(|(s, _)| *s == 200));
     assert!(ready.is_some(), "never ready");
     let (status, metrics) = http_get(&format!("{base}/metrics")).unwrap();
@@ -185,7 +195,10 @@ fn ready_follows_every_enabled_source() {
     let port = free_port();
     let config = dir.write(
         "agent.toml",
-        &format!("[agent]\nlisten_addr = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[docker]\nenabled = false\n", dir.path().display()),
+        &format!(
+            "[agent]\nlisten_addr = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[docker]\nenabled = false\n",
+            dir.path().display()
+        ),
     );
     let mut cmd = Command::new(vantage_bin());
     cmd.args(["run", "--config", config.to_str().unwrap()]);

@@ -60,8 +60,9 @@ impl Agent {
         cmd.env("RUST_LOG", "info");
         let proc = Proc::spawn("vantage", cmd, &dir.join(format!("vantage-{tag}.log")));
         let url = format!("http://127.0.0.1:{port}/-/healthy");
-        wait_for(Duration::from_secs(10), || http_get(&url).filter(|(s, _)| *s == 200))
-            .unwrap_or_else(|| panic!("agent did not come up; see {}", dir.join(format!("vantage-{tag}.log")).display()));
+        wait_for(Duration::from_secs(10), || http_get(&url).filter(|(s, _)| *s == 200)).unwrap_or_else(|| {
+            panic!("agent did not come up; see {}", dir.join(format!("vantage-{tag}.log")).display())
+        });
         Agent { proc, port }
     }
 
@@ -265,8 +266,14 @@ fn loki_errors_retry_5xx_and_429_but_not_400() {
     assert!(text.contains("entry too far behind"), "the 400 body is logged verbatim");
 }
 
-const LEVELS: [(&str, &str); 6] =
-    [("INFO", "info"), ("warning", "warn"), ("error", "error"), ("debug", "debug"), ("info", "info"), ("FATAL", "fatal")];
+const LEVELS: [(&str, &str); 6] = [
+    ("INFO", "info"),
+    ("warning", "warn"),
+    ("error", "error"),
+    ("debug", "debug"),
+    ("info", "info"),
+    ("FATAL", "fatal"),
+];
 
 fn seq_of(line: &str) -> u64 {
     line.split(" seq=").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).expect("seq in line")
@@ -299,7 +306,10 @@ format = "RFC3339Nano"
 type = "level"
 "#;
     let cfg = config(dir.path(), &loki, &format!("{}{stages}", file_source("app", &log, "")), "");
-    let writer = Arc::new(Writer { file: Mutex::new(OpenOptions::new().create(true).append(true).open(&log).unwrap()), written: AtomicU64::new(0) });
+    let writer = Arc::new(Writer {
+        file: Mutex::new(OpenOptions::new().create(true).append(true).open(&log).unwrap()),
+        written: AtomicU64::new(0),
+    });
     let mut agent = Agent::start(dir.path(), &cfg, "1");
     let done = Arc::new(AtomicBool::new(false));
     let w = writer.clone();
@@ -398,7 +408,10 @@ type = "level"
     assert!((dups.len() as u64) < batch_lines, "{} duplicates, one batch is {batch_lines} lines", dups.len());
     assert!(count.values().all(|c| *c <= 2), "a line arrived more than twice");
     for s in &dups {
-        assert!(*s <= kill_seq && *s + batch_lines > kill_seq, "duplicate seq {s} outside the SIGKILL window (kill at {kill_seq})");
+        assert!(
+            *s <= kill_seq && *s + batch_lines > kill_seq,
+            "duplicate seq {s} outside the SIGKILL window (kill at {kill_seq})"
+        );
     }
     eprintln!("{} entries, {} duplicates (killed at seq {kill_seq})", entries.len(), dups.len());
 
@@ -412,7 +425,12 @@ type = "level"
         assert_eq!(e.labels.get("filename").map(String::as_str), Some(log.to_str().unwrap()));
         assert_eq!(e.labels.get("server_name").map(String::as_str), Some("test-host"));
         let ts_text = e.line.split_whitespace().next().unwrap().trim_start_matches("ts=");
-        assert!(ts_text.ends_with(&format!(".{:09}Z", e.timestamp_ns.rem_euclid(1_000_000_000))), "timestamp of {:?} is {}", e.line, e.timestamp_ns);
+        assert!(
+            ts_text.ends_with(&format!(".{:09}Z", e.timestamp_ns.rem_euclid(1_000_000_000))),
+            "timestamp of {:?} is {}",
+            e.line,
+            e.timestamp_ns
+        );
         if !first_seen.insert(seq) {
             continue;
         }
@@ -438,7 +456,10 @@ fn civil(days: i64) -> (i64, u32, u32) {
 /// RSS of `pid` in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 /// With Loki down, lines keep coming: the agent stops reading once its
@@ -450,7 +471,12 @@ fn memory_stays_flat_while_loki_is_down() {
     let dir = TempDir::new("logs-rss");
     let loki = Loki::start();
     let log = dir.path().join("app.log");
-    let cfg = config(dir.path(), &loki, &format!("{}[[logs.files.stages]]\ntype = \"level\"\n", file_source("app", &log, "")), "buffer_size = 4194304");
+    let cfg = config(
+        dir.path(),
+        &loki,
+        &format!("{}[[logs.files.stages]]\ntype = \"level\"\n", file_source("app", &log, "")),
+        "buffer_size = 4194304",
+    );
     let agent = Agent::start(dir.path(), &cfg, "a");
     loki.set_down(true);
     let mut f = OpenOptions::new().create(true).append(true).open(&log).unwrap();
@@ -514,17 +540,22 @@ fn container_logs_arrive_once_across_docker_and_agent_restarts() {
         }
         r
     };
-    let count_of = |loki: &Loki, run: &str| loki.entries().iter().filter(|e| e.line.starts_with(&format!("out {run} "))).count();
-    wait_for(Duration::from_secs(20), || runs(&loki).first().filter(|r| count_of(&loki, r) >= 20).cloned()).expect("first run's lines");
+    let count_of =
+        |loki: &Loki, run: &str| loki.entries().iter().filter(|e| e.line.starts_with(&format!("out {run} "))).count();
+    wait_for(Duration::from_secs(20), || runs(&loki).first().filter(|r| count_of(&loki, r) >= 20).cloned())
+        .expect("first run's lines");
     docker(&["restart", "-t", "1", &name]);
-    wait_for(Duration::from_secs(20), || (runs(&loki).len() >= 2 && count_of(&loki, &runs(&loki)[1]) >= 20).then_some(()))
-        .expect("lines after docker restart");
+    wait_for(Duration::from_secs(20), || {
+        (runs(&loki).len() >= 2 && count_of(&loki, &runs(&loki)[1]) >= 20).then_some(())
+    })
+    .expect("lines after docker restart");
     agent.proc.signal(libc::SIGTERM);
     agent.proc.wait_timeout(Duration::from_secs(10)).expect("agent stops on SIGTERM");
     let before = loki.count();
     std::thread::sleep(Duration::from_secs(1));
     let _agent = Agent::start(dir.path(), &cfg, "2");
-    wait_for(Duration::from_secs(20), || (loki.count() >= before + 60).then_some(())).expect("lines after the agent restart");
+    wait_for(Duration::from_secs(20), || (loki.count() >= before + 60).then_some(()))
+        .expect("lines after the agent restart");
     docker(&["stop", "-t", "1", &name]);
     std::thread::sleep(Duration::from_secs(2));
 

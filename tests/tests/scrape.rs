@@ -39,10 +39,7 @@ fn base_config(extra: &str) -> String {
 #[test]
 fn collect_once_app_with_basic_auth_and_kafka_brokers() {
     let app = ExpoServer::start();
-    app.set(
-        "/system-stats",
-        Route { basic_auth: Some(("metrics".into(), "s3cret".into())), ..Route::text(APP_BODY) },
-    );
+    app.set("/system-stats", Route { basic_auth: Some(("metrics".into(), "s3cret".into())), ..Route::text(APP_BODY) });
     let brokers: Vec<ExpoServer> = (1..=3).map(|_| ExpoServer::start()).collect();
     for (i, b) in brokers.iter().enumerate() {
         b.set("/metrics", Route::text(&kafka_jmx_body(100.0 * (i + 1) as f64)));
@@ -55,7 +52,11 @@ fn collect_once_app_with_basic_auth_and_kafka_brokers() {
         app.address()
     );
     for (i, b) in brokers.iter().enumerate() {
-        cfg.push_str(&format!("[[scrape.static_configs]]\ntargets = [\"{}\"]\nlabels = {{ broker_id = \"{}\" }}\n", b.address(), i + 1));
+        cfg.push_str(&format!(
+            "[[scrape.static_configs]]\ntargets = [\"{}\"]\nlabels = {{ broker_id = \"{}\" }}\n",
+            b.address(),
+            i + 1
+        ));
     }
     let path = dir.write("vantage.toml", &base_config(&cfg));
     let out = vantage(&["collect", "--once", "--config", path.to_str().unwrap()]);
@@ -101,7 +102,9 @@ fn collect_once_app_with_basic_auth_and_kafka_brokers() {
         );
         assert_eq!(got.get(&format!("jvm_memory_bytes_used{{area=\"heap\",{labels}}}")), Some(&536870912.0));
         assert_eq!(
-            got.get(&format!("kafka_network_requestmetrics_totaltimems{{{labels},quantile=\"0.99\",request=\"Produce\"}}")),
+            got.get(&format!(
+                "kafka_network_requestmetrics_totaltimems{{{labels},quantile=\"0.99\",request=\"Produce\"}}"
+            )),
             Some(&12.5)
         );
         assert_eq!(got.get(&format!("up{{{labels}}}")), Some(&1.0));
@@ -141,7 +144,8 @@ fn bad_targets_are_isolated() {
     let slow = ExpoServer::start();
     slow.set("/metrics", Route { delay: Duration::from_secs(3), ..Route::text("slow_metric 1\n") });
     let unauthorized = ExpoServer::start();
-    unauthorized.set("/metrics", Route { basic_auth: Some(("u".into(), "p".into())), ..Route::text("secret_metric 1\n") });
+    unauthorized
+        .set("/metrics", Route { basic_auth: Some(("u".into(), "p".into())), ..Route::text("secret_metric 1\n") });
     // A target that answers well first and then breaks: its series must go.
     let flaky = ExpoServer::start();
     flaky.set("/metrics", Route::text("flaky_metric 7\n"));
@@ -182,7 +186,12 @@ fn bad_targets_are_isolated() {
         let (_, text) = http_get(&url)?;
         series(&text).contains_key(&flaky_series).then_some(())
     })
-    .unwrap_or_else(|| panic!("flaky target never scraped; log:\n{}", std::fs::read_to_string(dir.path().join("vantage.log")).unwrap_or_default()));
+    .unwrap_or_else(|| {
+        panic!(
+            "flaky target never scraped; log:\n{}",
+            std::fs::read_to_string(dir.path().join("vantage.log")).unwrap_or_default()
+        )
+    });
     flaky.set("/metrics", Route::text("flaky_metric 7\nflaky_metric{ 8\n"));
 
     let up = |text: &str, job: &str, kind: Option<&str>, addr: &str| -> Option<f64> {
@@ -372,9 +381,9 @@ fn differential_against_prometheus() {
     // Both sides have scraped every body a few times.
     let ready = wait_for(Duration::from_secs(40), || {
         let all = bodies.iter().all(|(name, _)| {
-            ["direct", "vantage"].iter().all(|side| {
-                prom.query(&format!("count_over_time(up{{job=\"{side}_{name}\"}}[1m]) >= 3")).len() == 1
-            })
+            ["direct", "vantage"]
+                .iter()
+                .all(|side| prom.query(&format!("count_over_time(up{{job=\"{side}_{name}\"}}[1m]) >= 3")).len() == 1)
         });
         all.then_some(())
     });
@@ -389,7 +398,12 @@ fn differential_against_prometheus() {
         let via = job_series(&prom, &format!("vantage_{name}"), at);
         let keys = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>();
         let targets = http_get(&format!("{}/api/v1/targets", prom.url())).map(|(_, b)| b).unwrap_or_default();
-        assert_eq!(keys(&via), keys(&direct), "{name}: series differ\nPrometheus targets: {targets}\nvantage log:\n{}", log());
+        assert_eq!(
+            keys(&via),
+            keys(&direct),
+            "{name}: series differ\nPrometheus targets: {targets}\nvantage log:\n{}",
+            log()
+        );
         for (series, value) in &direct {
             if series.contains("__name__=\"scrape_duration_seconds\"") {
                 continue;

@@ -79,7 +79,11 @@ struct Outcome {
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("ebpf") {
         // Kernel-side cost against libbpf-tools, measured with bpf_stats.
-        apt_install(&[("libbpf-tools", "/usr/sbin/runqlat"), ("bpftool", "/usr/sbin/bpftool"), ("linux-perf", "/usr/bin/perf")])?;
+        apt_install(&[
+            ("libbpf-tools", "/usr/sbin/runqlat"),
+            ("bpftool", "/usr/sbin/bpftool"),
+            ("linux-perf", "/usr/bin/perf"),
+        ])?;
         crate::build_ebpf::run()?;
         return status(Command::new("bash").arg(workspace().join("bench/ebpf-overhead.sh")).args(&args[1..]));
     }
@@ -112,8 +116,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     node_exporter_cpu.add(node_exporter.0.id());
     let precision = node_exporter_cpu.precision();
     let large = Endpoint::start(&work, "large", LARGE_SERIES)?;
-    let apps: Vec<u16> =
-        (0..3).map(|i| Endpoint::start(&work, &format!("app{i}"), TARGET_SERIES).map(|e| e.port)).collect::<anyhow::Result<_>>()?;
+    let apps: Vec<u16> = (0..3)
+        .map(|i| Endpoint::start(&work, &format!("app{i}"), TARGET_SERIES).map(|e| e.port))
+        .collect::<anyhow::Result<_>>()?;
 
     let interval = opts.interval;
     let iv = format!("{}s", interval.as_secs());
@@ -121,9 +126,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let large_iv = if opts.smoke { iv.clone() } else { "15s".to_string() };
     let mut outcomes = Vec::new();
     let setups: Vec<(&str, Box<StartSetup>)> = vec![
-        ("node_exporter + prometheus agent", Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &iv, node_port, &receiver))),
+        (
+            "node_exporter + prometheus agent",
+            Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &iv, node_port, &receiver)),
+        ),
         ("node_exporter + vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, &iv, node_port, &receiver))),
-        ("vantage node", Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, &iv, Sources::NODE, &receiver))),
+        (
+            "vantage node",
+            Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, &iv, Sources::NODE, &receiver)),
+        ),
         (
             "vantage node + ebpf",
             Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, &iv, Sources::NODE_EBPF, &receiver)),
@@ -252,7 +263,10 @@ fn prom_agent(dir: &Path, tag: &str, interval: &str, target: u16, receiver: &Rec
             .arg(format!("--web.listen-address=127.0.0.1:{port}")),
         &dir.join("prometheus-agent.log"),
     )?;
-    std::fs::write(dir.join("metrics_url"), format!("http://127.0.0.1:{port}/metrics\nprometheus_remote_storage_bytes_total"))?;
+    std::fs::write(
+        dir.join("metrics_url"),
+        format!("http://127.0.0.1:{port}/metrics\nprometheus_remote_storage_bytes_total"),
+    )?;
     Ok(vec![child])
 }
 
@@ -271,7 +285,10 @@ fn vmagent(dir: &Path, tag: &str, interval: &str, target: u16, receiver: &Receiv
             .arg(format!("-httpListenAddr=127.0.0.1:{port}")),
         &dir.join("vmagent.log"),
     )?;
-    std::fs::write(dir.join("metrics_url"), format!("http://127.0.0.1:{port}/metrics\nvmagent_remotewrite_bytes_sent_total"))?;
+    std::fs::write(
+        dir.join("metrics_url"),
+        format!("http://127.0.0.1:{port}/metrics\nvmagent_remotewrite_bytes_sent_total"),
+    )?;
     Ok(vec![child])
 }
 
@@ -290,7 +307,14 @@ impl Sources<'_> {
     const NODE_EBPF: Sources<'static> = Sources { ebpf: true, ..Sources::NODE };
 }
 
-fn vantage_setup(bin: &Path, dir: &Path, tag: &str, interval: &str, sources: Sources, receiver: &Receiver) -> anyhow::Result<Vec<Child>> {
+fn vantage_setup(
+    bin: &Path,
+    dir: &Path,
+    tag: &str,
+    interval: &str,
+    sources: Sources,
+    receiver: &Receiver,
+) -> anyhow::Result<Vec<Child>> {
     let port = free_port();
     let Sources { node, ebpf, docker, targets } = sources;
     let mut config = format!(
@@ -300,14 +324,19 @@ fn vantage_setup(bin: &Path, dir: &Path, tag: &str, interval: &str, sources: Sou
     );
     if !targets.is_empty() {
         let list: Vec<String> = targets.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-        let _ = write!(config, "\n[[scrape]]\njob_name = \"app\"\n[[scrape.static_configs]]\ntargets = [{}]\n", list.join(", "));
+        let _ = write!(
+            config,
+            "\n[[scrape]]\njob_name = \"app\"\n[[scrape.static_configs]]\ntargets = [{}]\n",
+            list.join(", ")
+        );
     }
     std::fs::write(dir.join("vantage.toml"), config)?;
-    let child = spawn(
-        Command::new(bin).args(["run", "--config"]).arg(dir.join("vantage.toml")),
-        &dir.join("vantage.log"),
+    let child =
+        spawn(Command::new(bin).args(["run", "--config"]).arg(dir.join("vantage.toml")), &dir.join("vantage.log"))?;
+    std::fs::write(
+        dir.join("metrics_url"),
+        format!("http://127.0.0.1:{port}/metrics\nvantage_remote_write_bytes_sent_total"),
     )?;
-    std::fs::write(dir.join("metrics_url"), format!("http://127.0.0.1:{port}/metrics\nvantage_remote_write_bytes_sent_total"))?;
     Ok(vec![child])
 }
 
@@ -387,7 +416,12 @@ impl Endpoint {
             let _ = writeln!(body, "# HELP app_metric_{family} Synthetic application metric {family}.");
             let _ = writeln!(body, "# TYPE app_metric_{family} gauge");
             for series in 0..series / 100 {
-                let _ = writeln!(body, "app_metric_{family}{{shard=\"{}\",path=\"/api/v1/item/{series}\"}} {}", series % 16, series * 3 + family);
+                let _ = writeln!(
+                    body,
+                    "app_metric_{family}{{shard=\"{}\",path=\"/api/v1/item/{series}\"}} {}",
+                    series % 16,
+                    series * 3 + family
+                );
             }
         }
         std::fs::write(work.join(format!("{name}.prom")), &body)?;
@@ -422,7 +456,13 @@ impl Fleet {
     fn start(count: usize) -> anyhow::Result<Fleet> {
         crate::docker::ensure_dockerd()?;
         let image = "vantage-bench-busybox:1";
-        if !Command::new("docker").args(["image", "inspect", image]).stdout(Stdio::null()).stderr(Stdio::null()).status()?.success() {
+        if !Command::new("docker")
+            .args(["image", "inspect", image])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .success()
+        {
             let rootfs = std::env::temp_dir().join(format!("vantage-bench-rootfs-{}", std::process::id()));
             std::fs::create_dir_all(rootfs.join("bin"))?;
             std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).context("copy /bin/busybox (busybox-static)")?;

@@ -17,11 +17,17 @@ pub fn run() -> anyhow::Result<()> {
         eprintln!("installing rust-src for the nightly toolchain");
         status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
-    let linker_ok = output(Command::new("bpf-linker").arg("--version"))
-        .is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    let linker_ok = output(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
     if !on_path("bpf-linker") || !linker_ok {
         eprintln!("installing bpf-linker {BPF_LINKER_VERSION} (about 75 s)");
-        status(Command::new("cargo").args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"]))?;
+        status(Command::new("cargo").args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--force",
+        ]))?;
     }
     // The agent's build.rs builds agent-ebpf (through aya-build) and embeds
     // it; building the agent is therefore the one way to build the object.

@@ -22,15 +22,14 @@ pub fn output(cmd: &mut Command) -> Option<String> {
 
 /// Whether `program` is on PATH.
 pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|dir| dir.join(program).is_file())).unwrap_or(false)
 }
 
 /// Installs the Debian packages whose marker file (a binary they ship) is
 /// missing. `apt-get update` runs once, only when something is missing.
 pub fn apt_install(packages: &[(&str, &str)]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = packages.iter().filter(|(_, marker)| !Path::new(marker).exists()).map(|(p, _)| *p).collect();
+    let missing: Vec<&str> =
+        packages.iter().filter(|(_, marker)| !Path::new(marker).exists()).map(|(p, _)| *p).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the README's test command. Installs what the tests
 //! need when it is missing (Debian packages for the real servers, the eBPF
-//! toolchain), builds the agent, runs every test of the workspace, then a
-//! smoke run of `cargo xtask bench` (each setup must deliver samples).
+//! toolchain), checks formatting and clippy (`-D warnings`), builds the
+//! agent, runs every test of the workspace, then a smoke run of
+//! `cargo xtask bench` (each setup must deliver samples).
 
 use std::process::Command;
 
@@ -31,6 +32,9 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     apt_install(TEST_PACKAGES)?;
     crate::build_ebpf::run()?;
+    // Habits before behaviour: one format, and no lint left standing.
+    status(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
+    status(Command::new("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     // The end-to-end tests run the real binary.
     status(Command::new("cargo").args(["build", "-p", "vantage"]))?;
     status(Command::new("cargo").args(["test", "--no-fail-fast"]).args(args))?;

@@ -27,7 +27,8 @@ impl Vars {
 
     /// Variables from the environment, then from `path` (a `.env` file).
     pub fn with_env_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read env file {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read env file {}: {e}", path.display()))?;
         Ok(Vars { file: parse_env_file(&text) })
     }
 

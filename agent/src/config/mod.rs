@@ -132,7 +132,8 @@ impl Config {
         match path {
             Some(p) => {
                 let file = p.display().to_string();
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
                 Config::from_text(&text, &file, &vars)
             }
             None => Config::from_text(EMBEDDED_DEFAULT, EMBEDDED_NAME, &vars),
@@ -161,7 +162,8 @@ impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.agent.listen_addr.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!("agent.listen_addr {:?} is not an address like 127.0.0.1:12345", self.agent.listen_addr));
+            problems
+                .push(format!("agent.listen_addr {:?} is not an address like 127.0.0.1:12345", self.agent.listen_addr));
         }
         if self.agent.scrape_interval.is_zero() {
             problems.push("agent.scrape_interval must be above zero".into());
@@ -210,7 +212,10 @@ impl Config {
         }
         lines.push(format!("source node: {}", if self.node.enabled { self.node.describe() } else { "off".into() }));
         lines.push(format!("source ebpf: {}", if self.ebpf.enabled { self.ebpf.describe() } else { "off".into() }));
-        lines.push(format!("source docker: {}", if self.docker.enabled { self.docker.describe() } else { "off".into() }));
+        lines.push(format!(
+            "source docker: {}",
+            if self.docker.enabled { self.docker.describe() } else { "off".into() }
+        ));
         for job in &self.scrape {
             lines.push(format!("scrape job {}: {}", job.job_name, job.describe()));
         }
@@ -221,7 +226,10 @@ impl Config {
                 lines.push(format!("sink remote_write: {}", rw.describe()));
             }
         }
-        lines.push(format!("sink loki: {}", if self.loki.url.trim().is_empty() { "off (empty url)".into() } else { self.loki.describe() }));
+        lines.push(format!(
+            "sink loki: {}",
+            if self.loki.url.trim().is_empty() { "off (empty url)".into() } else { self.loki.describe() }
+        ));
         lines.extend(self.logs.describe());
         lines
     }
@@ -237,7 +245,8 @@ mod tests {
 
     #[test]
     fn unknown_key_names_its_line() {
-        let err = Config::from_text("[agent]\nlisten_addr = \"127.0.0.1:1\"\nbogus = 1\n", "x.toml", &vars()).unwrap_err();
+        let err =
+            Config::from_text("[agent]\nlisten_addr = \"127.0.0.1:1\"\nbogus = 1\n", "x.toml", &vars()).unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("x.toml:3:1:"), "{text}");
         assert!(text.contains("bogus"), "{text}");
@@ -245,19 +254,17 @@ mod tests {
 
     #[test]
     fn unset_variable_is_named_with_its_place() {
-        let err = Config::from_text("[agent]\nlisten_addr = \"${VANTAGE_T_UNSET_X}\"\n", "y.toml", &vars()).unwrap_err();
+        let err =
+            Config::from_text("[agent]\nlisten_addr = \"${VANTAGE_T_UNSET_X}\"\n", "y.toml", &vars()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("${VANTAGE_T_UNSET_X} at line 2, column 16"), "{text}");
     }
 
     #[test]
     fn every_problem_is_reported() {
-        let err = Config::from_text(
-            "[agent]\nlisten_addr = \"nowhere\"\nscrape_interval = \"0s\"\n",
-            "z.toml",
-            &vars(),
-        )
-        .unwrap_err();
+        let err =
+            Config::from_text("[agent]\nlisten_addr = \"nowhere\"\nscrape_interval = \"0s\"\n", "z.toml", &vars())
+                .unwrap_err();
         match err {
             ConfigError::Invalid { problems, .. } => assert_eq!(problems.len(), 2, "{problems:?}"),
             other => panic!("unexpected {other}"),

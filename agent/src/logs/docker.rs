@@ -190,8 +190,15 @@ impl DockerLogs {
                     warned = false;
                     for c in list {
                         let Some(id) = c.id.clone() else { continue };
-                        let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
-                        if self.include.as_ref().is_some_and(|r| !r.is_match(&name)) || self.exclude.as_ref().is_some_and(|r| r.is_match(&name)) {
+                        let name = c
+                            .names
+                            .as_ref()
+                            .and_then(|n| n.first())
+                            .map(|n| n.trim_start_matches('/').to_string())
+                            .unwrap_or_default();
+                        if self.include.as_ref().is_some_and(|r| !r.is_match(&name))
+                            || self.exclude.as_ref().is_some_and(|r| r.is_match(&name))
+                        {
                             continue;
                         }
                         if follows.contains_key(&id) {

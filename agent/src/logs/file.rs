@@ -208,7 +208,13 @@ struct Reader {
 
 impl Reader {
     fn id(&self) -> FileId {
-        FileId { path: self.label_path.clone(), dev: self.dev, ino: self.ino, fp_len: self.fp_len, fp_hash: self.fp_hash }
+        FileId {
+            path: self.label_path.clone(),
+            dev: self.dev,
+            ino: self.ino,
+            fp_len: self.fp_len,
+            fp_hash: self.fp_hash,
+        }
     }
 
     /// Grows the fingerprint while the file is shorter than FINGERPRINT_MAX.
@@ -314,7 +320,15 @@ impl FileSource {
         l
     }
 
-    fn open_reader(&self, path: &Path, label_path: &Path, file: File, meta: &Metadata, offset: u64, acked: u64) -> Reader {
+    fn open_reader(
+        &self,
+        path: &Path,
+        label_path: &Path,
+        file: File,
+        meta: &Metadata,
+        offset: u64,
+        acked: u64,
+    ) -> Reader {
         let mut r = Reader {
             path: path.to_path_buf(),
             label_path: label_path.to_path_buf(),
@@ -402,7 +416,8 @@ impl FileSource {
                 }
                 continue;
             }
-            let offset = if first && !self.known.contains(&path) && self.cfg.start_at == StartAt::End { meta.len() } else { 0 };
+            let offset =
+                if first && !self.known.contains(&path) && self.cfg.start_at == StartAt::End { meta.len() } else { 0 };
             tracing::debug!(file = %path.display(), offset, "tailing");
             self.known.insert(path.clone());
             let r = self.open_reader(&path, &path, file, &meta, offset, offset);
@@ -436,7 +451,9 @@ impl FileSource {
                 self.emit(text, ts, labels, Ack { cursor, value: ack }).await?;
             }
             let r = &self.readers[i];
-            let done = r.rotated.is_some_and(|t| now.duration_since(t) >= DRAIN_GRACE && now.duration_since(r.last_growth) >= DRAIN_GRACE);
+            let done = r.rotated.is_some_and(|t| {
+                now.duration_since(t) >= DRAIN_GRACE && now.duration_since(r.last_growth) >= DRAIN_GRACE
+            });
             if done {
                 self.close(i).await?;
                 continue;
@@ -463,7 +480,8 @@ impl FileSource {
                 self.discover(false);
             }
             Ok(m) => {
-                let replaced = m.len() < r.offset || (r.fp_len > 0 && fingerprint(&r.file, r.fp_len) != Some(r.fp_hash));
+                let replaced =
+                    m.len() < r.offset || (r.fp_len > 0 && fingerprint(&r.file, r.fp_len) != Some(r.fp_hash));
                 if replaced {
                     self.truncated(i).await?;
                 }

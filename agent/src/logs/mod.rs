@@ -79,7 +79,8 @@ impl LogsConfig {
 
     /// Lines for `vantage check`.
     pub fn describe(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.files.iter().map(|f| format!("logs file {}: {}", f.name, f.describe())).collect();
+        let mut out: Vec<String> =
+            self.files.iter().map(|f| format!("logs file {}: {}", f.name, f.describe())).collect();
         if self.docker.enabled {
             out.push(format!("logs docker: {}", self.docker.describe()));
         }
@@ -125,12 +126,16 @@ impl SelfMetrics for LogStats {
         let sources = self.sources.lock().unwrap().clone();
         let mut read = Family::new(m::LOG_LINES_READ, MetricType::Counter, "Lines read per log source.");
         let mut trunc = Family::new(m::LOG_LINES_TRUNCATED, MetricType::Counter, "Lines cut at max_line_size.");
-        let mut utf8 = Family::new(m::LOG_INVALID_UTF8, MetricType::Counter, "Lines with invalid UTF-8 or NUL bytes, repaired.");
+        let mut utf8 =
+            Family::new(m::LOG_INVALID_UTF8, MetricType::Counter, "Lines with invalid UTF-8 or NUL bytes, repaired.");
         let mut watched = Family::new(m::LOG_FILES_WATCHED, MetricType::Gauge, "Files being tailed.");
         let mut rot = Family::new(m::LOG_ROTATIONS, MetricType::Counter, "Rotations and truncations seen.");
-        let mut cont = Family::new(m::LOG_CONTAINERS_FOLLOWED, MetricType::Gauge, "Containers whose logs are followed.");
-        let mut dropped = Family::new(m::LOG_LINES_DROPPED, MetricType::Counter, "Lines dropped by drop or match stages.");
-        let mut errors = Family::new(m::LOG_STAGE_ERRORS, MetricType::Counter, "Lines a stage could not process (left unchanged).");
+        let mut cont =
+            Family::new(m::LOG_CONTAINERS_FOLLOWED, MetricType::Gauge, "Containers whose logs are followed.");
+        let mut dropped =
+            Family::new(m::LOG_LINES_DROPPED, MetricType::Counter, "Lines dropped by drop or match stages.");
+        let mut errors =
+            Family::new(m::LOG_STAGE_ERRORS, MetricType::Counter, "Lines a stage could not process (left unchanged).");
         for s in &sources {
             let l = [("source", s.name.as_str())];
             let g = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
@@ -180,17 +185,35 @@ pub fn start(ctx: &crate::Context) -> Result<Vec<tokio::task::JoinHandle<()>>, S
     }
     let pos_file = cfg.positions_file.clone().unwrap_or_else(|| ctx.config.agent.data_dir.join("positions.json"));
     let positions = Arc::new(positions::Positions::load(&pos_file).map_err(|e| e.to_string())?);
-    let sink = crate::sinks::loki::start(&ctx.config.loki, &ctx.config.agent.external_labels, &ctx.registry, ctx.shutdown.clone())
-        .map_err(|e| e.to_string())?;
+    let sink = crate::sinks::loki::start(
+        &ctx.config.loki,
+        &ctx.config.agent.external_labels,
+        &ctx.registry,
+        ctx.shutdown.clone(),
+    )
+    .map_err(|e| e.to_string())?;
     let stats = Arc::new(LogStats::default());
     ctx.registry.add_provider(stats.clone());
     let mut tasks = Vec::new();
     for f in &cfg.files {
-        let source = file::FileSource::new(f, positions.clone(), sink.sender.clone(), stats.source(&f.name), ctx.shutdown.clone())?;
+        let source = file::FileSource::new(
+            f,
+            positions.clone(),
+            sink.sender.clone(),
+            stats.source(&f.name),
+            ctx.shutdown.clone(),
+        )?;
         tasks.push(tokio::spawn(source.run()));
     }
     if cfg.docker.enabled {
-        let d = docker::DockerLogs::new(&cfg.docker, &ctx.config.docker.host, positions.clone(), sink.sender.clone(), stats.source("docker"), ctx.shutdown.clone())?;
+        let d = docker::DockerLogs::new(
+            &cfg.docker,
+            &ctx.config.docker.host,
+            positions.clone(),
+            sink.sender.clone(),
+            stats.source("docker"),
+            ctx.shutdown.clone(),
+        )?;
         tasks.push(tokio::spawn(d.run()));
     }
     tasks.push(tokio::spawn(positions.clone().run_writer(cfg.positions_sync_period, ctx.shutdown.clone(), sink.task)));

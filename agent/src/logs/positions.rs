@@ -169,11 +169,9 @@ impl Positions {
                 let acked = c.acked.load(Ordering::Acquire);
                 match &*c.key.lock().unwrap() {
                     CursorKey::File(id) => out.files.push(SavedFile { id: id.clone(), offset: acked }),
-                    CursorKey::Container { id, name } => out.containers.push(SavedContainer {
-                        id: id.clone(),
-                        name: name.clone(),
-                        timestamp_ns: acked,
-                    }),
+                    CursorKey::Container { id, name } => {
+                        out.containers.push(SavedContainer { id: id.clone(), name: name.clone(), timestamp_ns: acked })
+                    }
                 }
             }
         }
@@ -197,7 +195,12 @@ impl Positions {
     }
 
     /// Saves every `every` until `shutdown`, then once more.
-    pub async fn run_writer(self: Arc<Self>, every: Duration, shutdown: CancellationToken, sink_done: tokio::task::JoinHandle<()>) {
+    pub async fn run_writer(
+        self: Arc<Self>,
+        every: Duration,
+        shutdown: CancellationToken,
+        sink_done: tokio::task::JoinHandle<()>,
+    ) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -184,16 +184,44 @@ impl StageStats {
 
 #[derive(Debug)]
 enum Stage {
-    Regex { re: Regex, names: Vec<String>, source: Option<String> },
-    Json { paths: Vec<(String, Vec<String>)>, source: Option<String> },
-    Logfmt { mapping: Vec<(String, String)>, source: Option<String> },
+    Regex {
+        re: Regex,
+        names: Vec<String>,
+        source: Option<String>,
+    },
+    Json {
+        paths: Vec<(String, Vec<String>)>,
+        source: Option<String>,
+    },
+    Logfmt {
+        mapping: Vec<(String, String)>,
+        source: Option<String>,
+    },
     Labels(Vec<(String, String)>),
     Static(Vec<(String, String)>),
-    Timestamp { source: String, formats: Vec<TsFormat>, zone: FixedOffset },
+    Timestamp {
+        source: String,
+        formats: Vec<TsFormat>,
+        zone: FixedOffset,
+    },
     Output(String),
-    Drop { source: Option<String>, re: Option<Regex>, value: Option<String>, older_than: Option<Duration>, longer_than: Option<usize> },
-    Match { selector: Selector, action: MatchAction, stages: Vec<Stage> },
-    Level { label: String, source: Option<String>, default: String },
+    Drop {
+        source: Option<String>,
+        re: Option<Regex>,
+        value: Option<String>,
+        older_than: Option<Duration>,
+        longer_than: Option<usize>,
+    },
+    Match {
+        selector: Selector,
+        action: MatchAction,
+        stages: Vec<Stage>,
+    },
+    Level {
+        label: String,
+        source: Option<String>,
+        default: String,
+    },
 }
 
 /// The compiled stage list of one source.
@@ -224,7 +252,10 @@ impl Pipeline {
                     problems.push(format!("{here}: multiline must be the first stage"));
                 }
                 match Regex::new(firstline) {
-                    Ok(re) => multiline = Some(Multiline { firstline: re, max_lines: (*max_lines).max(1), max_wait: *max_wait }),
+                    Ok(re) => {
+                        multiline =
+                            Some(Multiline { firstline: re, max_lines: (*max_lines).max(1), max_wait: *max_wait })
+                    }
                     Err(e) => problems.push(format!("{here}: firstline: {e}")),
                 }
                 continue;
@@ -280,7 +311,10 @@ fn compile(c: &StageConfig, here: &str) -> Result<Stage, Vec<String>> {
             source: source.clone(),
         },
         StageConfig::Logfmt { mapping, source } => Stage::Logfmt {
-            mapping: mapping.iter().map(|(k, v)| (k.clone(), if v.is_empty() { k.clone() } else { v.clone() })).collect(),
+            mapping: mapping
+                .iter()
+                .map(|(k, v)| (k.clone(), if v.is_empty() { k.clone() } else { v.clone() }))
+                .collect(),
             source: source.clone(),
         },
         StageConfig::Labels { values } => Stage::Labels(label_names(values)?),
@@ -292,7 +326,9 @@ fn compile(c: &StageConfig, here: &str) -> Result<Stage, Vec<String>> {
             let zone = match location.as_deref() {
                 None | Some("") | Some("UTC") | Some("utc") | Some("Z") => FixedOffset::east_opt(0).unwrap(),
                 Some(z) => parse_offset(z).ok_or_else(|| {
-                    err(format!("location {z:?}: use \"UTC\" or a fixed offset like \"+02:00\" (zone names are not supported)"))
+                    err(format!(
+                        "location {z:?}: use \"UTC\" or a fixed offset like \"+02:00\" (zone names are not supported)"
+                    ))
                 })?,
             };
             let formats = std::iter::once(format).chain(fallback_formats).map(|f| TsFormat::from_name(f)).collect();
@@ -307,7 +343,13 @@ fn compile(c: &StageConfig, here: &str) -> Result<Stage, Vec<String>> {
             if re.is_none() && value.is_none() && older_than.is_none() && longer_than.is_none() {
                 return Err(err("drop needs at least one of expression, value, older_than, longer_than".into()));
             }
-            Stage::Drop { source: source.clone(), re, value: value.clone(), older_than: *older_than, longer_than: *longer_than }
+            Stage::Drop {
+                source: source.clone(),
+                re,
+                value: value.clone(),
+                older_than: *older_than,
+                longer_than: *longer_than,
+            }
         }
         StageConfig::Match { selector, action, stages } => {
             let selector = Selector::parse(selector).map_err(|e| err(format!("selector: {e}")))?;
@@ -595,7 +637,9 @@ pub fn normalize_level(word: &str) -> Option<&'static str> {
         b"info" | b"information" | b"informational" | b"notice" | b"inf" => "info",
         b"warn" | b"warning" | b"wrn" => "warn",
         b"error" | b"err" | b"eror" | b"severe" => "error",
-        b"fatal" | b"critical" | b"crit" | b"panic" | b"dpanic" | b"emerg" | b"emergency" | b"alert" | b"ftl" => "fatal",
+        b"fatal" | b"critical" | b"crit" | b"panic" | b"dpanic" | b"emerg" | b"emergency" | b"alert" | b"ftl" => {
+            "fatal"
+        }
         // pino/bunyan numeric levels.
         b"10" | b"20" => "debug",
         b"30" => "info",

@@ -79,7 +79,11 @@ fn json_fields_and_paths() {
         "json",
         "[[stages]]\ntype = \"json\"\nexpressions = { level = \"\", user = \"ctx.user\", n = \"count\" }",
         &[
-            (r#"{"level":"info","ctx":{"user":"ana"},"count":3}"#, &[("level", "info"), ("n", "3"), ("user", "ana")], 0),
+            (
+                r#"{"level":"info","ctx":{"user":"ana"},"count":3}"#,
+                &[("level", "info"), ("n", "3"), ("user", "ana")],
+                0,
+            ),
             (r#"{"level":"info"}"#, &[("level", "info")], 0),
             (r#"{"level": "info""#, &[], 1),
             ("[1,2,3]", &[], 1),
@@ -90,7 +94,11 @@ fn json_fields_and_paths() {
     check_fields(
         "json",
         "[[stages]]\ntype = \"json\"",
-        &[(r#"{"a":"x","b":true,"c":null,"d":{"e":1}}"#, &[("a", "x"), ("b", "true"), ("c", ""), ("d", r#"{"e":1}"#)], 0)],
+        &[(
+            r#"{"a":"x","b":true,"c":null,"d":{"e":1}}"#,
+            &[("a", "x"), ("b", "true"), ("c", ""), ("d", r#"{"e":1}"#)],
+            0,
+        )],
     );
 }
 
@@ -109,7 +117,11 @@ fn logfmt_pairs_and_quotes() {
             ("", &[], 0),
         ],
     );
-    check_fields("logfmt", "[[stages]]\ntype = \"logfmt\"\nmapping = { lvl = \"level\" }", &[("level=warn x=1", &[("lvl", "warn")], 0)]);
+    check_fields(
+        "logfmt",
+        "[[stages]]\ntype = \"logfmt\"\nmapping = { lvl = \"level\" }",
+        &[("level=warn x=1", &[("lvl", "warn")], 0)],
+    );
 }
 
 #[test]
@@ -127,14 +139,18 @@ fn labels_and_static_labels() {
         let got: Vec<(&str, &str)> = out.rec.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect();
         assert_eq!(&got, want, "{line:?}");
     }
-    assert!(problems("[[stages]]\ntype = \"labels\"\nvalues = { \"bad-name\" = \"\" }")[0].contains("not a valid label name"));
-    assert!(problems("[[stages]]\ntype = \"static_labels\"\nvalues = { \"0x\" = \"v\" }")[0].contains("not a valid label name"));
+    assert!(problems("[[stages]]\ntype = \"labels\"\nvalues = { \"bad-name\" = \"\" }")[0]
+        .contains("not a valid label name"));
+    assert!(problems("[[stages]]\ntype = \"static_labels\"\nvalues = { \"0x\" = \"v\" }")[0]
+        .contains("not a valid label name"));
 }
 
 #[test]
 fn timestamp_formats_fallbacks_and_zones() {
     let ns = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_nanos_opt().unwrap();
-    let cases: &[(&str, &str, &[&str], Option<&str>, i64)] = &[
+    // (format, input, fallback formats, location, expected nanoseconds)
+    type Case<'a> = (&'a str, &'a str, &'a [&'a str], Option<&'a str>, i64);
+    let cases: &[Case] = &[
         ("RFC3339", "2024-03-01T10:00:00Z", &[], None, ns("2024-03-01T10:00:00Z")),
         ("RFC3339", "2024-03-01T10:00:00+02:00", &[], None, ns("2024-03-01T08:00:00Z")),
         ("RFC3339Nano", "2024-03-01T10:00:00.123456789Z", &[], None, ns("2024-03-01T10:00:00.123456789Z")),
@@ -145,7 +161,13 @@ fn timestamp_formats_fallbacks_and_zones() {
         ("UnixNs", "1709287200123456789", &[], None, 1_709_287_200_123_456_789),
         ("%Y-%m-%d %H:%M:%S", "2024-03-01 10:00:00", &[], None, ns("2024-03-01T10:00:00Z")),
         ("%Y-%m-%d %H:%M:%S", "2024-03-01 10:00:00", &[], Some("+02:00"), ns("2024-03-01T08:00:00Z")),
-        ("%Y-%m-%d %H:%M:%S%.f %z", "2024-03-01 10:00:00.250 -0100", &[], Some("+02:00"), ns("2024-03-01T11:00:00.25Z")),
+        (
+            "%Y-%m-%d %H:%M:%S%.f %z",
+            "2024-03-01 10:00:00.250 -0100",
+            &[],
+            Some("+02:00"),
+            ns("2024-03-01T11:00:00.25Z"),
+        ),
         ("%d/%b/%Y:%H:%M:%S %z", "01/Mar/2024:10:00:00 +0000", &[], None, ns("2024-03-01T10:00:00Z")),
         ("RFC3339", "1709287200", &["UnixMs", "Unix"], None, 1_709_287_200_000_000),
         // Malformed: the read time stays.
@@ -171,8 +193,10 @@ fn timestamp_formats_fallbacks_and_zones() {
     // A missing source field keeps read time too.
     let (p, _) = pipeline("[[stages]]\ntype = \"timestamp\"\nsource = \"nope\"\nformat = \"Unix\"");
     assert_eq!(run(&p, "x", &[]).rec.timestamp_ns, READ_NS);
-    assert!(problems("[[stages]]\ntype = \"timestamp\"\nsource = \"t\"\nformat = \"Unix\"\nlocation = \"Europe/Paris\"")[0]
-        .contains("zone names are not supported"));
+    assert!(problems(
+        "[[stages]]\ntype = \"timestamp\"\nsource = \"t\"\nformat = \"Unix\"\nlocation = \"Europe/Paris\""
+    )[0]
+    .contains("zone names are not supported"));
 }
 
 #[test]
@@ -231,7 +255,9 @@ selector = '{app!="api", tier!~"front.*"}'
 action = "drop"
 "#,
     );
-    let cases: &[(&[(&str, &str)], Option<bool>)] = &[
+    // (labels of the entry, whether the kept entry is marked `matched`; None: dropped)
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<bool>);
+    let cases: &[Case] = &[
         (&[("app", "api"), ("env", "prod")], Some(true)),
         (&[("app", "api"), ("env", "dev")], Some(false)),
         (&[("app", "api")], Some(false)),
@@ -258,7 +284,8 @@ action = "drop"
 
 #[test]
 fn multiline_joins_continuations() {
-    let (_, ml) = pipeline("[[stages]]\ntype = \"multiline\"\nfirstline = '^\\d{4}-'\nmax_lines = 3\nmax_wait = \"50ms\"");
+    let (_, ml) =
+        pipeline("[[stages]]\ntype = \"multiline\"\nfirstline = '^\\d{4}-'\nmax_lines = 3\nmax_wait = \"50ms\"");
     let ml = ml.unwrap();
     let mut st = MultilineState::default();
     let input = [
@@ -285,7 +312,8 @@ fn multiline_joins_continuations() {
     std::thread::sleep(Duration::from_millis(60));
     assert_eq!(st.due(&ml, Instant::now()), Some(("2024-01-02 x".into(), 9, 90)));
     assert!(st.take().is_none());
-    assert!(problems("[[stages]]\ntype = \"level\"\n[[stages]]\ntype = \"multiline\"\nfirstline = 'x'")[0].contains("first stage"));
+    assert!(problems("[[stages]]\ntype = \"level\"\n[[stages]]\ntype = \"multiline\"\nfirstline = 'x'")[0]
+        .contains("first stage"));
     assert!(problems("[[stages]]\ntype = \"multiline\"\nfirstline = '('")[0].contains("firstline"));
 }
 

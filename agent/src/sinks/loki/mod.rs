@@ -245,18 +245,48 @@ impl SelfMetrics for LokiStats {
             out.push(f);
         };
         use MetricType::{Counter, Gauge};
-        add(m::LOKI_ENTRIES_SENT, Counter, "Entries Loki acknowledged.", self.entries_sent.load(Ordering::Relaxed) as f64);
+        add(
+            m::LOKI_ENTRIES_SENT,
+            Counter,
+            "Entries Loki acknowledged.",
+            self.entries_sent.load(Ordering::Relaxed) as f64,
+        );
         add(
             m::LOKI_ENTRIES_DROPPED,
             Counter,
             "Entries Loki rejected with a 400 (not retried).",
             self.entries_rejected.load(Ordering::Relaxed) as f64,
         );
-        add(m::LOKI_REQUESTS_FAILED, Counter, "Push requests that failed and were retried.", self.requests_failed.load(Ordering::Relaxed) as f64);
-        add(m::LOKI_BYTES_SENT, Counter, "Compressed bytes Loki acknowledged.", self.bytes_sent.load(Ordering::Relaxed) as f64);
-        add(m::LOKI_ENTRIES_PENDING, Gauge, "Entries buffered or in flight.", self.pending_entries.load(Ordering::Relaxed) as f64);
-        add(m::LOKI_BUFFER_BYTES, Gauge, "Bytes of lines buffered or in flight.", self.pending_bytes.load(Ordering::Relaxed) as f64);
-        add(m::LOKI_LAST_SEND, Gauge, "Unix time of the last acknowledged push.", self.last_send_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+        add(
+            m::LOKI_REQUESTS_FAILED,
+            Counter,
+            "Push requests that failed and were retried.",
+            self.requests_failed.load(Ordering::Relaxed) as f64,
+        );
+        add(
+            m::LOKI_BYTES_SENT,
+            Counter,
+            "Compressed bytes Loki acknowledged.",
+            self.bytes_sent.load(Ordering::Relaxed) as f64,
+        );
+        add(
+            m::LOKI_ENTRIES_PENDING,
+            Gauge,
+            "Entries buffered or in flight.",
+            self.pending_entries.load(Ordering::Relaxed) as f64,
+        );
+        add(
+            m::LOKI_BUFFER_BYTES,
+            Gauge,
+            "Bytes of lines buffered or in flight.",
+            self.pending_bytes.load(Ordering::Relaxed) as f64,
+        );
+        add(
+            m::LOKI_LAST_SEND,
+            Gauge,
+            "Unix time of the last acknowledged push.",
+            self.last_send_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        );
     }
 }
 

@@ -78,9 +78,8 @@ impl Host {
     /// container is gone).
     pub fn locate(&self, id: &str, pid: u32) -> Option<Dirs> {
         let from_pid = if pid > 0 { self.path_of_pid(pid) } else { None };
-        let candidates = from_pid
-            .into_iter()
-            .chain([format!("/docker/{id}"), format!("/system.slice/docker-{id}.scope")]);
+        let candidates =
+            from_pid.into_iter().chain([format!("/docker/{id}"), format!("/system.slice/docker-{id}.scope")]);
         for path in candidates {
             let dirs = self.dirs(&path);
             if dirs.memory.is_dir() {
@@ -112,7 +111,14 @@ impl Host {
             Version::V2 => self.root.join(rel),
             Version::V1 => self.root.join(controller).join(rel),
         };
-        Dirs { version: self.version, path: path.to_string(), cpu: at("cpu"), cpuacct: at("cpuacct"), memory: at("memory"), blkio: at("blkio") }
+        Dirs {
+            version: self.version,
+            path: path.to_string(),
+            cpu: at("cpu"),
+            cpuacct: at("cpuacct"),
+            memory: at("memory"),
+            blkio: at("blkio"),
+        }
     }
 }
 
@@ -236,7 +242,11 @@ fn count_lines(text: &str) -> f64 {
 
 /// v1 reports "no limit" as the largest page-aligned signed 64-bit value.
 fn unlimited_as_zero(limit: f64) -> f64 {
-    if limit >= (1u64 << 62) as f64 { 0.0 } else { limit }
+    if limit >= (1u64 << 62) as f64 {
+        0.0
+    } else {
+        limit
+    }
 }
 
 /// blkio.throttle.io_service_bytes: "MAJ:MIN Read N" / "MAJ:MIN Write N" lines.
@@ -308,7 +318,11 @@ mod tests {
         let base = temp("v1");
         let (sys, proc) = (base.join("sys"), base.join("proc"));
         let cg = |c: &str| sys.join("fs/cgroup").join(c).join("docker").join(ID);
-        write(&proc.join("42"), "cgroup", &format!("12:cpu,cpuacct:/docker/{ID}\n4:memory:/docker/{ID}\n0::/docker/{ID}\n"));
+        write(
+            &proc.join("42"),
+            "cgroup",
+            &format!("12:cpu,cpuacct:/docker/{ID}\n4:memory:/docker/{ID}\n0::/docker/{ID}\n"),
+        );
         write(&cg("cpuacct"), "cpuacct.usage", "2500000000\n");
         write(&cg("cpuacct"), "cpuacct.stat", "user 150\nsystem 75\n");
         write(&cg("cpu"), "cpu.stat", "nr_periods 10\nnr_throttled 4\nthrottled_time 2000000000\n");
@@ -316,12 +330,20 @@ mod tests {
         write(&cg("cpu"), "cpu.cfs_period_us", "100000\n");
         write(&cg("cpu"), "cpu.shares", "1024\n");
         write(&cg("memory"), "memory.usage_in_bytes", "10485760\n");
-        write(&cg("memory"), "memory.stat", "cache 1\nrss 2\ntotal_cache 4096000\ntotal_rss 5000000\ntotal_swap 0\ntotal_inactive_file 1485760\n");
+        write(
+            &cg("memory"),
+            "memory.stat",
+            "cache 1\nrss 2\ntotal_cache 4096000\ntotal_rss 5000000\ntotal_swap 0\ntotal_inactive_file 1485760\n",
+        );
         write(&cg("memory"), "memory.failcnt", "3\n");
         write(&cg("memory"), "memory.limit_in_bytes", "9223372036854771712\n");
         write(&cg("memory"), "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
         write(&cg("memory"), "cgroup.procs", "42\n57\n");
-        write(&cg("blkio"), "blkio.throttle.io_service_bytes_recursive", "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 1\n8:0 Total 12288\nTotal 12288\n");
+        write(
+            &cg("blkio"),
+            "blkio.throttle.io_service_bytes_recursive",
+            "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 1\n8:0 Total 12288\nTotal 12288\n",
+        );
 
         let host = Host::new(&sys, &proc);
         assert_eq!(host.version, Version::V1);
@@ -331,7 +353,10 @@ mod tests {
         assert_eq!(s.cpu_usage_seconds, Some(2.5));
         assert_eq!(s.cpu_user_seconds, Some(1.5));
         assert_eq!(s.cpu_system_seconds, Some(0.75));
-        assert_eq!((s.cfs_periods, s.cfs_throttled_periods, s.cfs_throttled_seconds), (Some(10.0), Some(4.0), Some(2.0)));
+        assert_eq!(
+            (s.cfs_periods, s.cfs_throttled_periods, s.cfs_throttled_seconds),
+            (Some(10.0), Some(4.0), Some(2.0))
+        );
         assert_eq!((s.cpu_quota, s.cpu_period, s.cpu_shares), (None, Some(100000.0), Some(1024.0)));
         assert_eq!(s.memory_usage, Some(10485760.0));
         assert_eq!(s.memory_working_set, Some(9000000.0));
@@ -367,7 +392,10 @@ mod tests {
         assert_eq!(dirs.path, format!("/system.slice/docker-{ID}.scope"));
         let s = Reader::default().stats(&dirs).unwrap();
         assert_eq!((s.cpu_usage_seconds, s.cpu_user_seconds, s.cpu_system_seconds), (Some(3.0), Some(2.0), Some(1.0)));
-        assert_eq!((s.cfs_periods, s.cfs_throttled_periods, s.cfs_throttled_seconds), (Some(5.0), Some(1.0), Some(0.25)));
+        assert_eq!(
+            (s.cfs_periods, s.cfs_throttled_periods, s.cfs_throttled_seconds),
+            (Some(5.0), Some(1.0), Some(0.25))
+        );
         assert_eq!((s.cpu_quota, s.cpu_period, s.cpu_shares), (Some(50000.0), Some(100000.0), Some(998.0)));
         // inactive_file above usage: the working set floors at 0.
         assert_eq!((s.memory_usage, s.memory_working_set), (Some(2000000.0), Some(0.0)));

@@ -166,7 +166,10 @@ async fn refresh(
 }
 
 async fn list_networks(docker: &bollard::Docker) -> Result<Networks, String> {
-    let list = docker.list_networks(None::<ListNetworksOptions>).await.map_err(|e| format!("list networks: {}", describe(&e)))?;
+    let list = docker
+        .list_networks(None::<ListNetworksOptions>)
+        .await
+        .map_err(|e| format!("list networks: {}", describe(&e)))?;
     Ok(list
         .into_iter()
         .filter_map(|n| {
@@ -235,7 +238,9 @@ fn from_inspect(info: bollard::models::ContainerInspectResponse, networks: &Netw
             });
         }
     }
-    ports.sort_by(|a, b| (a.private, &a.protocol, a.public, &a.public_ip).cmp(&(b.private, &b.protocol, b.public, &b.public_ip)));
+    ports.sort_by(|a, b| {
+        (a.private, &a.protocol, a.public, &a.public_ip).cmp(&(b.private, &b.protocol, b.public, &b.public_ip))
+    });
     let running = state.running.unwrap_or(false);
     Container {
         id: info.id.unwrap_or_default(),
@@ -335,7 +340,11 @@ pub fn target_labels(containers: &[Container], networks: &Networks) -> Vec<Label
 }
 
 fn join_host_port(ip: &str, port: u16) -> String {
-    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
 
 /// A Docker label key as a Prometheus label name: every character outside
@@ -373,7 +382,10 @@ mod tests {
             id: id.into(),
             name: name.into(),
             image: "busybox".into(),
-            labels: BTreeMap::from([("prometheus.scrape".into(), "true".into()), ("com.example/team".into(), "x".into())]),
+            labels: BTreeMap::from([
+                ("prometheus.scrape".into(), "true".into()),
+                ("com.example/team".into(), "x".into()),
+            ]),
             state: "running".into(),
             pid: 42,
             started_at: 1.0,

@@ -118,7 +118,12 @@ impl ContainerCollector {
     }
 
     /// As [`ContainerCollector::new`] with explicit sysfs and procfs roots.
-    pub fn with_paths(config: &DockerConfig, inventory: watch::Receiver<Inventory>, sys: PathBuf, proc: PathBuf) -> Self {
+    pub fn with_paths(
+        config: &DockerConfig,
+        inventory: watch::Receiver<Inventory>,
+        sys: PathBuf,
+        proc: PathBuf,
+    ) -> Self {
         ContainerCollector {
             host: Host::new(&sys, &proc),
             inventory,
@@ -241,7 +246,8 @@ impl Collector for ContainerCollector {
 
     fn collect(&mut self, now_ms: i64) -> Result<Vec<Family>, String> {
         let inventory = self.inventory.borrow().clone();
-        let mut families: Vec<Family> = FAMILIES.iter().map(|(name, kind, help)| Family::new(*name, *kind, *help)).collect();
+        let mut families: Vec<Family> =
+            FAMILIES.iter().map(|(name, kind, help)| Family::new(*name, *kind, *help)).collect();
         let now_s = now_ms as f64 / 1000.0;
         for c in inventory.iter() {
             let live = matches!(c.state.as_str(), "running" | "paused" | "restarting") && c.pid > 0;
@@ -342,7 +348,13 @@ mod tests {
             network_mode: "bridge".into(),
             ..Default::default()
         };
-        let exited = Container { id: "b".repeat(64), name: "/old".into(), image: "busybox".into(), state: "exited".into(), ..Default::default() };
+        let exited = Container {
+            id: "b".repeat(64),
+            name: "/old".into(),
+            image: "busybox".into(),
+            state: "exited".into(),
+            ..Default::default()
+        };
         let (_tx, rx) = watch::channel(Arc::new(vec![running, exited]));
         let config = DockerConfig { instance: "host-1".into(), ..DockerConfig::default() };
         let mut c = ContainerCollector::with_paths(&config, rx, sys, proc);

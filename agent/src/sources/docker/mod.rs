@@ -221,7 +221,8 @@ pub async fn collect_once(config: &DockerConfig) -> Vec<crate::sample::Family> {
 /// sockets: the agent runs next to dockerd.
 pub fn connect(host: &str) -> Result<bollard::Docker, String> {
     let host = socket_url(host);
-    let path = host.strip_prefix("unix://").ok_or_else(|| format!("host {host:?} is not supported; use a unix:// socket"))?;
+    let path =
+        host.strip_prefix("unix://").ok_or_else(|| format!("host {host:?} is not supported; use a unix:// socket"))?;
     bollard::Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(|e| match e {
         bollard::errors::Error::SocketNotFoundError(_) => format!("no Docker socket at {path} (is dockerd running?)"),
         e => format!("cannot connect to {host}: {e}"),

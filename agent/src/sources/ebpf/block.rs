@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap as StdHashMap};
 
 use agent_common::{
-    BlockFirst, BlockHists, BlockKey, Log2Hist, BLOCK_OPS, BLOCK_OP_DISCARD, BLOCK_OP_FLUSH, BLOCK_OP_READ, BLOCK_OP_WRITE,
+    BlockFirst, BlockHists, BlockKey, Log2Hist, BLOCK_OPS, BLOCK_OP_DISCARD, BLOCK_OP_FLUSH, BLOCK_OP_READ,
+    BLOCK_OP_WRITE,
 };
 use aya::maps::{PerCpuArray, PerCpuHashMap};
 use aya::Ebpf;
@@ -14,12 +15,7 @@ use crate::sample::Family;
 
 /// Byte slots exported from 512 B to 16 MiB (smaller requests count in the
 /// first bucket, larger ones only in +Inf).
-const SIZE_BYTES: Buckets = Buckets {
-    unit: 1.0,
-    first: 9,
-    last: 24,
-    sum_unit: 1.0,
-};
+const SIZE_BYTES: Buckets = Buckets { unit: 1.0, first: 9, last: 24, sum_unit: 1.0 };
 
 /// Kernel device names by "major:minor", reloaded when an unknown device
 /// shows up (a loop device attached after start).
@@ -33,10 +29,7 @@ impl DeviceNames {
         if !self.names.contains_key(&(major, minor)) {
             self.reload();
         }
-        self.names
-            .get(&(major, minor))
-            .cloned()
-            .unwrap_or_else(|| format!("{major}:{minor}"))
+        self.names.get(&(major, minor)).cloned().unwrap_or_else(|| format!("{major}:{minor}"))
     }
 
     fn reload(&mut self) {
@@ -52,10 +45,7 @@ impl DeviceNames {
                 continue;
             };
             if let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) {
-                self.names.insert(
-                    (major, minor),
-                    entry.file_name().to_string_lossy().into_owned(),
-                );
+                self.names.insert((major, minor), entry.file_name().to_string_lossy().into_owned());
             }
         }
     }
@@ -117,10 +107,7 @@ pub(super) fn collect(
         "ebpf_block_io_latency_seconds",
         "Block I/O latency from issue to the device to completion, per disk and operation.",
     );
-    let mut size = histogram(
-        "ebpf_block_io_size_bytes",
-        "Block I/O request sizes, per disk and operation.",
-    );
+    let mut size = histogram("ebpf_block_io_size_bytes", "Block I/O request sizes, per disk and operation.");
     for (key, hists) in &totals {
         let Some(op) = op_name(key.op) else { continue };
         let device = devices.name(key.major, key.minor);

@@ -12,10 +12,7 @@ pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: not BTF or truncated ({what})")]
     Malformed { path: String, what: &'static str },
     #[error("kernel BTF has no struct {0}")]
@@ -58,14 +55,8 @@ pub struct KernelBtf {
 impl KernelBtf {
     /// Reads and parses the running kernel's BTF.
     pub fn from_sys() -> Result<Self, BtfError> {
-        let data = std::fs::read(VMLINUX).map_err(|source| BtfError::Read {
-            path: VMLINUX.into(),
-            source,
-        })?;
-        Self::parse(&data).map_err(|what| BtfError::Malformed {
-            path: VMLINUX.into(),
-            what,
-        })
+        let data = std::fs::read(VMLINUX).map_err(|source| BtfError::Read { path: VMLINUX.into(), source })?;
+        Self::parse(&data).map_err(|what| BtfError::Malformed { path: VMLINUX.into(), what })
     }
 
     /// Parses a BTF blob (little- or big-endian as its magic says).
@@ -76,24 +67,14 @@ impl KernelBtf {
             _ => return Err("bad magic"),
         };
         let u32_at = |at: usize| -> Result<u32, &'static str> {
-            let b: [u8; 4] = data
-                .get(at..at + 4)
-                .ok_or("short read")?
-                .try_into()
-                .unwrap();
-            Ok(if big {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            })
+            let b: [u8; 4] = data.get(at..at + 4).ok_or("short read")?.try_into().unwrap();
+            Ok(if big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
         };
         let hdr_len = u32_at(4)? as usize;
         let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
         let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
         let types = hdr_len + type_off;
-        let strings = data
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or("string section")?;
+        let strings = data.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or("string section")?;
         let name = |off: u32| -> String {
             let s = strings.get(off as usize..).unwrap_or_default();
             let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
@@ -117,11 +98,8 @@ impl KernelBtf {
                     let mut members = Vec::with_capacity(vlen);
                     for _ in 0..vlen {
                         let offset = u32_at(at + 8)?;
-                        let (bit_offset, bitfield) = if kind_flag {
-                            (offset & 0xff_ffff, offset >> 24)
-                        } else {
-                            (offset, 0)
-                        };
+                        let (bit_offset, bitfield) =
+                            if kind_flag { (offset & 0xff_ffff, offset >> 24) } else { (offset, 0) };
                         members.push(Member {
                             name: name(u32_at(at)?),
                             type_id: u32_at(at + 4)?,
@@ -167,10 +145,7 @@ impl KernelBtf {
     /// Byte offset of `member` in `strct`, looking through anonymous
     /// structs and unions as C does. Bitfields are refused.
     pub fn member_offset(&self, strct: &str, member: &str) -> Result<u32, BtfError> {
-        let members = self
-            .structs
-            .get(strct)
-            .ok_or_else(|| BtfError::NoStruct(strct.into()))?;
+        let members = self.structs.get(strct).ok_or_else(|| BtfError::NoStruct(strct.into()))?;
         self.find(members, member, 0)
             .filter(|bits| bits % 8 == 0)
             .map(|bits| bits / 8)
@@ -214,12 +189,7 @@ mod tests {
         assert_eq!(tgid, pid + 4);
         assert!(btf.member_offset("task_struct", "no_such_member").is_err());
         let reasons = btf.enum_values("skb_drop_reason");
-        assert!(
-            reasons
-                .iter()
-                .any(|(n, v)| n == "SKB_DROP_REASON_NOT_SPECIFIED" && *v == 2),
-            "{reasons:?}"
-        );
+        assert!(reasons.iter().any(|(n, v)| n == "SKB_DROP_REASON_NOT_SPECIFIED" && *v == 2), "{reasons:?}");
         // A nested struct's member is found too.
         assert!(btf.member_offset("sock", "sk_protocol").is_ok());
         assert!(btf.member_offset("sock_cgroup_data", "cgroup").is_ok());

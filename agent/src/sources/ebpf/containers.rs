@@ -46,10 +46,7 @@ impl Containers {
             };
             for entry in entries.flatten() {
                 let file = entry.file_name();
-                let Some(id) = file
-                    .to_str()
-                    .and_then(|n| n.strip_prefix(prefix))
-                    .and_then(|n| n.strip_suffix(suffix))
+                let Some(id) = file.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|n| n.strip_suffix(suffix))
                 else {
                     continue;
                 };
@@ -57,11 +54,7 @@ impl Containers {
                     continue;
                 }
                 let Ok(meta) = entry.metadata() else { continue };
-                let name = self
-                    .names
-                    .entry(id.to_string())
-                    .or_insert_with(|| container_name(id))
-                    .clone();
+                let name = self.names.entry(id.to_string()).or_insert_with(|| container_name(id)).clone();
                 self.by_cgroup.insert(meta.ino(), name);
                 seen.push(id.to_string());
             }
@@ -82,11 +75,7 @@ fn container_name(id: &str) -> String {
     std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| {
-            v.get("Name")?
-                .as_str()
-                .map(|n| n.trim_start_matches('/').to_string())
-        })
+        .and_then(|v| v.get("Name")?.as_str().map(|n| n.trim_start_matches('/').to_string()))
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| id[..12].to_string())
 }

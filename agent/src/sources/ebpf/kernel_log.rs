@@ -72,4 +72,3 @@ pub(super) fn start(ebpf: &mut Ebpf) {
     });
     tracing::info!("ebpf.kernel_log: forwarding the kernel programs' log records");
 }
-

@@ -106,21 +106,14 @@ impl EbpfConfig {
         }
         for name in self.programs.keys() {
             if !PROGRAMS.contains(&name.as_str()) {
-                problems.push(format!(
-                    "ebpf.programs: unknown program {name:?} (known: {})",
-                    PROGRAMS.join(", ")
-                ));
+                problems.push(format!("ebpf.programs: unknown program {name:?} (known: {})", PROGRAMS.join(", ")));
             }
         }
     }
 
     /// One line for `vantage check`.
     pub fn describe(&self) -> String {
-        let on: Vec<&str> = PROGRAMS
-            .iter()
-            .copied()
-            .filter(|p| self.program_enabled(p))
-            .collect();
+        let on: Vec<&str> = PROGRAMS.iter().copied().filter(|p| self.program_enabled(p)).collect();
         format!("programs {}", on.join(", "))
     }
 
@@ -289,11 +282,8 @@ impl EbpfCollector {
                 .iter()
                 .filter_map(|(s, m)| kernel_btf.member_offset(s, m).err().map(|e| e.to_string()))
                 .collect();
-            let result = if missing.is_empty() {
-                attach_btf_tracepoint(&mut ebpf, name, &btf)
-            } else {
-                Err(missing.join("; "))
-            };
+            let result =
+                if missing.is_empty() { attach_btf_tracepoint(&mut ebpf, name, &btf) } else { Err(missing.join("; ")) };
             match result {
                 Ok(()) => {
                     attached += 1;
@@ -315,16 +305,11 @@ impl EbpfCollector {
 }
 
 fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), String> {
-    let program = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    let program = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
     let program: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e:#}"))?;
     program.load(name, btf).map_err(|e| match &e {
         // The verifier's last lines say why; the whole log is hundreds.
-        aya::programs::ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
             let log = verifier_log.to_string();
             let tail: Vec<&str> = log
                 .lines()
@@ -337,16 +322,11 @@ fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), S
                 })
                 .take(3)
                 .collect();
-            format!(
-                "load: {io_error}: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            )
+            format!("load: {io_error}: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
         }
         _ => format!("load: {}", error_chain(&e)),
     })?;
-    program
-        .attach()
-        .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+    program.attach().map_err(|e| format!("attach: {}", error_chain(&e)))?;
     Ok(())
 }
 
@@ -369,10 +349,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lifting it is
 /// harmless on newer ones (this is what CAP_SYS_RESOURCE is for).
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit only reads the struct we pass.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
@@ -427,12 +404,7 @@ struct Buckets {
 }
 
 /// Microsecond slots from 1 µs to 2^24 µs (about 16.8 s), sum in ns.
-const LATENCY_NS: Buckets = Buckets {
-    unit: 1e-6,
-    first: 0,
-    last: 24,
-    sum_unit: 1e-9,
-};
+const LATENCY_NS: Buckets = Buckets { unit: 1e-6, first: 0, last: 24, sum_unit: 1e-9 };
 
 /// Pushes one histogram series set (`_bucket` cumulative, `_sum`, `_count`)
 /// with `labels` into `f`.
@@ -457,12 +429,7 @@ fn push_histogram(f: &mut Family, labels: &[(&str, &str)], h: &Log2Hist, b: &Buc
     }
     let total: u64 = h.slots.iter().sum();
     with_le("+Inf", total as f64, f);
-    f.push_named(
-        &format!("{name}_sum"),
-        labels,
-        h.sum as f64 * b.sum_unit,
-        now_ms,
-    );
+    f.push_named(&format!("{name}_sum"), labels, h.sum as f64 * b.sum_unit, now_ms);
     f.push_named(&format!("{name}_count"), labels, total as f64, now_ms);
 }
 
@@ -490,9 +457,7 @@ mod tests {
             f.samples
                 .iter()
                 .find(|s| {
-                    s.labels.metric_name() == name
-                        && s.labels.get("le") == le
-                        && s.labels.get("op") == Some("read")
+                    s.labels.metric_name() == name && s.labels.get("le") == le && s.labels.get("op") == Some("read")
                 })
                 .map(|s| s.value)
         };

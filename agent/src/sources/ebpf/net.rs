@@ -1,8 +1,8 @@
 //! Reads the TCP counters, the RTT histogram and skb drops by reason.
 
 use agent_common::{
-    Log2Hist, SKB_DROP_SLOTS, TCP_CONN_ACTIVE, TCP_CONN_FAILED, TCP_CONN_PASSIVE,
-    TCP_COUNTER_SLOTS, TCP_RESETS_RECEIVED, TCP_RESETS_SENT, TCP_RETRANSMITS,
+    Log2Hist, SKB_DROP_SLOTS, TCP_CONN_ACTIVE, TCP_CONN_FAILED, TCP_CONN_PASSIVE, TCP_COUNTER_SLOTS,
+    TCP_RESETS_RECEIVED, TCP_RESETS_SENT, TCP_RETRANSMITS,
 };
 use std::collections::BTreeMap;
 
@@ -18,12 +18,7 @@ use super::{histogram, merge, push_histogram, Buckets};
 use crate::sample::{Family, MetricType};
 
 /// Microsecond slots from 1 µs to about 16.8 s; the kernel sums in µs.
-const RTT_US: Buckets = Buckets {
-    unit: 1e-6,
-    first: 0,
-    last: 24,
-    sum_unit: 1e-6,
-};
+const RTT_US: Buckets = Buckets { unit: 1e-6, first: 0, last: 24, sum_unit: 1e-6 };
 
 /// Label values for `enum skb_drop_reason`, indexed by value: the names
 /// lowercased without the `SKB_DROP_REASON_` prefix. Values without a name
@@ -49,29 +44,22 @@ fn per_cpu_sums(ebpf: &Ebpf, name: &str, slots: u32) -> Result<Option<Vec<u64>>,
     let Some(map) = ebpf.map(name) else {
         return Ok(None);
     };
-    let array: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(map).map_err(|e| format!("{name}: {e}"))?;
+    let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(|e| format!("{name}: {e}"))?;
     let mut sums = Vec::with_capacity(slots as usize);
     for slot in 0..slots {
-        let values = array
-            .get(&slot, 0)
-            .map_err(|e| format!("{name}[{slot}]: {e}"))?;
+        let values = array.get(&slot, 0).map_err(|e| format!("{name}[{slot}]: {e}"))?;
         sums.push(values.iter().sum());
     }
     Ok(Some(sums))
 }
 
 /// Per-container counts of the `TCP_*` slots: (container, slot) -> count.
-fn container_counts(
-    ebpf: &Ebpf,
-    containers: &Containers,
-) -> Result<BTreeMap<(String, u32), u64>, String> {
+fn container_counts(ebpf: &Ebpf, containers: &Containers) -> Result<BTreeMap<(String, u32), u64>, String> {
     let mut counts = BTreeMap::new();
     let Some(map) = ebpf.map("CGROUP_EVENTS") else {
         return Ok(counts);
     };
-    let map: HashMap<_, CgroupSlot, u64> =
-        HashMap::try_from(map).map_err(|e| format!("CGROUP_EVENTS: {e}"))?;
+    let map: HashMap<_, CgroupSlot, u64> = HashMap::try_from(map).map_err(|e| format!("CGROUP_EVENTS: {e}"))?;
     for (key, count) in map.iter().filter_map(Result::ok) {
         if let Some(name) = containers.get(key.cgroup) {
             *counts.entry((name.to_string(), key.slot)).or_default() += count;
@@ -116,33 +104,11 @@ pub(super) fn collect(
     };
     if let Some(c) = per_cpu_sums(ebpf, "TCP_COUNTERS", TCP_COUNTER_SLOTS)? {
         let at = |slot: u32| c[slot as usize] as f64;
-        let mut f = Family::new(
-            "ebpf_tcp_retransmits_total",
-            MetricType::Counter,
-            "TCP segments retransmitted.",
-        );
-        push_split(
-            &mut f,
-            &[],
-            TCP_RETRANSMITS,
-            c[TCP_RETRANSMITS as usize],
-            &split,
-            now_ms,
-        );
+        let mut f = Family::new("ebpf_tcp_retransmits_total", MetricType::Counter, "TCP segments retransmitted.");
+        push_split(&mut f, &[], TCP_RETRANSMITS, c[TCP_RETRANSMITS as usize], &split, now_ms);
         out.push(f);
-        let mut f = Family::new(
-            "ebpf_tcp_resets_total",
-            MetricType::Counter,
-            "TCP resets sent and received.",
-        );
-        push_split(
-            &mut f,
-            &[("direction", "sent")],
-            TCP_RESETS_SENT,
-            c[TCP_RESETS_SENT as usize],
-            &split,
-            now_ms,
-        );
+        let mut f = Family::new("ebpf_tcp_resets_total", MetricType::Counter, "TCP resets sent and received.");
+        push_split(&mut f, &[("direction", "sent")], TCP_RESETS_SENT, c[TCP_RESETS_SENT as usize], &split, now_ms);
         push_split(
             &mut f,
             &[("direction", "received")],
@@ -169,20 +135,12 @@ pub(super) fn collect(
         out.push(f);
     }
     if let Some(map) = ebpf.map("TCP_RTT") {
-        let array: PerCpuArray<_, Log2Hist> =
-            PerCpuArray::try_from(map).map_err(|e| format!("TCP_RTT: {e}"))?;
+        let array: PerCpuArray<_, Log2Hist> = PerCpuArray::try_from(map).map_err(|e| format!("TCP_RTT: {e}"))?;
         let mut total = Log2Hist::ZERO;
-        for v in array
-            .get(&0, 0)
-            .map_err(|e| format!("TCP_RTT: {e}"))?
-            .iter()
-        {
+        for v in array.get(&0, 0).map_err(|e| format!("TCP_RTT: {e}"))?.iter() {
             merge(&mut total, v);
         }
-        let mut f = histogram(
-            "ebpf_tcp_rtt_seconds",
-            "Smoothed RTT of TCP connections when they leave ESTABLISHED.",
-        );
+        let mut f = histogram("ebpf_tcp_rtt_seconds", "Smoothed RTT of TCP connections when they leave ESTABLISHED.");
         push_histogram(&mut f, &[], &total, &RTT_US, now_ms);
         out.push(f);
     }
@@ -196,9 +154,7 @@ pub(super) fn collect(
         // a hundred zeros. Unnamed values share "other".
         let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
         for (slot, count) in drops.iter().enumerate().filter(|(_, c)| **c > 0) {
-            *by_name
-                .entry(drop_reasons.get(slot).map_or("other", String::as_str))
-                .or_default() += count;
+            *by_name.entry(drop_reasons.get(slot).map_or("other", String::as_str)).or_default() += count;
         }
         for (reason, count) in by_name {
             f.push(&[("reason", reason)], count as f64, now_ms);

@@ -25,9 +25,7 @@ pub(super) fn collect(
     if let Some(map) = ebpf.map("CPU_CONTEXT_SWITCHES") {
         let array: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(|e| format!("CPU_CONTEXT_SWITCHES: {e}"))?;
-        let values = array
-            .get(&CONTEXT_SWITCHES_SLOT, 0)
-            .map_err(|e| format!("CPU_CONTEXT_SWITCHES: {e}"))?;
+        let values = array.get(&CONTEXT_SWITCHES_SLOT, 0).map_err(|e| format!("CPU_CONTEXT_SWITCHES: {e}"))?;
         let mut f = Family::new(
             "ebpf_cpu_context_switches_total",
             MetricType::Counter,
@@ -42,8 +40,7 @@ pub(super) fn collect(
         out.push(f);
     }
     if let Some(map) = ebpf.map("RUNQ_LATENCY") {
-        let array: PerCpuArray<_, Log2Hist> =
-            PerCpuArray::try_from(map).map_err(|e| format!("RUNQ_LATENCY: {e}"))?;
+        let array: PerCpuArray<_, Log2Hist> = PerCpuArray::try_from(map).map_err(|e| format!("RUNQ_LATENCY: {e}"))?;
         let values = array.get(&0, 0).map_err(|e| format!("RUNQ_LATENCY: {e}"))?;
         let mut total = Log2Hist::ZERO;
         for v in values.iter() {
@@ -54,8 +51,7 @@ pub(super) fn collect(
             "Time tasks waited in a run queue, from wakeup (or preemption) to running.",
         );
         if let (Some(containers), Some(map)) = (containers, ebpf.map("CGROUP_RUNQ")) {
-            let map: HashMap<_, u64, Log2Hist> =
-                HashMap::try_from(map).map_err(|e| format!("CGROUP_RUNQ: {e}"))?;
+            let map: HashMap<_, u64, Log2Hist> = HashMap::try_from(map).map_err(|e| format!("CGROUP_RUNQ: {e}"))?;
             let mut by_name: BTreeMap<&str, Log2Hist> = BTreeMap::new();
             for (cgroup, h) in map.iter().filter_map(Result::ok) {
                 if let Some(name) = containers.get(cgroup) {

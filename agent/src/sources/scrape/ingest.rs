@@ -252,7 +252,9 @@ pub fn ingest(body: &[u8], opts: &Options<'_>) -> Result<Ingested, IngestError> 
             // stopped the append.
             return Err(match f {
                 IngestError::SampleLimit { limit, .. } => IngestError::SampleLimit { limit, scraped: n },
-                IngestError::LabelLimit { series, count, limit, .. } => IngestError::LabelLimit { series, count, limit, scraped: n },
+                IngestError::LabelLimit { series, count, limit, .. } => {
+                    IngestError::LabelLimit { series, count, limit, scraped: n }
+                }
                 other => other,
             });
         }
@@ -307,7 +309,11 @@ mod tests {
     }
 
     fn series(out: &Ingested) -> Vec<String> {
-        out.families.iter().flat_map(|f| f.samples.iter()).map(|s| format!("{} {} {}", s.labels, s.value, s.timestamp_ms)).collect()
+        out.families
+            .iter()
+            .flat_map(|f| f.samples.iter())
+            .map(|s| format!("{} {} {}", s.labels, s.value, s.timestamp_ms))
+            .collect()
     }
 
     #[test]

@@ -70,7 +70,12 @@ pub enum Event<'a, 'b> {
 /// Parses `body` in `format`, calling `on` for every item in order.
 /// Returns the number of samples. With `strict`, OpenMetrics bodies must
 /// also follow the spec's rules on families (see the module doc).
-pub fn parse<'a>(body: &'a [u8], format: Format, strict: bool, mut on: impl FnMut(Event<'a, '_>)) -> Result<usize, ParseError> {
+pub fn parse<'a>(
+    body: &'a [u8],
+    format: Format,
+    strict: bool,
+    mut on: impl FnMut(Event<'a, '_>),
+) -> Result<usize, ParseError> {
     let mut p = Parser { line: 0, samples: 0, labels: Vec::with_capacity(16), om: None };
     if format == Format::OpenMetrics && strict {
         p.om = Some(Box::default());
@@ -370,7 +375,10 @@ impl<'a> Parser<'a> {
         } else if let Some(r) = line.strip_prefix(b"# UNIT ") {
             ("UNIT", r)
         } else {
-            return Err(format!("invalid line {:?}: '#' starts only # HELP, # TYPE, # UNIT or # EOF", lossy_head(line)));
+            return Err(format!(
+                "invalid line {:?}: '#' starts only # HELP, # TYPE, # UNIT or # EOF",
+                lossy_head(line)
+            ));
         };
         let n = name_len(rest, is_name_start, is_name_char);
         if n == 0 {
@@ -531,7 +539,10 @@ fn om_number(s: &str) -> Option<f64> {
         if body.iter().any(|c| !(c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'))) {
             return None;
         }
-    } else if !(body.eq_ignore_ascii_case(b"inf") || body.eq_ignore_ascii_case(b"infinity") || body.eq_ignore_ascii_case(b"nan")) {
+    } else if !(body.eq_ignore_ascii_case(b"inf")
+        || body.eq_ignore_ascii_case(b"infinity")
+        || body.eq_ignore_ascii_case(b"nan"))
+    {
         return None;
     }
     parse_float(s)
@@ -726,7 +737,9 @@ impl Strict {
         let kind = self.kind;
         let fam = self.family.clone();
         match (kind, suffix.as_str()) {
-            (MetricType::Counter, "_total") if bad_count(value) => return Err(format!("counter {fam} has value {value}")),
+            (MetricType::Counter, "_total") if bad_count(value) => {
+                return Err(format!("counter {fam} has value {value}"))
+            }
             (MetricType::Summary, "_sum" | "_count") if bad_count(value) => {
                 return Err(format!("summary {fam} has {suffix} {value}"))
             }

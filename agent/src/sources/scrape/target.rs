@@ -99,7 +99,9 @@ fn build_client(config: &ScrapeConfig) -> Result<reqwest::Client, String> {
     if let Some(tls) = &config.tls {
         if let Some(ca) = &tls.ca_file {
             let pem = std::fs::read(ca).map_err(|e| format!("tls ca_file {}: {e}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls ca_file {}: {e}", ca.display()))? {
+            for cert in
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls ca_file {}: {e}", ca.display()))?
+            {
                 b = b.add_root_certificate(cert);
             }
         }
@@ -152,9 +154,19 @@ impl Job {
         };
         let body_limit = config.body_size_limit.as_deref().map(parse_size).transpose()?.unwrap_or(0);
         let target_relabel = Relabeler::new(&config.relabel_configs).map_err(|e| format!("relabel_configs: {e}"))?;
-        let metric_relabel = Relabeler::new(&config.metric_relabel_configs).map_err(|e| format!("metric_relabel_configs: {e}"))?;
+        let metric_relabel =
+            Relabeler::new(&config.metric_relabel_configs).map_err(|e| format!("metric_relabel_configs: {e}"))?;
         Ok(Job {
-            inner: Arc::new(JobInner { config, interval, timeout, client, auth, body_limit, target_relabel, metric_relabel }),
+            inner: Arc::new(JobInner {
+                config,
+                interval,
+                timeout,
+                client,
+                auth,
+                body_limit,
+                target_relabel,
+                metric_relabel,
+            }),
         })
     }
 
@@ -166,7 +178,8 @@ impl Job {
     /// The static targets, after target relabeling.
     pub fn static_targets(&self) -> Vec<Target> {
         let c = &self.inner.config;
-        let mut groups: Vec<(&String, Option<&BTreeMap<String, String>>)> = c.targets.iter().map(|t| (t, None)).collect();
+        let mut groups: Vec<(&String, Option<&BTreeMap<String, String>>)> =
+            c.targets.iter().map(|t| (t, None)).collect();
         for g in &c.static_configs {
             groups.extend(g.targets.iter().map(|t| (t, Some(&g.labels))));
         }
@@ -558,12 +571,17 @@ mod tests {
             docker_targets: Some(targets_rx),
         };
         let tasks = super::super::start(&ctx);
-        targets_tx.send(vec![Labels::from_pairs([("__address__", addr.as_str()), ("__meta_docker_container_name", "/web")])]).unwrap();
+        targets_tx
+            .send(vec![Labels::from_pairs([("__address__", addr.as_str()), ("__meta_docker_container_name", "/web")])])
+            .unwrap();
         let name = format!("scrape/docker/{addr}");
         let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
         assert_eq!(&*first.source, name.as_str());
         let series: Vec<String> = first.samples().map(|s| format!("{} {}", s.labels, s.value)).collect();
-        assert!(series.contains(&format!("app_requests_total{{instance=\"{addr}\", job=\"docker\", path=\"/\"}} 3")), "{series:?}");
+        assert!(
+            series.contains(&format!("app_requests_total{{instance=\"{addr}\", job=\"docker\", path=\"/\"}} 3")),
+            "{series:?}"
+        );
         assert!(series.contains(&format!("up{{instance=\"{addr}\", job=\"docker\"}} 1")), "{series:?}");
         assert_eq!(ctx.registry.snapshot().sources[&name].kind, "scrape");
 
@@ -578,7 +596,14 @@ mod tests {
         stale.sort();
         assert_eq!(
             stale,
-            ["app_requests_total", "scrape_duration_seconds", "scrape_samples_post_metric_relabeling", "scrape_samples_scraped", "scrape_series_added", "up"]
+            [
+                "app_requests_total",
+                "scrape_duration_seconds",
+                "scrape_samples_post_metric_relabeling",
+                "scrape_samples_scraped",
+                "scrape_series_added",
+                "up"
+            ]
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!ctx.registry.snapshot().sources.contains_key(&name));

@@ -30,7 +30,10 @@ fn s(name: &str, labels: &[(&str, &str)], value: f64, ts: Option<i64>) -> S {
 
 #[test]
 fn content_negotiation() {
-    assert_eq!(Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"), Format::OpenMetrics);
+    assert_eq!(
+        Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        Format::OpenMetrics
+    );
     assert_eq!(Format::from_content_type("text/plain; version=0.0.4; charset=utf-8"), Format::Prometheus);
     assert_eq!(Format::from_content_type(""), Format::Prometheus);
     assert_eq!(Format::from_content_type("application/json"), Format::Prometheus);
