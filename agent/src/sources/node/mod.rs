@@ -29,31 +29,43 @@ use serde::{Deserialize, Serialize};
 use crate::config::common;
 use crate::sample::{Family, Labels, MetricType, Sample, METRIC_NAME};
 
-/// Collectors Vantage implements, by node_exporter's names.
-pub const COLLECTORS: &[&str] = &[
-    "conntrack",
-    "cpu",
-    "diskstats",
-    "entropy",
-    "filefd",
-    "filesystem",
-    "loadavg",
-    "meminfo",
-    "netclass",
-    "netdev",
-    "netstat",
-    "os",
-    "pressure",
-    "schedstat",
-    "sockstat",
-    "softnet",
-    "stat",
-    "textfile",
-    "time",
-    "timex",
-    "uname",
-    "vmstat",
+/// How a collector is made from the `[node]` section.
+type Factory = fn(&NodeConfig) -> Box<dyn Sub>;
+
+/// Every collector Vantage implements: node_exporter's name, whether it
+/// runs by default (node_exporter 1.5's default), and how it is made. This
+/// table is the registry: a new collector is a file of its own and one line
+/// here, like node_exporter's `registerCollector`.
+const REGISTRY: &[(&str, bool, Factory)] = &[
+    ("conntrack", true, |c| Box::new(kernel::Conntrack::new(c))),
+    ("cpu", true, |c| Box::new(cpu::Cpu::new(c))),
+    ("diskstats", true, |c| Box::new(diskstats::Diskstats::new(c))),
+    ("entropy", true, |c| Box::new(kernel::Entropy::new(c))),
+    ("filefd", true, |c| Box::new(kernel::Filefd::new(c))),
+    ("filesystem", true, |c| Box::new(filesystem::Filesystem::new(c))),
+    ("loadavg", true, |c| Box::new(stat::Loadavg::new(c))),
+    ("meminfo", true, |c| Box::new(meminfo::Meminfo::new(c))),
+    ("netclass", true, |c| Box::new(netclass::Netclass::new(c))),
+    ("netdev", true, |c| Box::new(netdev::Netdev::new(c))),
+    ("netstat", true, |c| Box::new(netstat::Netstat::new(c))),
+    ("os", true, |c| Box::new(system::Os::new(c))),
+    ("pressure", true, |c| Box::new(kernel::Pressure::new(c))),
+    ("schedstat", true, |c| Box::new(kernel::Schedstat::new(c))),
+    ("sockstat", true, |c| Box::new(netstat::Sockstat::new(c))),
+    ("softnet", true, |c| Box::new(kernel::Softnet::new(c))),
+    ("stat", true, |c| Box::new(stat::Stat::new(c))),
+    ("textfile", true, |c| Box::new(textfile::Textfile::new(c))),
+    ("time", true, |c| Box::new(system::Time::new(c))),
+    ("timex", true, |_| Box::new(system::Timex)),
+    ("uname", true, |_| Box::new(system::Uname)),
+    ("vmstat", true, |c| Box::new(meminfo::Vmstat::new(c))),
 ];
+
+/// Collectors Vantage implements, by node_exporter's names, in the
+/// registry's order.
+pub fn collector_names() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|(name, _, _)| *name)
+}
 
 /// node_exporter 1.5 collectors Vantage does not have: accepted in
 /// `enable`/`disable` (seed configs name them) with one warning.
@@ -242,7 +254,7 @@ impl NodeConfig {
         }
         for (key, list) in [("enable", &self.enable), ("disable", &self.disable)] {
             for name in list {
-                if !COLLECTORS.contains(&name.as_str()) && !FOREIGN_COLLECTORS.contains(&name.as_str()) {
+                if !collector_names().any(|c| c == name) && !FOREIGN_COLLECTORS.contains(&name.as_str()) {
                     problems.push(format!("node.{key}: {name:?} is not a node_exporter collector name"));
                 }
             }
@@ -268,14 +280,26 @@ impl NodeConfig {
         ]
     }
 
-    /// The collectors that run, in a stable order.
+    /// The collectors that run, in the registry's order: the defaults, or
+    /// exactly `enable` when it is set, less `disable`.
     pub fn active_collectors(&self) -> Vec<&'static str> {
-        COLLECTORS
+        self.active().map(|(name, _)| name).collect()
+    }
+
+    fn active(&self) -> impl Iterator<Item = (&'static str, Factory)> + '_ {
+        REGISTRY
             .iter()
-            .copied()
-            .filter(|c| self.enable.is_empty() || self.enable.iter().any(|e| e == c))
-            .filter(|c| !self.disable.iter().any(|d| d == c))
-            .collect()
+            .filter(
+                |(name, default, _)| {
+                    if self.enable.is_empty() {
+                        *default
+                    } else {
+                        self.enable.iter().any(|e| e == name)
+                    }
+                },
+            )
+            .filter(|(name, _, _)| !self.disable.iter().any(|d| d == name))
+            .map(|(name, _, factory)| (*name, *factory))
     }
 
     /// One line for `vantage check`.
@@ -557,36 +581,7 @@ impl NodeCollector {
         if !foreign.is_empty() {
             tracing::warn!(collectors = ?foreign, "node: these node_exporter collectors are not part of Vantage; ignored");
         }
-        let c = &config;
-        let mut subs: Vec<Box<dyn Sub>> = Vec::new();
-        for name in config.active_collectors() {
-            let sub: Box<dyn Sub> = match name {
-                "conntrack" => Box::new(kernel::Conntrack::new(c)),
-                "cpu" => Box::new(cpu::Cpu::new(c)),
-                "diskstats" => Box::new(diskstats::Diskstats::new(c)),
-                "entropy" => Box::new(kernel::Entropy::new(c)),
-                "filefd" => Box::new(kernel::Filefd::new(c)),
-                "filesystem" => Box::new(filesystem::Filesystem::new(c)),
-                "loadavg" => Box::new(stat::Loadavg::new(c)),
-                "meminfo" => Box::new(meminfo::Meminfo::new(c)),
-                "netclass" => Box::new(netclass::Netclass::new(c)),
-                "netdev" => Box::new(netdev::Netdev::new(c)),
-                "netstat" => Box::new(netstat::Netstat::new(c)),
-                "os" => Box::new(system::Os::new(c)),
-                "pressure" => Box::new(kernel::Pressure::new(c)),
-                "schedstat" => Box::new(kernel::Schedstat::new(c)),
-                "sockstat" => Box::new(netstat::Sockstat::new(c)),
-                "softnet" => Box::new(kernel::Softnet::new(c)),
-                "stat" => Box::new(stat::Stat::new(c)),
-                "textfile" => Box::new(textfile::Textfile::new(c)),
-                "time" => Box::new(system::Time::new(c)),
-                "timex" => Box::new(system::Timex),
-                "uname" => Box::new(system::Uname),
-                "vmstat" => Box::new(meminfo::Vmstat::new(c)),
-                _ => continue,
-            };
-            subs.push(sub);
-        }
+        let subs: Vec<Box<dyn Sub>> = config.active().map(|(_, make)| make(&config)).collect();
         let failing = vec![false; subs.len()];
         NodeCollector { job: config.job, instance, subs, failing, cache: LabelCache::default() }
     }
