@@ -9,6 +9,7 @@
 pub mod docker;
 pub mod loki;
 pub mod prometheus;
+pub mod promql;
 pub mod receiver;
 pub mod scrape;
 
