@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod exposition;
+pub mod failure_log;
 pub mod http;
 pub mod logs;
 pub mod memory;

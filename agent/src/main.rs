@@ -132,6 +132,7 @@ fn main() -> ExitCode {
             if let Some(listen) = listen {
                 config.agent.listen_addr = listen;
             }
+            vantage::failure_log::set_repeat(config.agent.log_repeat_interval);
             match runtime().block_on(run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -190,7 +191,11 @@ fn init_tracing(format: LogFormat, level: Option<&str>) {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: a pipe, file, journald or
+    // `docker logs` gets plain text.
+    use std::io::IsTerminal as _;
+    let ansi = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

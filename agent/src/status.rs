@@ -33,6 +33,18 @@ pub struct SourceState {
     pub collections: u64,
     /// Whether this source counts for readiness.
     pub required_for_ready: bool,
+    /// Parts of the source that fail while the rest works (node's
+    /// collectors), by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failing_parts: BTreeMap<String, PartFailure>,
+}
+
+/// A part of a source that fails: its error and since when.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PartFailure {
+    pub error: String,
+    /// Unix milliseconds of the first collection in a row that failed.
+    pub since_ms: i64,
 }
 
 /// State of one sink endpoint.
@@ -124,6 +136,19 @@ impl Registry {
         }
     }
 
+    /// Records which parts of a source failed in the collection at `at_ms`
+    /// (all others work): a part keeps the time it started failing.
+    pub fn record_failing_parts(&self, name: &str, at_ms: i64, failing: Vec<(String, String)>) {
+        let mut sources = self.inner.sources.lock().unwrap();
+        let state = sources.entry(name.to_string()).or_default();
+        let mut parts = BTreeMap::new();
+        for (part, error) in failing {
+            let since_ms = state.failing_parts.get(&part).map_or(at_ms, |p| p.since_ms);
+            parts.insert(part, PartFailure { error, since_ms });
+        }
+        state.failing_parts = parts;
+    }
+
     /// Updates a sink's state in place.
     pub fn update_sink(&self, name: &str, update: impl FnOnce(&mut SinkState)) {
         update(self.inner.sinks.lock().unwrap().entry(name.to_string()).or_default());
@@ -185,5 +210,19 @@ mod tests {
         assert!(r.ready(), "a finished collection counts even when it failed");
         assert_eq!(r.snapshot().sources["node"].health, Health::Down);
         assert_eq!(r.snapshot().sources["node"].last_error, "boom");
+    }
+
+    #[test]
+    fn a_failing_part_keeps_the_time_it_started_failing() {
+        let r = Registry::default();
+        let fail = |what: &str| vec![("schedstat".to_string(), what.to_string())];
+        r.record_failing_parts("node", 1000, fail("no /proc/schedstat"));
+        r.record_failing_parts("node", 2000, fail("still no /proc/schedstat"));
+        let parts = r.snapshot().sources["node"].failing_parts.clone();
+        assert_eq!(parts["schedstat"], PartFailure { error: "still no /proc/schedstat".into(), since_ms: 1000 });
+        r.record_failing_parts("node", 3000, Vec::new());
+        assert!(r.snapshot().sources["node"].failing_parts.is_empty());
+        r.record_failing_parts("node", 4000, fail("again"));
+        assert_eq!(r.snapshot().sources["node"].failing_parts["schedstat"].since_ms, 4000);
     }
 }

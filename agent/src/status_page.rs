@@ -106,11 +106,30 @@ fn source_table(h: &mut String, rows: &[(&String, &SourceState)], now_ms: i64, e
             if s.collections == 0 { "&ndash;".to_string() } else { format_seconds(s.last_duration_seconds) },
             s.series,
             s.collections,
-            escape(&s.last_error),
+            error_cell(s, now_ms),
             n = escape(name),
         );
     }
     h.push_str("</tbody></table>");
+}
+
+/// The source's error, then each part that fails while the rest works
+/// (a node collector), with its error and since when.
+fn error_cell(s: &SourceState, now_ms: i64) -> String {
+    let mut cell = escape(&s.last_error);
+    for (part, f) in &s.failing_parts {
+        if !cell.is_empty() {
+            cell.push_str("<br>");
+        }
+        let _ = write!(
+            cell,
+            "<span data-part=\"{p}\">{p}: {} (failing since {})</span>",
+            escape(&f.error),
+            ago(f.since_ms, now_ms),
+            p = escape(part)
+        );
+    }
+    cell
 }
 
 fn sink_table(h: &mut String, snap: &Snapshot, now_ms: i64) {
@@ -263,6 +282,11 @@ pub fn text_summary(status: &serde_json::Value, now_ms: i64) -> String {
             let _ = write!(out, "  error: {err}");
         }
         out.push('\n');
+        for (part, f) in s["failing_parts"].as_object().unwrap_or(&empty) {
+            let since = f["since_ms"].as_i64().unwrap_or(0);
+            let secs = (now_ms - since).max(0) / 1000;
+            let _ = writeln!(out, "    {part} failing for {secs} s: {}", text(&f["error"]));
+        }
     }
     let _ = writeln!(out, "targets: {} up, {} down", up(&targets), down(&targets));
     for (name, s) in targets.iter().filter(|(_, s)| s["health"] == "down") {
@@ -290,6 +314,11 @@ pub fn text_summary(status: &serde_json::Value, now_ms: i64) -> String {
             let _ = write!(out, "  error: {err}");
         }
         out.push('\n');
+        for (part, f) in s["failing_parts"].as_object().unwrap_or(&empty) {
+            let since = f["since_ms"].as_i64().unwrap_or(0);
+            let secs = (now_ms - since).max(0) / 1000;
+            let _ = writeln!(out, "    {part} failing for {secs} s: {}", text(&f["error"]));
+        }
     }
     let programs = obj("programs");
     let attached = programs.values().filter(|p| p["attached"] == true).count();
@@ -348,6 +377,8 @@ mod tests {
         let r = Registry::default();
         r.register_source("node", "node", true);
         r.record_collection("node", 1_700_000_000_000, 0.0042, 312, None);
+        r.record_failing_parts("node", 1_699_999_990_000, vec![("schedstat".into(), "no <file>".into())]);
+        r.record_failing_parts("node", 1_700_000_000_000, vec![("schedstat".into(), "no <file>".into())]);
         r.register_source("scrape/app/<b>10.0.0.1:3000</b>", "scrape", false);
         r.record_collection(
             "scrape/app/<b>10.0.0.1:3000</b>",
@@ -386,13 +417,22 @@ mod tests {
         assert!(html.contains("sources: 1 up, 0 down") && html.contains("targets: 0 up, 1 down"));
         assert!(html.contains("eBPF programs: 1 of 2 attached"));
         assert!(html.contains("2023-11-14 22:13:20 UTC (3 s ago)"), "{html}");
+        assert!(
+            html.contains(
+                "<span data-part=\"schedstat\">schedstat: no &lt;file&gt; (failing since 2023-11-14 22:13:10 UTC (13 s ago))</span>"
+            ),
+            "{html}"
+        );
     }
 
     #[test]
     fn text_summary_for_the_terminal() {
         let json = serde_json::to_value(registry().snapshot()).unwrap();
         let text = text_summary(&json, 1_700_000_003_000);
-        assert!(text.contains("sources: 1 up, 0 down\n  node         up         312 series\n"), "{text}");
+        assert!(
+            text.contains("sources: 1 up, 0 down\n  node         up         312 series\n    schedstat failing for 13 s: no <file>\n"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "targets: 0 up, 1 down\n  scrape/app/<b>10.0.0.1:3000</b> down: connection refused <script>\n"

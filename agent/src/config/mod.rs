@@ -98,6 +98,9 @@ pub struct AgentConfig {
     /// Serve the latest collected samples on /metrics (pull mode).
     #[serde(default)]
     pub serve_collected: bool,
+    /// How often a scrape target or sink that keeps failing is logged again.
+    #[serde(default = "default_log_repeat_interval", with = "common::duration")]
+    pub log_repeat_interval: Duration,
 }
 
 fn default_listen_addr() -> String {
@@ -109,6 +112,9 @@ fn default_data_dir() -> PathBuf {
 fn default_interval() -> Duration {
     Duration::from_secs(15)
 }
+fn default_log_repeat_interval() -> Duration {
+    crate::failure_log::DEFAULT_REPEAT
+}
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -118,6 +124,7 @@ impl Default for AgentConfig {
             scrape_interval: default_interval(),
             external_labels: BTreeMap::new(),
             serve_collected: false,
+            log_repeat_interval: default_log_repeat_interval(),
         }
     }
 }

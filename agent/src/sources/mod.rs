@@ -29,6 +29,12 @@ pub trait Collector: Send + 'static {
     /// One collection at `now_ms`. An error means nothing useful came out;
     /// partial failures are reported inside the families instead.
     fn collect(&mut self, now_ms: i64) -> Result<Vec<Family>, String>;
+
+    /// Parts that failed in the last collection while the rest worked
+    /// (node's collectors): (part, error), for the status page.
+    fn failing_parts(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// Runs `collector` every `interval` until `shutdown`, sending each
@@ -65,6 +71,7 @@ pub async fn run_collector(
             registry.record_collection(&name, at, 0.0, 0, Some("collector panicked".into()));
             return;
         };
+        registry.record_failing_parts(&name, at, c.failing_parts());
         collector = Some(c);
         let seconds = started.elapsed().as_secs_f64();
         match result {

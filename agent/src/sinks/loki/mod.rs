@@ -372,6 +372,7 @@ pub fn start(
         stats: stats.clone(),
         registry: registry.clone(),
         shutdown,
+        failures: Default::default(),
     };
     let task = tokio::spawn(pusher.run(rx));
     Ok(Sink { sender: LogSender { tx, budget, capacity: cfg.buffer_size }, task, stats })
@@ -506,6 +507,7 @@ struct Pusher {
     stats: Arc<LokiStats>,
     registry: Registry,
     shutdown: CancellationToken,
+    failures: std::sync::Mutex<crate::failure_log::FailureLog>,
 }
 
 impl Pusher {
@@ -551,12 +553,19 @@ impl Pusher {
             let started = Instant::now();
             match self.send(&body).await {
                 Outcome::Ok => {
+                    if let Some(r) = self.failures.lock().unwrap().succeeded() {
+                        let down_for_s = r.down_for.as_secs();
+                        tracing::info!(url = %self.url, failures = r.failures, down_for_s, "loki push works again");
+                    }
                     self.done(&batch, body.len(), true);
                     tracing::debug!(entries = batch.count, bytes = body.len(), took = ?started.elapsed(), "loki: pushed");
                     return true;
                 }
                 Outcome::Reject(status, text) => {
-                    tracing::error!(url = %self.url, status, response = %text, entries = batch.count, "loki rejected a batch; it is dropped, not retried");
+                    if let Some(r) = self.failures.lock().unwrap().failed(&format!("HTTP {status}: {text}")) {
+                        let (failures, since_last_line) = (r.failures, r.since_last_line);
+                        tracing::error!(url = %self.url, status, response = %text, entries = batch.count, failures, since_last_line, "loki rejected a batch; it is dropped, not retried");
+                    }
                     self.stats.entries_rejected.fetch_add(batch.count as u64, Ordering::Relaxed);
                     self.registry.update_sink("loki", |s| s.last_error = format!("HTTP {status}: {text}"));
                     self.done(&batch, 0, false);
@@ -564,7 +573,11 @@ impl Pusher {
                 }
                 Outcome::Retry(why) => {
                     self.stats.requests_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(url = %self.url, error = %why, retry_in = ?backoff, entries = batch.count, "loki push failed; retrying");
+                    if let Some(r) = self.failures.lock().unwrap().failed(&why) {
+                        let (failures, since_last_line, down_for_s) =
+                            (r.failures, r.since_last_line, r.down_for.as_secs());
+                        tracing::warn!(url = %self.url, error = %why, retry_in = ?backoff, entries = batch.count, failures, since_last_line, down_for_s, "loki push failed; retrying");
+                    }
                     self.registry.update_sink("loki", |s| s.last_error = why);
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return false,

@@ -109,6 +109,8 @@ struct SendCtx {
     min_backoff: Duration,
     max_backoff: Duration,
     registry: Registry,
+    /// One for the endpoint, whichever shard fails.
+    failures: std::sync::Mutex<crate::failure_log::FailureLog>,
 }
 
 impl Queue {
@@ -133,6 +135,7 @@ impl Queue {
             min_backoff: self.cfg.min_backoff,
             max_backoff: self.cfg.max_backoff,
             registry: self.registry.clone(),
+            failures: Default::default(),
         });
         let sink_key = format!("remote_write/{}", self.name);
         self.registry.update_sink(&sink_key, |s| {
@@ -429,8 +432,11 @@ async fn send(ctx: Arc<SendCtx>, shard: usize, batch: Vec<Entry>, done: mpsc::Un
                 ctx.stats.bytes_sent.fetch_add(body.len() as u64, Ordering::Relaxed);
                 ctx.stats.last_send_ms.store(now_ms(), Ordering::Relaxed);
                 ctx.stats.highest_sent_ms.fetch_max(max_ts, Ordering::Relaxed);
+                if let Some(r) = ctx.failures.lock().unwrap().succeeded() {
+                    let down_for_s = r.down_for.as_secs();
+                    tracing::info!(endpoint = %ctx.name, url = %ctx.url, failures = r.failures, down_for_s, "remote_write works again");
+                }
                 if attempt > 0 {
-                    tracing::info!(endpoint = %ctx.name, url = %ctx.url, attempts = attempt + 1, "push succeeded after retries");
                     ctx.registry.update_sink(&sink_key, |s| s.last_error.clear());
                 }
                 break;
@@ -445,8 +451,11 @@ async fn send(ctx: Arc<SendCtx>, shard: usize, batch: Vec<Entry>, done: mpsc::Un
                 ctx.stats.drop_samples(DROP_REJECTED, samples);
                 // The acks below would subtract pending again.
                 ctx.stats.pending.fetch_add(samples as i64, Ordering::Relaxed);
-                tracing::error!(endpoint = %ctx.name, url = %ctx.url, status, samples, "receiver rejected the request (HTTP {status}); dropping {samples} samples, not retrying. Receiver said: {body}");
                 let msg = format!("HTTP {status}: {body}");
+                if let Some(r) = ctx.failures.lock().unwrap().failed(&msg) {
+                    let (failures, since_last_line) = (r.failures, r.since_last_line);
+                    tracing::error!(endpoint = %ctx.name, url = %ctx.url, status, samples, failures, since_last_line, "receiver rejected the request (HTTP {status}); dropping {samples} samples, not retrying. Receiver said: {body}");
+                }
                 ctx.registry.update_sink(&sink_key, |s| s.last_error = msg);
                 break;
             }
@@ -455,8 +464,10 @@ async fn send(ctx: Arc<SendCtx>, shard: usize, batch: Vec<Entry>, done: mpsc::Un
                 ctx.stats.retried.fetch_add(samples, Ordering::Relaxed);
                 let wait = after.unwrap_or_else(|| jitter(backoff));
                 backoff = (backoff * 2).min(ctx.max_backoff);
-                if attempt.is_power_of_two() {
-                    tracing::warn!(endpoint = %ctx.name, url = %ctx.url, attempt, retry_in_ms = wait.as_millis() as u64, "push failed, will retry: {reason}");
+                if let Some(r) = ctx.failures.lock().unwrap().failed(&reason) {
+                    let (failures, since_last_line, down_for_s) = (r.failures, r.since_last_line, r.down_for.as_secs());
+                    let retry_in_ms = wait.as_millis() as u64;
+                    tracing::warn!(endpoint = %ctx.name, url = %ctx.url, failures, since_last_line, down_for_s, retry_in_ms, "push failed, will retry: {reason}");
                 }
                 ctx.registry.update_sink(&sink_key, |s| s.last_error = reason);
                 tokio::time::sleep(wait).await;

@@ -564,6 +564,8 @@ pub struct NodeCollector {
     subs: Vec<Box<dyn Sub>>,
     /// Whether each collector failed last time, to log on change only.
     failing: Vec<bool>,
+    /// The collectors that failed in the last collection, with the error.
+    errors: Vec<(&'static str, String)>,
     cache: LabelCache,
 }
 
@@ -583,7 +585,7 @@ impl NodeCollector {
         }
         let subs: Vec<Box<dyn Sub>> = config.active().map(|(_, make)| make(&config)).collect();
         let failing = vec![false; subs.len()];
-        NodeCollector { job: config.job, instance, subs, failing, cache: LabelCache::default() }
+        NodeCollector { job: config.job, instance, subs, failing, errors: Vec::new(), cache: LabelCache::default() }
     }
 }
 
@@ -595,6 +597,7 @@ impl super::Collector for NodeCollector {
     fn collect(&mut self, now_ms: i64) -> Result<Vec<Family>, String> {
         let mut families = Vec::with_capacity(256);
         let mut results: Vec<(&'static str, bool, f64)> = Vec::with_capacity(self.subs.len());
+        self.errors.clear();
         let mut out = Out {
             families: &mut families,
             cache: &mut self.cache,
@@ -611,6 +614,9 @@ impl super::Collector for NodeCollector {
                 _ => {}
             }
             *failing = result.is_err();
+            if let Err(e) = &result {
+                self.errors.push((sub.name(), e.to_string()));
+            }
             results.push((sub.name(), result.is_ok(), seconds));
         }
         out.family(
@@ -628,6 +634,10 @@ impl super::Collector for NodeCollector {
         out.single("up", MetricType::Gauge, "1 if the source's last collection succeeded.", &[], 1.0);
         self.cache.end_collection();
         Ok(families)
+    }
+
+    fn failing_parts(&self) -> Vec<(String, String)> {
+        self.errors.iter().map(|(name, e)| (name.to_string(), e.clone())).collect()
     }
 }
 

@@ -408,6 +408,40 @@ fn dedup(targets: Vec<Target>) -> Vec<Target> {
     targets.into_iter().filter(|t| keys.insert(t.key.clone())).collect()
 }
 
+/// Logs a scrape's failure when the target goes down, fails differently,
+/// or once a period while it stays down; and when it works again.
+fn log_outcome(
+    failures: &mut crate::failure_log::FailureLog,
+    name: &str,
+    url: &impl std::fmt::Display,
+    error: Option<&str>,
+) {
+    use crate::failure_log::Change;
+    let Some(error) = error else {
+        if let Some(r) = failures.succeeded() {
+            let down_for_s = r.down_for.as_secs();
+            tracing::info!(target = %name, url = %url, failures = r.failures, down_for_s, "scrape works again");
+        }
+        return;
+    };
+    let Some(r) = failures.failed(error) else { return };
+    match r.change {
+        Change::Down => tracing::warn!(target = %name, url = %url, error = %error, "scrape failed"),
+        Change::NewError => {
+            tracing::warn!(target = %name, url = %url, error = %error, failures = r.failures, "scrape fails differently")
+        }
+        Change::StillDown => tracing::warn!(
+            target = %name,
+            url = %url,
+            error = %error,
+            failures = r.failures,
+            since_last_line = r.since_last_line,
+            down_for_s = r.down_for.as_secs(),
+            "scrape still failing"
+        ),
+    }
+}
+
 /// Runs one target until `stop`: scrape on the interval, send each result
 /// with stale markers for series that went away. When the target is
 /// removed (stop without agent shutdown) every series gets a stale marker.
@@ -420,6 +454,7 @@ async fn run_target(job: Job, target: Target, ctx: crate::Context, stop: Cancell
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut stale = StaleTracker::default();
     let mut seen = HashSet::new();
+    let mut failures = crate::failure_log::FailureLog::default();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -433,10 +468,8 @@ async fn run_target(job: Job, target: Target, ctx: crate::Context, stop: Cancell
         };
         stale.mark(&mut families, at);
         let batch = Batch { source: name.clone(), families };
-        let error = error.map(|e| {
-            tracing::warn!(target = %name, url = %target.url, error = %e, "scrape failed");
-            e.to_string()
-        });
+        let error = error.map(|e| e.to_string());
+        log_outcome(&mut failures, &name, &target.url, error.as_deref());
         ctx.registry.record_collection(&name, at, started.elapsed().as_secs_f64(), batch.len(), error);
         if ctx.metrics.send(batch).await.is_err() {
             return;
