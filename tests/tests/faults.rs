@@ -1,0 +1,348 @@
+//! Faults a production host produces, against the real binary: a full disk
+//! under the data directory, a WAL damaged anywhere, receivers that
+//! misbehave. Each test counts exactly what was produced, what arrived and
+//! what the agent says it dropped or skipped.
+//! Build the binary first: `cargo build -p vantage`.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vantage_tests::loki::Loki;
+use vantage_tests::prometheus::Prometheus;
+use vantage_tests::receiver::{restart_prometheus, stop_prometheus};
+use vantage_tests::{free_port, http_get, vantage_bin, wait_for, Proc, TempDir};
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted on drop, so
+/// also when the test panics.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output();
+        let out = out.expect("run mount");
+        assert!(out.status.success(), "mount tmpfs on {}: {}", at.display(), String::from_utf8_lossy(&out.stderr));
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: the agent may still hold files open if the test panicked.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem holding `dir` with one file; returns its size.
+fn fill(file: &Path) -> u64 {
+    let mut f = std::fs::File::create(file).unwrap();
+    let chunk = vec![0x55u8; 4096];
+    let mut n = 0u64;
+    while f.write_all(&chunk).is_ok() {
+        n += chunk.len() as u64;
+    }
+    let _ = f.sync_all();
+    n
+}
+
+/// A scrape target serving `series` gauges; it counts the bodies it wrote
+/// whole, and answers 503 once stopped, so the samples it produced are
+/// known exactly.
+struct Target {
+    port: u16,
+    served: Arc<AtomicU64>,
+    stopped: Arc<Mutex<bool>>,
+}
+
+impl Target {
+    fn start(series: usize) -> Target {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut body = String::from("# TYPE fault_gauge gauge\n");
+        for i in 0..series {
+            body.push_str(&format!("fault_gauge{{i=\"{i}\"}} {i}\n"));
+        }
+        let served = Arc::new(AtomicU64::new(0));
+        let stopped = Arc::new(Mutex::new(false));
+        let (s, st) = (served.clone(), stopped.clone());
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // Held while answering, so `stop` returns only after the
+                // last body was counted.
+                let stopped = st.lock().unwrap();
+                if *stopped {
+                    let _ = conn.write_all(b"HTTP/1.1 503 Stopped\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    continue;
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                if conn.write_all(reply.as_bytes()).and_then(|_| conn.flush()).is_ok() {
+                    s.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        Target { port, served, stopped }
+    }
+
+    /// Stops serving; returns the bodies served whole.
+    fn stop(&self) -> u64 {
+        *self.stopped.lock().unwrap() = true;
+        self.served.load(Ordering::SeqCst)
+    }
+}
+
+/// Appends numbered lines to a file until stopped; returns how many.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Writer {
+    fn start(path: &Path, every: Duration) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, path) = (stop.clone(), path.to_path_buf());
+        let handle = std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+            let mut n = 0u64;
+            while !s.load(Ordering::SeqCst) {
+                writeln!(f, "line {n:06} of the fault test").unwrap();
+                n += 1;
+                std::thread::sleep(every);
+            }
+            n
+        });
+        Writer { stop, handle: Some(handle) }
+    }
+
+    fn stop(&mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+struct Agent {
+    _proc: Proc,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, tag: &str, config: &str) -> Agent {
+        let port = free_port();
+        let path = dir.join(format!("vantage-{tag}.toml"));
+        std::fs::write(&path, format!("[agent]\nlisten_addr = \"127.0.0.1:{port}\"\n{config}")).unwrap();
+        let log = dir.join(format!("vantage-{tag}.log"));
+        let mut cmd = Command::new(vantage_bin());
+        cmd.args(["run", "--config"]).arg(&path).env("RUST_LOG", "info");
+        let proc = Proc::spawn("vantage", cmd, &log);
+        let agent = Agent { _proc: proc, port, log };
+        let up = wait_for(Duration::from_secs(20), || http_get(&agent.url("/-/healthy")).filter(|(s, _)| *s == 200));
+        assert!(up.is_some(), "agent did not start; log:\n{}", agent.log_text());
+        agent
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Self-metric series exactly as rendered, e.g. `name{a="b"}`.
+    fn metric(&self, series: &str) -> f64 {
+        let (_, text) = http_get(&self.url("/metrics")).expect("GET /metrics");
+        vantage_tests::parse_text(&text).into_iter().find(|(s, _)| s == series).map_or(f64::NAN, |(_, v)| v)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let (_, text) = http_get(&self.url("/api/v1/status")).expect("GET /api/v1/status");
+        serde_json::from_str(&text).expect("status JSON")
+    }
+}
+
+/// Sum of the per-series sample counts of `selector` in Prometheus over the
+/// last 10 minutes, and the count per series.
+fn samples_in(prom: &Prometheus, selector: &str) -> (usize, HashMap<String, usize>) {
+    let mut per = HashMap::new();
+    let mut total = 0;
+    for (labels, values) in prom.raw_samples(selector, "10m") {
+        let mut distinct: Vec<u64> = values.iter().map(|(t, _)| (t * 1000.0).round() as u64).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        total += distinct.len();
+        per.insert(labels.to_string(), distinct.len());
+    }
+    (total, per)
+}
+
+fn positions_offset(file: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} unreadable: {e}\n{text}", file.display()));
+    v["files"][0]["offset"].as_u64()
+}
+
+const SERIES: usize = 1000;
+
+#[test]
+fn full_disk_keeps_sending_from_memory_counts_drops_and_resumes_by_itself() {
+    let dir = TempDir::new("faults-disk");
+    let data = dir.path().join("data");
+    let _fs = Tmpfs::mount(&data, "4m");
+    let mut prom = Prometheus::start("");
+    let loki = Loki::start();
+    let target = Target::start(SERIES);
+    let log = dir.path().join("app.log");
+    let mut writer = Writer::start(&log, Duration::from_millis(50));
+    let agent = Agent::start(
+        dir.path(),
+        "disk",
+        &format!(
+            r#"data_dir = "{data}"
+scrape_interval = "1s"
+[node]
+enabled = false
+[ebpf]
+enabled = false
+[docker]
+enabled = false
+[[scrape]]
+job_name = "fault"
+targets = ["127.0.0.1:{port}"]
+[[remote_write]]
+name = "full"
+url = "{rw}"
+memory_buffer_size = "256KiB"
+[remote_write.queue_config]
+batch_send_deadline = "200ms"
+max_samples_per_send = 2000
+capacity = 2000
+[loki]
+url = "{loki}"
+batch_wait = "200ms"
+min_backoff = "100ms"
+max_backoff = "1s"
+[[logs.files]]
+name = "app"
+paths = ["{log}"]
+"#,
+            data = data.display(),
+            port = target.port,
+            rw = prom.remote_write_url(),
+            loki = loki.url(),
+            log = log.display(),
+        ),
+    );
+    let m = |s: &str| agent.metric(s);
+    let dropped = |reason: &str| {
+        m(&format!("vantage_remote_write_samples_dropped_total{{endpoint=\"full\",reason=\"{reason}\"}}"))
+    };
+    let positions = data.join("positions.json");
+    wait_for(Duration::from_secs(20), || (samples_in(&prom, "fault_gauge").0 >= 2 * SERIES).then_some(()))
+        .unwrap_or_else(|| panic!("nothing reached Prometheus; log:\n{}", agent.log_text()));
+    wait_for(Duration::from_secs(10), || positions_offset(&positions).filter(|o| *o > 0))
+        .expect("positions saved before the disk fills");
+
+    // The receiver goes down and the disk fills: new records can go only
+    // to the memory buffer, which overflows.
+    stop_prometheus(&mut prom);
+    let filler = data.join("filler");
+    fill(&filler);
+    let saved_while_full = positions_offset(&positions).expect("positions file present");
+    wait_for(Duration::from_secs(30), || (dropped("disk_full") > 0.0).then_some(()))
+        .unwrap_or_else(|| panic!("the memory buffer never overflowed; log:\n{}", agent.log_text()));
+    let status = agent.status();
+    let err = status["sinks"]["remote_write/full"]["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("disk full") && err.contains("No space left"), "status page says: {status}");
+    assert!(m("vantage_remote_write_wal_memory_bytes{endpoint=\"full\"}") > 0.0);
+    assert!(m("vantage_remote_write_wal_memory_bytes{endpoint=\"full\"}") <= 256.0 * 1024.0 + 200_000.0);
+    // Log lines keep flowing to Loki; their positions cannot be saved, so
+    // the file keeps the last ones saved (a restart re-sends, never skips).
+    let lines_now = loki.count();
+    wait_for(Duration::from_secs(10), || (loki.count() > lines_now + 20).then_some(()))
+        .expect("log lines keep reaching Loki while the disk is full");
+    assert_eq!(positions_offset(&positions), Some(saved_while_full), "positions changed on a full disk?");
+
+    // The receiver comes back while the disk is still full: the memory
+    // buffer is sent.
+    restart_prometheus(&mut prom);
+    let (before, _) = samples_in(&prom, "fault_gauge");
+    wait_for(Duration::from_secs(20), || (samples_in(&prom, "fault_gauge").0 >= before + 2 * SERIES).then_some(()))
+        .unwrap_or_else(|| panic!("nothing sent from memory on a full disk; log:\n{}", agent.log_text()));
+
+    // Space returns: the WAL goes back to disk by itself, positions are saved.
+    std::fs::remove_file(&filler).unwrap();
+    wait_for(Duration::from_secs(15), || {
+        (agent.log_text().contains("the WAL takes writes again")
+            && m("vantage_remote_write_wal_memory_bytes{endpoint=\"full\"}") == 0.0)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the WAL did not resume; log:\n{}", agent.log_text()));
+    // The status page is refreshed every second.
+    let sink_error =
+        || agent.status()["sinks"]["remote_write/full"]["last_error"].as_str().unwrap_or_default().to_string();
+    wait_for(Duration::from_secs(5), || (!sink_error().contains("WAL")).then_some(()))
+        .unwrap_or_else(|| panic!("status page still says: {}", sink_error()));
+
+    // Stop the producers, let everything drain, and count.
+    let served = target.stop();
+    let written = writer.stop();
+    let log_len = std::fs::metadata(&log).unwrap().len();
+    wait_for(Duration::from_secs(30), || {
+        (m("vantage_remote_write_samples_pending{endpoint=\"full\"}") == 0.0
+            && loki.count() as u64 >= written
+            && positions_offset(&positions) == Some(log_len))
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("did not drain; log:\n{}", agent.log_text()));
+    std::thread::sleep(Duration::from_secs(2));
+    let (total, per) = samples_in(&prom, "fault_gauge");
+    assert_eq!(per.len(), SERIES);
+    let received = per.values().copied().max().unwrap() as u64;
+    assert!(per.values().all(|n| *n as u64 == received), "records are dropped whole, never in part: {per:?}");
+    assert_eq!(total as u64, received * SERIES as u64);
+    // Every sample of a record shares its fate: the series of the target
+    // (its gauges plus up and the scrape_* series) in each dropped record.
+    // Instant query: after the target stopped, its gauges are stale but
+    // up and the scrape_* series are fresh.
+    let others = prom.query("count({job=\"fault\",__name__!=\"fault_gauge\"})")[0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let per_record = SERIES as u64 + others;
+    let lost_records = served - received;
+    assert!(lost_records > 0, "the buffer overflowed, so records were lost");
+    assert_eq!(dropped("disk_full") as u64, lost_records * per_record, "served {served}, received {received}");
+    for reason in ["wal_error", "wal_full", "out_of_order", "rejected", "invalid"] {
+        assert_eq!(dropped(reason), 0.0, "{reason}");
+    }
+    // Log lines: none lost, none twice.
+    let mut lines: Vec<String> = loki.entries().into_iter().map(|e| e.line).collect();
+    assert_eq!(lines.len() as u64, written, "lines sent twice or lost");
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len() as u64, written);
+    // Nothing on disk is left unreadable: every segment opens clean.
+    drop(agent);
+    let (_, report) =
+        vantage::sinks::remote_write::wal::Wal::open(&data.join("remote_write/full"), 1 << 30).expect("WAL opens");
+    assert_eq!((report.corrupt_records, report.segments_skipped), (0, 0), "{report:?}");
+}
