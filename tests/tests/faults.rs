@@ -508,3 +508,263 @@ batch_send_deadline = "200ms"
     assert_eq!(agent.metric("vantage_wal_corrupt_records_total{endpoint=\"dmg\"}"), 0.0);
     assert_eq!(agent.metric("vantage_wal_segments_skipped_total{endpoint=\"dmg\"}"), 0.0);
 }
+
+/// What the fault proxy does with a connection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// Passes bytes both ways to the upstream.
+    Pass,
+    /// Accepts, reads, never answers.
+    Hang,
+    /// Closes in the middle of its status line. (A 200 status line that
+    /// arrived whole is an acknowledgement whatever follows, as in
+    /// Prometheus' own client.)
+    CloseMidResponse,
+    /// Forwards the request, throws the upstream's answer away and answers
+    /// 200 with a body that is not what any receiver sends.
+    Garbage,
+}
+
+/// A TCP proxy in front of a real receiver that misbehaves on cue.
+struct FaultProxy {
+    port: u16,
+    mode: Arc<Mutex<Mode>>,
+    /// Connections held open by `Hang` that the client has not closed.
+    hanging: Arc<AtomicU64>,
+}
+
+/// Reads one HTTP/1.1 request (head and Content-Length body).
+fn read_request(conn: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = conn.read(&mut chunk).ok().filter(|n| *n > 0)?;
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(buf);
+        }
+        let n = conn.read(&mut chunk).ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+impl FaultProxy {
+    fn start(upstream: u16) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(Mutex::new(Mode::Pass));
+        let hanging = Arc::new(AtomicU64::new(0));
+        let (m, h) = (mode.clone(), hanging.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (m, h) = (m.clone(), h.clone());
+                std::thread::spawn(move || serve_fault(conn, upstream, &m, &h));
+            }
+        });
+        FaultProxy { port, mode, hanging }
+    }
+
+    fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+}
+
+fn serve_fault(mut conn: std::net::TcpStream, upstream: u16, mode: &Mutex<Mode>, hanging: &AtomicU64) {
+    // One request at a time per connection; the mode is read per request.
+    while let Some(req) = read_request(&mut conn) {
+        let m = *mode.lock().unwrap();
+        match m {
+            Mode::Hang => {
+                hanging.fetch_add(1, Ordering::SeqCst);
+                // Until the client gives up and closes.
+                let mut sink = [0u8; 1024];
+                while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+                hanging.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            Mode::CloseMidResponse => {
+                let _ = conn.write_all(b"HTTP/1.1 20");
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            Mode::Pass | Mode::Garbage => {
+                let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                if up.write_all(&req).is_err() {
+                    return;
+                }
+                let Some(answer) = read_request(&mut up) else { return };
+                let reply = if m == Mode::Garbage {
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 9\r\n\r\n\xff\x00garbage".to_vec()
+                } else {
+                    answer
+                };
+                if conn.write_all(&reply).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Socket file descriptors of a process.
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn receivers_that_hang_close_mid_response_or_answer_garbage_lose_nothing() {
+    const N: usize = 20;
+    let dir = TempDir::new("faults-recv");
+    let prom = Prometheus::start("");
+    let proxy = FaultProxy::start(prom.port);
+    let target = Target::start(N);
+    let agent = Agent::start(
+        dir.path(),
+        "recv",
+        &format!(
+            r#"data_dir = "{data}"
+scrape_interval = "1s"
+[node]
+enabled = false
+[ebpf]
+enabled = false
+[docker]
+enabled = false
+[[scrape]]
+job_name = "recv"
+targets = ["127.0.0.1:{port}"]
+[[remote_write]]
+name = "misbehaving"
+url = "{url}"
+timeout = "1s"
+[remote_write.queue_config]
+batch_send_deadline = "200ms"
+max_backoff = "500ms"
+"#,
+            data = dir.path().join("data").display(),
+            port = target.port,
+            url = proxy.url(),
+        ),
+    );
+    let m = |s: &str| agent.metric(s);
+    let pid = agent._proc.pid();
+    wait_for(Duration::from_secs(20), || (samples_in(&prom, "fault_gauge").0 >= 2 * N).then_some(()))
+        .unwrap_or_else(|| panic!("nothing reached Prometheus; log:\n{}", agent.log_text()));
+    let baseline = sockets_of(pid);
+
+    // A receiver that accepts and never answers: each request times out
+    // after 1 s, is retried, and its connection is closed (not piled up).
+    proxy.set(Mode::Hang);
+    let sent_before = m("vantage_remote_write_samples_sent_total{endpoint=\"misbehaving\"}");
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(proxy.hanging.load(Ordering::SeqCst) <= 1, "hung connections left open by the agent");
+    assert!(sockets_of(pid) <= baseline + 2, "sockets {} after hangs, {baseline} before", sockets_of(pid));
+    assert_eq!(m("vantage_remote_write_samples_sent_total{endpoint=\"misbehaving\"}"), sent_before);
+    assert!(m("vantage_remote_write_samples_pending{endpoint=\"misbehaving\"}") >= N as f64, "the queue holds");
+    assert!(agent.log_text().contains("timed out") || agent.log_text().contains("timeout"), "{}", agent.log_text());
+
+    // One that closes in the middle of its answer: a network error, retried.
+    proxy.set(Mode::CloseMidResponse);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(m("vantage_remote_write_samples_sent_total{endpoint=\"misbehaving\"}"), sent_before);
+
+    // One that answers 200 with garbage: a 2xx is an acknowledgement
+    // whatever its body (the protocol's rule); the request did reach
+    // Prometheus behind it, so nothing is lost.
+    proxy.set(Mode::Garbage);
+    wait_for(Duration::from_secs(15), || {
+        (m("vantage_remote_write_samples_sent_total{endpoint=\"misbehaving\"}") > sent_before).then_some(())
+    })
+    .unwrap_or_else(|| panic!("nothing acknowledged by a 200 with garbage; log:\n{}", agent.log_text()));
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.set(Mode::Pass);
+
+    let served = target.stop();
+    wait_for(Duration::from_secs(30), || {
+        (m("vantage_remote_write_samples_pending{endpoint=\"misbehaving\"}") == 0.0
+            && samples_in(&prom, "fault_gauge").0 as u64 >= served * N as u64)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("did not drain: {:?}; log:\n{}", samples_in(&prom, "fault_gauge").0, agent.log_text()));
+    let (total, per) = samples_in(&prom, "fault_gauge");
+    assert_eq!(per.len(), N);
+    assert!(per.values().all(|n| *n as u64 == served), "served {served}: {per:?}");
+    assert_eq!(total as u64, served * N as u64, "samples lost: 0");
+    assert!(m("vantage_remote_write_samples_retried_total{endpoint=\"misbehaving\"}") > 0.0);
+    for reason in ["wal_error", "wal_full", "disk_full", "out_of_order", "rejected", "invalid"] {
+        assert_eq!(
+            m(&format!("vantage_remote_write_samples_dropped_total{{endpoint=\"misbehaving\",reason=\"{reason}\"}}")),
+            0.0,
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn loki_429_with_retry_after_and_500_for_a_while_lose_no_line_and_wait_as_asked() {
+    let dir = TempDir::new("faults-loki");
+    let loki = Loki::start();
+    let log = dir.path().join("app.log");
+    let agent = Agent::start(
+        dir.path(),
+        "loki",
+        &format!(
+            r#"data_dir = "{data}"
+[node]
+enabled = false
+[ebpf]
+enabled = false
+[docker]
+enabled = false
+[loki]
+url = "{url}"
+batch_wait = "100ms"
+min_backoff = "100ms"
+max_backoff = "200ms"
+[[logs.files]]
+name = "app"
+paths = ["{log}"]
+"#,
+            data = dir.path().join("data").display(),
+            url = loki.url(),
+            log = log.display(),
+        ),
+    );
+    // Two 429s asking for 2 s each, then four 500s.
+    loki.set_retry_after(2);
+    loki.script(&[(429, "slow down"), (429, "slow down"), (500, "ingester down"), (500, "x"), (500, "x"), (500, "x")]);
+    let mut writer = Writer::start(&log, Duration::from_millis(20));
+    std::thread::sleep(Duration::from_secs(2));
+    let written = writer.stop();
+    wait_for(Duration::from_secs(30), || (loki.count() as u64 >= written).then_some(()))
+        .unwrap_or_else(|| panic!("{} of {written} lines; log:\n{}", loki.count(), agent.log_text()));
+    std::thread::sleep(Duration::from_millis(500));
+    let at = loki.refused_at();
+    assert_eq!(at.len(), 6, "every scripted error was met");
+    // Retry-After is honoured (the agent's own backoff is 100-200 ms here).
+    assert!(at[1] - at[0] >= Duration::from_millis(1900), "second try {:?} after a Retry-After of 2 s", at[1] - at[0]);
+    assert!(at[2] - at[1] >= Duration::from_millis(1900), "third try {:?} after a Retry-After of 2 s", at[2] - at[1]);
+    let mut lines: Vec<String> = loki.entries().into_iter().map(|e| e.line).collect();
+    assert_eq!(lines.len() as u64, written, "no line lost, none twice");
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len() as u64, written);
+    assert_eq!(agent.metric("vantage_loki_requests_failed_total"), 6.0);
+}
