@@ -7,15 +7,20 @@
 
 mod cpu;
 mod diskstats;
+mod edac;
 mod filesystem;
 mod kernel;
+mod mdadm;
 mod meminfo;
 mod netclass;
 mod netdev;
 mod netstat;
+mod nvme;
 mod stat;
 mod system;
 mod textfile;
+mod xfs;
+mod zfs;
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -40,14 +45,17 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("conntrack", true, |c| Box::new(kernel::Conntrack::new(c))),
     ("cpu", true, |c| Box::new(cpu::Cpu::new(c))),
     ("diskstats", true, |c| Box::new(diskstats::Diskstats::new(c))),
+    ("edac", true, |c| Box::new(edac::Edac::new(c))),
     ("entropy", true, |c| Box::new(kernel::Entropy::new(c))),
     ("filefd", true, |c| Box::new(kernel::Filefd::new(c))),
     ("filesystem", true, |c| Box::new(filesystem::Filesystem::new(c))),
     ("loadavg", true, |c| Box::new(stat::Loadavg::new(c))),
+    ("mdadm", true, |c| Box::new(mdadm::Mdadm::new(c))),
     ("meminfo", true, |c| Box::new(meminfo::Meminfo::new(c))),
     ("netclass", true, |c| Box::new(netclass::Netclass::new(c))),
     ("netdev", true, |c| Box::new(netdev::Netdev::new(c))),
     ("netstat", true, |c| Box::new(netstat::Netstat::new(c))),
+    ("nvme", true, |c| Box::new(nvme::Nvme::new(c))),
     ("os", true, |c| Box::new(system::Os::new(c))),
     ("pressure", true, |c| Box::new(kernel::Pressure::new(c))),
     ("schedstat", true, |c| Box::new(kernel::Schedstat::new(c))),
@@ -59,6 +67,8 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("timex", true, |_| Box::new(system::Timex)),
     ("uname", true, |_| Box::new(system::Uname)),
     ("vmstat", true, |c| Box::new(meminfo::Vmstat::new(c))),
+    ("xfs", true, |c| Box::new(xfs::Xfs::new(c))),
+    ("zfs", true, |c| Box::new(zfs::Zfs::new(c))),
 ];
 
 /// Collectors Vantage implements, by node_exporter's names, in the
@@ -81,7 +91,6 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "dmi",
     "drbd",
     "drm",
-    "edac",
     "ethtool",
     "fibrechannel",
     "hwmon",
@@ -91,14 +100,12 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "ksmd",
     "lnstat",
     "logind",
-    "mdadm",
     "meminfo_numa",
     "mountstats",
     "network_route",
     "nfs",
     "nfsd",
     "ntp",
-    "nvme",
     "perf",
     "powersupplyclass",
     "processes",
@@ -116,8 +123,6 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "thermal_zone",
     "udp_queues",
     "wifi",
-    "xfs",
-    "zfs",
     "zoneinfo",
 ];
 
@@ -329,6 +334,11 @@ pub enum NodeError {
     Read { path: String, source: std::io::Error },
     #[error("{path}: {what}")]
     Parse { path: String, what: String },
+    /// The subsystem is absent (no md arrays, no NVMe controller ...):
+    /// node_exporter's ErrNoData, reported as `node_scrape_collector_success`
+    /// 0 like node_exporter does, but not logged as a failure.
+    #[error("no data: {path} is absent")]
+    NoData { path: String },
 }
 
 impl NodeError {
@@ -337,6 +347,17 @@ impl NodeError {
     }
     fn parse(path: &Path, what: impl Into<String>) -> Self {
         NodeError::Parse { path: path.display().to_string(), what: what.into() }
+    }
+    fn no_data(path: &Path) -> Self {
+        NodeError::NoData { path: path.display().to_string() }
+    }
+    /// [`NodeError::NoData`] when `source` says `path` does not exist, else a read error.
+    fn read_or_absent(path: &Path, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Self::no_data(path)
+        } else {
+            Self::read(path, source)
+        }
     }
 }
 
@@ -364,6 +385,16 @@ impl FileBuf {
     fn read(&mut self) -> Result<(&Path, &str), NodeError> {
         self.buf.clear();
         let mut f = std::fs::File::open(&self.path).map_err(|e| NodeError::read(&self.path, e))?;
+        f.read_to_end(&mut self.buf).map_err(|e| NodeError::read(&self.path, e))?;
+        let text = std::str::from_utf8(&self.buf).map_err(|_| NodeError::parse(&self.path, "not UTF-8"))?;
+        Ok((&self.path, text))
+    }
+
+    /// [`FileBuf::read`], with a missing file as [`NodeError::NoData`]
+    /// (one failed open when the subsystem is absent).
+    fn read_or_no_data(&mut self) -> Result<(&Path, &str), NodeError> {
+        self.buf.clear();
+        let mut f = std::fs::File::open(&self.path).map_err(|e| NodeError::read_or_absent(&self.path, e))?;
         f.read_to_end(&mut self.buf).map_err(|e| NodeError::read(&self.path, e))?;
         let text = std::str::from_utf8(&self.buf).map_err(|_| NodeError::parse(&self.path, "not UTF-8"))?;
         Ok((&self.path, text))
@@ -606,11 +637,12 @@ impl super::Collector for NodeCollector {
             let result = sub.update(&mut out);
             let seconds = started.elapsed().as_secs_f64();
             match &result {
+                Err(NodeError::NoData { .. }) => {}
                 Err(e) if !*failing => tracing::warn!(collector = sub.name(), error = %e, "node collector failed"),
                 Ok(()) if *failing => tracing::info!(collector = sub.name(), "node collector works again"),
                 _ => {}
             }
-            *failing = result.is_err();
+            *failing = result.as_ref().is_err_and(|e| !matches!(e, NodeError::NoData { .. }));
             results.push((sub.name(), result.is_ok(), seconds));
         }
         out.family(
