@@ -10,14 +10,17 @@ mod bonding;
 mod cpu;
 mod cpufreq;
 mod diskstats;
+mod edac;
 mod filesystem;
 mod hwmon;
 mod kernel;
+mod mdadm;
 mod meminfo;
 mod netclass;
 mod netdev;
 mod netstat;
 mod nfs;
+mod nvme;
 mod powersupply;
 mod rapl;
 mod stat;
@@ -25,6 +28,8 @@ mod system;
 mod textfile;
 mod thermal;
 mod udp_queues;
+mod xfs;
+mod zfs;
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -52,17 +57,20 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("cpu", true, |c| Box::new(cpu::Cpu::new(c))),
     ("cpufreq", true, |c| Box::new(cpufreq::Cpufreq::new(c))),
     ("diskstats", true, |c| Box::new(diskstats::Diskstats::new(c))),
+    ("edac", true, |c| Box::new(edac::Edac::new(c))),
     ("entropy", true, |c| Box::new(kernel::Entropy::new(c))),
     ("filefd", true, |c| Box::new(kernel::Filefd::new(c))),
     ("filesystem", true, |c| Box::new(filesystem::Filesystem::new(c))),
     ("hwmon", true, |c| Box::new(hwmon::Hwmon::new(c))),
     ("loadavg", true, |c| Box::new(stat::Loadavg::new(c))),
+    ("mdadm", true, |c| Box::new(mdadm::Mdadm::new(c))),
     ("meminfo", true, |c| Box::new(meminfo::Meminfo::new(c))),
     ("netclass", true, |c| Box::new(netclass::Netclass::new(c))),
     ("netdev", true, |c| Box::new(netdev::Netdev::new(c))),
     ("netstat", true, |c| Box::new(netstat::Netstat::new(c))),
     ("nfs", true, |c| Box::new(nfs::Nfs::new(c))),
     ("nfsd", true, |c| Box::new(nfs::Nfsd::new(c))),
+    ("nvme", true, |c| Box::new(nvme::Nvme::new(c))),
     ("os", true, |c| Box::new(system::Os::new(c))),
     ("powersupplyclass", true, |c| Box::new(powersupply::PowerSupply::new(c))),
     ("pressure", true, |c| Box::new(kernel::Pressure::new(c))),
@@ -78,6 +86,8 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("udp_queues", true, |c| Box::new(udp_queues::UdpQueues::new(c))),
     ("uname", true, |_| Box::new(system::Uname)),
     ("vmstat", true, |c| Box::new(meminfo::Vmstat::new(c))),
+    ("xfs", true, |c| Box::new(xfs::Xfs::new(c))),
+    ("zfs", true, |c| Box::new(zfs::Zfs::new(c))),
 ];
 
 /// Collectors Vantage implements, by node_exporter's names, in the
@@ -97,7 +107,6 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "dmi",
     "drbd",
     "drm",
-    "edac",
     "ethtool",
     "fibrechannel",
     "infiniband",
@@ -106,12 +115,10 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "ksmd",
     "lnstat",
     "logind",
-    "mdadm",
     "meminfo_numa",
     "mountstats",
     "network_route",
     "ntp",
-    "nvme",
     "perf",
     "processes",
     "qdisc",
@@ -125,8 +132,6 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "tapestats",
     "tcpstat",
     "wifi",
-    "xfs",
-    "zfs",
     "zoneinfo",
 ];
 
@@ -432,6 +437,16 @@ impl FileBuf {
     fn read(&mut self) -> Result<(&Path, &str), NodeError> {
         self.buf.clear();
         let mut f = std::fs::File::open(&self.path).map_err(|e| NodeError::read(&self.path, e))?;
+        f.read_to_end(&mut self.buf).map_err(|e| NodeError::read(&self.path, e))?;
+        let text = std::str::from_utf8(&self.buf).map_err(|_| NodeError::parse(&self.path, "not UTF-8"))?;
+        Ok((&self.path, text))
+    }
+
+    /// [`FileBuf::read`], with a missing file as [`NodeError::NoData`]
+    /// (one failed open when the subsystem is absent).
+    fn read_or_no_data(&mut self) -> Result<(&Path, &str), NodeError> {
+        self.buf.clear();
+        let mut f = std::fs::File::open(&self.path).map_err(|e| NodeError::read_or_absent(&self.path, e))?;
         f.read_to_end(&mut self.buf).map_err(|e| NodeError::read(&self.path, e))?;
         let text = std::str::from_utf8(&self.buf).map_err(|_| NodeError::parse(&self.path, "not UTF-8"))?;
         Ok((&self.path, text))
