@@ -139,6 +139,9 @@ const IN_SCOPE: &[&str] = &[
     "node_nfs_",
     "node_nfsd_",
     "node_ipvs_",
+    "node_cpu_isolated",
+    "node_cpu_core_throttles_total",
+    "node_cpu_package_throttles_total",
     // From the text file below.
     "vantage_test_",
 ];
@@ -155,6 +158,7 @@ const VANTAGE_COLLECTORS: &[&str] = &[
     "filefd",
     "filesystem",
     "hwmon",
+    "ipvs",
     "loadavg",
     "meminfo",
     "netclass",
@@ -165,6 +169,7 @@ const VANTAGE_COLLECTORS: &[&str] = &[
     "os",
     "powersupplyclass",
     "pressure",
+    "processes",
     "rapl",
     "schedstat",
     "sockstat",
