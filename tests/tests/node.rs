@@ -139,6 +139,9 @@ const IN_SCOPE: &[&str] = &[
     "node_nfs_",
     "node_nfsd_",
     "node_ipvs_",
+    "node_cpu_isolated",
+    "node_cpu_core_throttles_total",
+    "node_cpu_package_throttles_total",
     // From the text file below.
     "vantage_test_",
 ];
@@ -156,6 +159,7 @@ const VANTAGE_COLLECTORS: &[&str] = &[
     "filefd",
     "filesystem",
     "hwmon",
+    "ipvs",
     "loadavg",
     "mdadm",
     "meminfo",
@@ -168,6 +172,7 @@ const VANTAGE_COLLECTORS: &[&str] = &[
     "os",
     "powersupplyclass",
     "pressure",
+    "processes",
     "rapl",
     "schedstat",
     "sockstat",

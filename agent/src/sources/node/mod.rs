@@ -13,6 +13,7 @@ mod diskstats;
 mod edac;
 mod filesystem;
 mod hwmon;
+mod ipvs;
 mod kernel;
 mod mdadm;
 mod meminfo;
@@ -22,6 +23,7 @@ mod netstat;
 mod nfs;
 mod nvme;
 mod powersupply;
+mod processes;
 mod rapl;
 mod stat;
 mod system;
@@ -62,6 +64,7 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("filefd", true, |c| Box::new(kernel::Filefd::new(c))),
     ("filesystem", true, |c| Box::new(filesystem::Filesystem::new(c))),
     ("hwmon", true, |c| Box::new(hwmon::Hwmon::new(c))),
+    ("ipvs", true, |c| Box::new(ipvs::Ipvs::new(c))),
     ("loadavg", true, |c| Box::new(stat::Loadavg::new(c))),
     ("mdadm", true, |c| Box::new(mdadm::Mdadm::new(c))),
     ("meminfo", true, |c| Box::new(meminfo::Meminfo::new(c))),
@@ -74,6 +77,7 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("os", true, |c| Box::new(system::Os::new(c))),
     ("powersupplyclass", true, |c| Box::new(powersupply::PowerSupply::new(c))),
     ("pressure", true, |c| Box::new(kernel::Pressure::new(c))),
+    ("processes", false, |c| Box::new(processes::Processes::new(c))),
     ("rapl", true, |c| Box::new(rapl::Rapl::new(c))),
     ("schedstat", true, |c| Box::new(kernel::Schedstat::new(c))),
     ("sockstat", true, |c| Box::new(netstat::Sockstat::new(c))),
@@ -111,7 +115,6 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "fibrechannel",
     "infiniband",
     "interrupts",
-    "ipvs",
     "ksmd",
     "lnstat",
     "logind",
@@ -120,7 +123,6 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "network_route",
     "ntp",
     "perf",
-    "processes",
     "qdisc",
     "runit",
     "selinux",
@@ -221,6 +223,10 @@ pub struct NodeConfig {
     /// of one family per zone (`rapl.enable-zone-label`).
     #[serde(default)]
     pub rapl_zone_label: bool,
+    /// Comma-separated labels of the ipvs backend series (`ipvs.backend-labels`);
+    /// all six by default.
+    #[serde(default)]
+    pub ipvs_backend_labels: Option<String>,
     /// `node_cpu_guest_seconds_total` (`cpu.guest`, on by default).
     #[serde(default = "yes")]
     pub cpu_guest: bool,
@@ -283,6 +289,7 @@ impl Default for NodeConfig {
             arp_device_exclude: None,
             arp_device_include: None,
             rapl_zone_label: false,
+            ipvs_backend_labels: None,
             cpu_guest: true,
             cpu_info: false,
             cpu_info_flags_include: None,
@@ -310,6 +317,12 @@ impl NodeConfig {
                     problems.push(format!("node.{key}: {name:?} is not a node_exporter collector name"));
                 }
             }
+        }
+        if let Some(Err(unknown)) = self.ipvs_backend_labels.as_deref().map(ipvs::backend_labels) {
+            problems.push(format!(
+                "node.ipvs_backend_labels: unknown labels {unknown:?} (known: {:?})",
+                ipvs::BACKEND_LABELS
+            ));
         }
         for (key, value) in self.regexes() {
             if let Some(text) = value {
