@@ -21,6 +21,9 @@ pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
 pub const PROCESS_MAX_FDS: &str = "process_max_fds";
 pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 pub const READY: &str = "vantage_ready";
+// Prometheus's own names, so its reload alerts and dashboards apply as they are.
+pub const CONFIG_RELOAD_OK: &str = "vantage_config_last_reload_successful";
+pub const CONFIG_RELOAD_TIME: &str = "vantage_config_last_reload_success_timestamp_seconds";
 
 // remote_write sink, per endpoint (label `endpoint`).
 pub const RW_SAMPLES_SENT: &str = "vantage_remote_write_samples_sent_total";
@@ -69,6 +72,13 @@ pub fn collect(registry: &Registry) -> Vec<Family> {
     let mut ready = Family::new(READY, MetricType::Gauge, "1 once every enabled source has completed a collection.");
     ready.push(&[], if snap.ready { 1.0 } else { 0.0 }, ts);
     out.push(ready);
+
+    let mut ok = Family::new(CONFIG_RELOAD_OK, MetricType::Gauge, "1 when the last configuration reload succeeded.");
+    ok.push(&[], if snap.reload.last_successful { 1.0 } else { 0.0 }, ts);
+    let mut at =
+        Family::new(CONFIG_RELOAD_TIME, MetricType::Gauge, "Unix time of the last successful configuration reload.");
+    at.push(&[], snap.reload.last_success_ms as f64 / 1000.0, ts);
+    out.extend([ok, at]);
 
     let mut up = Family::new(SOURCE_UP, MetricType::Gauge, "1 when the source's last collection succeeded.");
     let mut collections = Family::new(SOURCE_COLLECTIONS, MetricType::Counter, "Collections finished per source.");

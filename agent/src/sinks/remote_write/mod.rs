@@ -663,64 +663,67 @@ impl super::MetricSink for Sink {
 /// A started endpoint: its sink and its queue task.
 pub type Started = (Arc<dyn super::MetricSink>, tokio::task::JoinHandle<()>);
 
-/// Starts one queue per active endpoint; returns each sink and its task.
-pub fn start(ctx: &crate::Context) -> Result<Vec<Started>, String> {
-    let mut out: Vec<Started> = Vec::new();
-    let mut provided = Vec::new();
-    let mut names = std::collections::HashSet::new();
+/// Starts the queue of one endpoint, with its WAL under the agent's
+/// data_dir; returns its sink, its queue task and its counters. `carried`
+/// are the counters of the queue this one replaces on a reload, so the
+/// endpoint's `_total` series go on instead of starting over.
+pub fn start_one(
+    ctx: &crate::Context,
+    cfg: &RemoteWriteConfig,
+    carried: Option<Arc<Stats>>,
+) -> Result<(Started, Arc<Stats>), String> {
+    let name = cfg.endpoint_name();
     let external: Vec<(String, String)> =
         ctx.config.agent.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    for cfg in ctx.config.active_remote_writes() {
-        let name = cfg.endpoint_name();
-        if !names.insert(name.clone()) {
-            return Err(format!("remote_write: two endpoints are named {name:?}; give each a distinct name"));
-        }
-        let shown = client::display_url(&cfg.url);
-        let err = |e: String| format!("remote_write {name} ({shown}): {e}");
-        let client = client::Client::new(cfg).map_err(err)?;
-        if cfg.tls.insecure_skip_verify {
-            tracing::warn!(endpoint = %name, url = %shown, "TLS CERTIFICATE VERIFICATION IS OFF for this endpoint (insecure_skip_verify = true): anyone on the path can read and change what is sent");
-        }
-        let relabeler = if cfg.write_relabel_configs.is_empty() {
-            None
-        } else {
-            Some(Relabeler::new(&cfg.write_relabel_configs).map_err(|e| err(format!("write_relabel_configs: {e}")))?)
-        };
-        let dir = ctx.config.agent.data_dir.join("remote_write").join(&name);
-        let (mut wal, report) = wal::Wal::open(&dir, cfg.max_wal_size).map_err(|e| err(e.to_string()))?;
-        wal.set_memory_buffer(cfg.memory_buffer_size);
-        if report.corrupt_records > 0 || report.segments_skipped > 0 {
-            tracing::warn!(endpoint = %name, wal = %dir.display(), corrupt_records = report.corrupt_records, segments_skipped = report.segments_skipped, "WAL damaged: the damaged records and segments are skipped and counted, the rest is sent in order");
-        }
-        if report.records > 0 {
-            tracing::info!(endpoint = %name, wal = %dir.display(), segments = report.segments, records = report.records, samples = report.samples, "WAL found: unacknowledged samples will be sent");
-        }
-        let wal = Arc::new(wal);
-        let stats = Arc::new(Stats { endpoint: name.clone(), ..Default::default() });
-        let notify = Arc::new(tokio::sync::Notify::new());
-        let sink = Arc::new(Sink::new(&name, wal.clone(), relabeler, external.clone(), notify.clone(), stats.clone()));
-        let q = queue::Queue {
-            name: name.clone(),
-            url: shown,
-            cfg: cfg.queue_config.clone(),
-            flush_deadline: cfg.flush_deadline,
-            wal: wal.clone(),
-            client: Arc::new(client),
-            stats: stats.clone(),
-            v2: Arc::new(AtomicBool::new(cfg.v2_requested().unwrap_or(false))),
-            notify,
-            shutdown: ctx.shutdown.clone(),
-            registry: ctx.registry.clone(),
-            ack_save_failing: AtomicBool::new(false),
-        };
-        let task = tokio::spawn(q.run());
-        provided.push((stats, wal));
-        out.push((sink, task));
+    let shown = client::display_url(&cfg.url);
+    let err = |e: String| format!("remote_write {name} ({shown}): {e}");
+    let client = client::Client::new(cfg).map_err(err)?;
+    if cfg.tls.insecure_skip_verify {
+        tracing::warn!(endpoint = %name, url = %shown, "TLS CERTIFICATE VERIFICATION IS OFF for this endpoint (insecure_skip_verify = true): anyone on the path can read and change what is sent");
     }
-    if !provided.is_empty() {
-        ctx.registry.add_provider(Arc::new(Provider(provided)));
+    let relabeler = if cfg.write_relabel_configs.is_empty() {
+        None
+    } else {
+        Some(Relabeler::new(&cfg.write_relabel_configs).map_err(|e| err(format!("write_relabel_configs: {e}")))?)
+    };
+    let dir = ctx.config.agent.data_dir.join("remote_write").join(&name);
+    let (mut wal, report) = wal::Wal::open(&dir, cfg.max_wal_size).map_err(|e| err(e.to_string()))?;
+    wal.set_memory_buffer(cfg.memory_buffer_size);
+    if report.corrupt_records > 0 || report.segments_skipped > 0 {
+        tracing::warn!(endpoint = %name, wal = %dir.display(), corrupt_records = report.corrupt_records, segments_skipped = report.segments_skipped, "WAL damaged: the damaged records and segments are skipped and counted, the rest is sent in order");
     }
-    Ok(out)
+    if report.records > 0 {
+        tracing::info!(endpoint = %name, wal = %dir.display(), segments = report.segments, records = report.records, samples = report.samples, "WAL found: unacknowledged samples will be sent");
+    }
+    let wal = Arc::new(wal);
+    let stats = match carried {
+        Some(stats) => {
+            // The new queue counts everything in the WAL it opened as
+            // pending, the old queue's unacknowledged samples included.
+            stats.pending.store(0, Ordering::Relaxed);
+            stats
+        }
+        None => Arc::new(Stats { endpoint: name.clone(), ..Default::default() }),
+    };
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let sink = Arc::new(Sink::new(&name, wal.clone(), relabeler, external, notify.clone(), stats.clone()));
+    let q = queue::Queue {
+        name: name.clone(),
+        url: shown,
+        cfg: cfg.queue_config.clone(),
+        flush_deadline: cfg.flush_deadline,
+        wal: wal.clone(),
+        client: Arc::new(client),
+        stats: stats.clone(),
+        v2: Arc::new(AtomicBool::new(cfg.v2_requested().unwrap_or(false))),
+        notify,
+        shutdown: ctx.shutdown.clone(),
+        registry: ctx.registry.clone(),
+        ack_save_failing: AtomicBool::new(false),
+    };
+    let task = tokio::spawn(q.run());
+    ctx.registry.add_provider(Arc::new(Provider(vec![(stats.clone(), wal)])));
+    Ok(((sink, task), stats))
 }
 
 #[cfg(test)]

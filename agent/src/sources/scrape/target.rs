@@ -444,15 +444,24 @@ fn log_outcome(
 
 /// Runs one target until `stop`: scrape on the interval, send each result
 /// with stale markers for series that went away. When the target is
-/// removed (stop without agent shutdown) every series gets a stale marker.
-async fn run_target(job: Job, target: Target, ctx: crate::Context, stop: CancellationToken) {
+/// removed (stop without agent shutdown) every series gets a stale marker;
+/// when its whole job stops for a reload, its staleness state goes to the
+/// handover instead, for the job that replaces it. `carried` is that state
+/// from the job this one replaces.
+async fn run_target(
+    job: Job,
+    target: Target,
+    ctx: crate::Context,
+    stop: CancellationToken,
+    carried: Option<StaleTracker>,
+) {
     let name: Arc<str> = target.name.as_str().into();
     ctx.registry.register_source(&name, "scrape", false);
     let interval = job.inner.interval;
     let start = tokio::time::Instant::now() + job.first_delay(&target);
     let mut ticker = tokio::time::interval_at(start, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut stale = StaleTracker::default();
+    let mut stale = carried.unwrap_or_default();
     let mut seen = HashSet::new();
     let mut failures = crate::failure_log::FailureLog::default();
     loop {
@@ -475,10 +484,15 @@ async fn run_target(job: Job, target: Target, ctx: crate::Context, stop: Cancell
             return;
         }
     }
-    if !ctx.shutdown.is_cancelled() {
+    if ctx.agent_shutdown.is_cancelled() {
+        return;
+    }
+    ctx.registry.remove_source(&name);
+    if ctx.shutdown.is_cancelled() {
+        ctx.handover.put(&target.key, name, stale);
+    } else {
         let families = stale.mark_all(now_ms());
         let _ = ctx.metrics.send(Batch { source: name.clone(), families }).await;
-        ctx.registry.remove_source(&name);
     }
 }
 
@@ -491,6 +505,7 @@ pub async fn run_job(job: Job, ctx: crate::Context) {
         tracing::warn!(job = %job.name(), "docker_sd is set but Docker discovery is not enabled ([docker] enabled = false)");
     }
     let mut running: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut first_round = true;
     loop {
         let mut wanted = statics.clone();
         if let Some(rx) = &docker {
@@ -510,9 +525,14 @@ pub async fn run_job(job: Job, ctx: crate::Context) {
             if !running.contains_key(&t.key) {
                 let stop = ctx.shutdown.child_token();
                 let key = t.key.clone();
-                let task = tokio::spawn(run_target(job.clone(), t, ctx.clone(), stop.clone()));
+                let carried = ctx.handover.take(&key).map(|(_, s)| s);
+                let task = tokio::spawn(run_target(job.clone(), t, ctx.clone(), stop.clone(), carried));
                 running.insert(key, (stop, task));
             }
+        }
+        if std::mem::take(&mut first_round) {
+            // Targets of the job this one replaced that it no longer has.
+            crate::runtime::send_stale(&ctx.handover, &ctx.metrics).await;
         }
         match docker.as_mut() {
             Some(rx) => {
@@ -601,6 +621,8 @@ mod tests {
             registry: crate::status::Registry::default(),
             metrics: tx,
             shutdown: CancellationToken::new(),
+            agent_shutdown: CancellationToken::new(),
+            handover: Default::default(),
             docker_targets: Some(targets_rx),
         };
         let tasks = super::super::start(&ctx);
