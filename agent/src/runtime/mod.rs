@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::sample::Batch;
 use crate::sinks::latest::Latest;
 use crate::sinks::MetricSink;
-use crate::stale::StaleTracker;
+use crate::stale::Carry;
 use crate::status::Registry;
 
 pub use reload::{Reload, ReloadHandle};
@@ -69,17 +69,19 @@ pub struct Context {
 pub struct Handover(Arc<Mutex<std::collections::HashMap<String, Carried>>>);
 
 /// A stopped source's name and the series it had sent.
-type Carried = (Arc<str>, StaleTracker);
+type Carried = (Arc<str>, Box<dyn Carry>);
 
 impl Handover {
-    /// Leaves `tracker` of source `name` under `key`.
-    pub fn put(&self, key: &str, name: Arc<str>, tracker: StaleTracker) {
-        self.0.lock().unwrap().insert(key.to_string(), (name, tracker));
+    /// Leaves `state` of source `name` under `key`.
+    pub fn put(&self, key: &str, name: Arc<str>, state: impl Carry) {
+        self.0.lock().unwrap().insert(key.to_string(), (name, Box::new(state)));
     }
 
-    /// Takes what was left under `key`.
-    pub fn take(&self, key: &str) -> Option<Carried> {
-        self.0.lock().unwrap().remove(key)
+    /// Takes what was left under `key`, when it is a `T` (keys of
+    /// different kinds of source never meet, so another type is dropped).
+    pub fn take<T: Carry>(&self, key: &str) -> Option<(Arc<str>, T)> {
+        let (name, state) = self.0.lock().unwrap().remove(key)?;
+        state.into_any().downcast::<T>().ok().map(|t| (name, *t))
     }
 
     fn drain(&self) -> Vec<Carried> {

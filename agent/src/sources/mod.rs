@@ -41,7 +41,7 @@ pub async fn run_collector(collector: Box<dyn Collector>, interval: Duration, ct
     let (out, registry, shutdown) = (ctx.metrics.clone(), ctx.registry.clone(), ctx.shutdown.clone());
     let name: Arc<str> = collector.name().into();
     let mut collector = Some(collector);
-    let mut stale = ctx.handover.take(&name).map(|(_, s)| s).unwrap_or_default();
+    let mut stale: crate::stale::StaleTracker = ctx.handover.take(&name).map(|(_, s)| s).unwrap_or_default();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
