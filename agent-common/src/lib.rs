@@ -203,7 +203,20 @@ pub struct KernelOffsets {
     /// `rq.clock`: the run queue's clock (ns), which the scheduler updates
     /// before every wakeup and switch.
     pub rq_clock: u32,
+    /// `task_struct.__state` (`state` before 5.14): read by the
+    /// `sched_switch` variant for kernels whose tracepoint has no
+    /// prev_state argument (before 5.18).
+    pub task_state: u32,
+    /// `request.rq_disk`: the request's disk on kernels whose
+    /// `request_queue` has no `disk` member (before 5.11).
+    pub request_rq_disk: u32,
 }
+
+/// The `SKB_DROPS` slot where `kfree_skb_no_reason` (kernels whose
+/// tracepoint has no drop reason, before 5.17, and no `enum
+/// skb_drop_reason` either) counts every drop; the collector names it
+/// `not_specified`.
+pub const SKB_DROP_NO_REASON_SLOT: u32 = 0;
 
 /// Key of `CGROUP_EVENTS` (LRU hash, atomic u64 counts): a cgroup and one of
 /// the `TCP_*` counter slots. Written by the tcp programs when the agent

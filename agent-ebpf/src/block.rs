@@ -84,10 +84,23 @@ const REQ_OP_MASK: u32 = 0xff;
 const BPF_NOEXIST: u64 = 1;
 
 // void block_rq_issue(struct request *rq)
+// (5.11 and later)
 #[btf_tracepoint(function = "block_rq_issue")]
 pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
+    issued(ctx.arg(0))
+}
+
+// void block_rq_issue(struct request_queue *q, struct request *rq)
+// (before 5.11)
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn block_rq_issue_queue_first(ctx: BtfTracePointContext) -> i32 {
+    issued(ctx.arg(1))
+}
+
+#[inline(always)]
+fn issued(rq: *const u8) -> i32 {
     let Some(base) = slots_base() else { return 0 };
-    let rq = request_id(ctx.arg(0), base);
+    let rq = request_id(rq, base);
     if let Some(slot) = BLOCK_START.get_ptr_mut(slot(rq)) {
         let now = unsafe { bpf_ktime_get_ns() };
         unsafe { *slot = InFlight { rq, ts: now } };
@@ -95,8 +108,28 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Nonzero when a request's disk is `request.rq_disk` (kernels before
+/// 5.11, whose `request_queue` has no `disk`); set by the agent from BTF.
+#[no_mangle]
+static DISK_IN_REQUEST: u32 = 0;
+
+/// The disk of request `rq`, null if none.
+#[inline(always)]
+unsafe fn disk_of(rq: *const u8) -> *const u8 {
+    // SAFETY: a static; volatile only defeats constant folding.
+    if core::ptr::read_volatile(&DISK_IN_REQUEST) != 0 {
+        return field(rq, offset(|o| &o.request_rq_disk));
+    }
+    let queue: *const u8 = field(rq, offset(|o| &o.request_q));
+    if queue.is_null() {
+        return core::ptr::null();
+    }
+    field(queue, offset(|o| &o.queue_disk))
+}
+
 // void block_rq_complete(struct request *rq, blk_status_t error,
 //                        unsigned int nr_bytes)
+// (the same before 5.11, with `int error`)
 #[btf_tracepoint(function = "block_rq_complete")]
 pub fn block_rq_complete(ctx: BtfTracePointContext) -> i32 {
     let _ = try_block_rq_complete(&ctx);
@@ -124,11 +157,7 @@ fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Option<()> {
     if op > BLOCK_OP_DISCARD {
         return None;
     }
-    let queue: *const u8 = unsafe { field(rq, offset(|o| &o.request_q)) };
-    if queue.is_null() {
-        return None;
-    }
-    let disk: *const u8 = unsafe { field(queue, offset(|o| &o.queue_disk)) };
+    let disk = unsafe { disk_of(rq) };
     if disk.is_null() {
         return None;
     }

@@ -6,6 +6,15 @@
 //! kernel hands over its own argument pointers, which are read directly at
 //! offsets the agent found in the running kernel's BTF (the `OFFSETS`
 //! global), never at offsets known at build time.
+//!
+//! Where a tracepoint's arguments changed between kernels (sched_switch's
+//! prev_state in 5.18, block_rq_issue's queue before 5.11, kfree_skb's
+//! reason in 5.17), the object holds one program per prototype, sharing
+//! their body, and the agent loads the one the running kernel's
+//! `btf_trace_<name>` prototype matches: the verifier rejects a program
+//! that reads an argument the kernel does not pass. Member differences
+//! (where a request's disk is) are read-only globals instead: the verifier
+//! skips the branch a constant rules out.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The bpf target has no core::sync::atomic; the intrinsic becomes BPF's
@@ -45,6 +54,8 @@ mod shared {
         task_cfs_rq: 0,
         cfs_rq_rq: 0,
         rq_clock: 0,
+        task_state: 0,
+        request_rq_disk: 0,
     };
 
     /// Nonzero when the agent wants per-cgroup counts (`[ebpf]

@@ -3,8 +3,8 @@
 //! are per-CPU counters or histograms; nothing is kept per socket.
 
 use agent_common::{
-    Log2Hist, SKB_DROP_SLOTS, TCP_CONN_ACTIVE, TCP_CONN_FAILED, TCP_CONN_PASSIVE, TCP_COUNTER_SLOTS,
-    TCP_RESETS_RECEIVED, TCP_RESETS_SENT, TCP_RETRANSMITS,
+    Log2Hist, SKB_DROP_NO_REASON_SLOT, SKB_DROP_SLOTS, TCP_CONN_ACTIVE, TCP_CONN_FAILED, TCP_CONN_PASSIVE,
+    TCP_COUNTER_SLOTS, TCP_RESETS_RECEIVED, TCP_RESETS_SENT, TCP_RETRANSMITS,
 };
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
@@ -135,10 +135,22 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 
 // void kfree_skb(struct sk_buff *skb, void *location,
 //                enum skb_drop_reason reason, struct sock *rx_sk)
+// (5.17 and later; rx_sk since 6.11)
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let reason: u32 = ctx.arg(2);
-    let slot = if reason < SKB_DROP_SLOTS { reason } else { SKB_DROP_SLOTS - 1 };
+    dropped(if reason < SKB_DROP_SLOTS { reason } else { SKB_DROP_SLOTS - 1 })
+}
+
+// void kfree_skb(struct sk_buff *skb, void *location)
+// (before 5.17: no reason to count by)
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb_no_reason(_ctx: BtfTracePointContext) -> i32 {
+    dropped(SKB_DROP_NO_REASON_SLOT)
+}
+
+#[inline(always)]
+fn dropped(slot: u32) -> i32 {
     if let Some(c) = SKB_DROPS.get_ptr_mut(slot) {
         unsafe { *c += 1 };
     }

@@ -149,8 +149,26 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 
 // void sched_switch(bool preempt, struct task_struct *prev,
 //                   struct task_struct *next, unsigned int prev_state)
+// (5.18 and later)
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    switched(ctx.arg(1), ctx.arg(2), || ctx.arg(3))
+}
+
+// void sched_switch(bool preempt, struct task_struct *prev,
+//                   struct task_struct *next)
+// (before 5.18): prev's state is read from the task, where the newer
+// kernels read it for the tracepoint.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_no_state(ctx: BtfTracePointContext) -> i32 {
+    let prev: *const u8 = ctx.arg(1);
+    switched(prev, ctx.arg(2), || unsafe { field::<u32>(prev, offset(|o| &o.task_state)) })
+}
+
+/// A switch from `prev` to `next`; `prev_state` is only read when the run
+/// queue latency is on.
+#[inline(always)]
+fn switched(prev: *const u8, next: *const u8, prev_state: impl Fn() -> u32) -> i32 {
     // Per-CPU slot: no atomics needed, nothing else writes this CPU's copy.
     if let Some(count) = CPU_CONTEXT_SWITCHES.get_ptr_mut(CONTEXT_SWITCHES_SLOT) {
         unsafe { *count += 1 };
@@ -159,10 +177,8 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     // A preempted task waits in the run queue again from now.
-    let prev_state: u32 = ctx.arg(3);
-    let requeued = if prev_state == TASK_RUNNING { pid_of(ctx.arg(1)) } else { 0 };
+    let requeued = if prev_state() == TASK_RUNNING { pid_of(prev) } else { 0 };
     // The task switched in, if its wakeup was seen: its wait ends now.
-    let next: *const u8 = ctx.arg(2);
     let pid = pid_of(next);
     let waited = if pid == 0 {
         None

@@ -390,6 +390,24 @@ fn a_program_switched_off_in_the_config_is_reported_down_and_the_rest_run() {
     assert!(err.contains("unknown program \"no_such_program\""), "{err}");
 }
 
+/// A one-binary image (busybox-static as /bin/busybox), imported into the
+/// running dockerd.
+fn busybox_image(docker: &std::path::Path, busybox: &std::path::Path) -> &'static str {
+    let ping = Command::new(docker).arg("info").output().expect("run docker");
+    assert!(
+        ping.status.success(),
+        "dockerd is not running (start it: `dockerd &`): {}",
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    let root = TempDir::new("ebpf-image");
+    std::fs::create_dir_all(root.path().join("bin")).unwrap();
+    std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
+    let image = "vantage-ebpf-busybox:test";
+    let import = format!("tar -C {} -c . | {} import - {image}", root.path().display(), docker.display());
+    run(Command::new("sh").args(["-c", &import]));
+    image
+}
+
 /// A Docker container removed on drop.
 struct Container(String);
 
@@ -403,19 +421,7 @@ impl Drop for Container {
 fn container_label_attributes_resets_and_run_queue_latency_to_a_container() {
     let docker = require_program("docker", "docker.io");
     let busybox = require_program("busybox", "busybox-static");
-    let ping = Command::new(&docker).arg("info").output().expect("run docker");
-    assert!(
-        ping.status.success(),
-        "dockerd is not running (start it: `dockerd &`): {}",
-        String::from_utf8_lossy(&ping.stderr)
-    );
-    // A one-binary image: busybox-static as /bin/busybox.
-    let root = TempDir::new("ebpf-image");
-    std::fs::create_dir_all(root.path().join("bin")).unwrap();
-    std::fs::copy(&busybox, root.path().join("bin/busybox")).unwrap();
-    let image = "vantage-ebpf-busybox:test";
-    let import = format!("tar -C {} -c . | {} import - {image}", root.path().display(), docker.display());
-    run(Command::new("sh").args(["-c", &import]));
+    let image = busybox_image(&docker, &busybox);
 
     let dir = TempDir::new("ebpf-containers");
     let port = free_port();
@@ -516,4 +522,116 @@ fn kernel_log_forwards_the_programs_records_when_asked() {
         "expected {READS} kernel records {line:?} in the agent's log:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+}
+
+/// An agent with only eBPF and container labels, serving /metrics; `env`
+/// is added to its environment.
+fn labelled_agent(dir: &TempDir, tag: &str, env: &[(&str, &str)]) -> (Proc, String) {
+    let port = free_port();
+    let config = dir.write(
+        &format!("{tag}.toml"),
+        &format!(
+            "[agent]\nlisten_addr = \"127.0.0.1:{port}\"\nserve_collected = true\n\
+             [node]\nenabled = false\n[docker]\nenabled = false\n\
+             [ebpf]\ninterval = \"1s\"\ncontainer_label = true\n"
+        ),
+    );
+    let mut cmd = Command::new(vantage_bin());
+    cmd.args(["run", "--config"]).arg(&config).envs(env.iter().copied());
+    let log = dir.path().join(format!("{tag}.log"));
+    let agent = Proc::spawn("vantage", cmd, &log);
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let up = wait_for(Duration::from_secs(20), || http_get(&url).filter(|(_, b)| b.contains("ebpf_tcp_resets_total")));
+    assert!(up.is_some(), "agent {tag} serves no eBPF metrics: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    (agent, url)
+}
+
+/// The pids of a container's processes: its first process and every
+/// descendant, from /proc/<pid>/task/<tid>/children.
+fn container_pids(docker: &std::path::Path, name: &str) -> Vec<i32> {
+    let first: i32 = run(Command::new(docker).args(["inspect", "-f", "{{.State.Pid}}", name])).parse().unwrap();
+    let mut pids = vec![first];
+    let mut i = 0;
+    while i < pids.len() {
+        let pid = pids[i];
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            pids.extend(children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+        i += 1;
+    }
+    pids
+}
+
+/// A process's run_delay in seconds (/proc/<pid>/schedstat, field 2).
+fn process_run_delay(pid: i32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+    text.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
+}
+
+#[test]
+fn the_bpf_ktime_fallback_agrees_with_the_run_queue_clock() {
+    // Two agents see the same load at once: one times waits with the run
+    // queue's clock, one is forced onto bpf_ktime_get_ns (the path of
+    // kernels without the run-queue members). The load runs in a
+    // container, so each agent's per-container histogram holds exactly
+    // its waits, whatever else the busy host runs, and the kernel's own
+    // run_delay of the container's processes is the reference for both.
+    let _one = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner());
+    let docker = require_program("docker", "docker.io");
+    let busybox = require_program("busybox", "busybox-static");
+    let image = busybox_image(&docker, &busybox);
+    let dir = TempDir::new("ebpf-fallback");
+    let (_rq, rq_url) = labelled_agent(&dir, "rq-clock", &[]);
+    let (_kt, kt_url) = labelled_agent(&dir, "ktime", &[("VANTAGE_EBPF_CLOCK", "ktime")]);
+    let log = std::fs::read_to_string(dir.path().join("ktime.log")).unwrap_or_default();
+    assert!(log.contains("VANTAGE_EBPF_CLOCK=ktime"), "the switch was not taken: {log}");
+
+    // Four shells spin (contending with each other and the host), then
+    // sleep so that their run_delay can still be read.
+    let name = format!("kernels-fallback-{}", std::process::id());
+    let script = "for i in 1 2 3 4; do /bin/busybox sh -c 'n=0; while [ $n -lt 300000 ]; do n=$((n+1)); done; \
+                  exec /bin/busybox sleep 120' & done; exec /bin/busybox sleep 120";
+    run(Command::new(&docker).args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        image,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        script,
+    ]));
+    let _container = Container(name.clone());
+    // Done when every spinner has become a sleep.
+    let pids = wait_for(Duration::from_secs(120), || {
+        let pids = container_pids(&docker, &name);
+        // argv[1] of `/bin/busybox sleep 120` (comm is "busybox" for all).
+        let applet = |p: &i32| {
+            let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            cmdline.split(|&b| b == 0).nth(1).map(|a| a.to_vec()).unwrap_or_default()
+        };
+        (pids.len() == 5 && pids.iter().all(|p| applet(p) == b"sleep")).then_some(pids)
+    })
+    .expect("the container's spinners finished within 120 s");
+    let run_delay: f64 = pids.iter().map(|&p| process_run_delay(p)).sum();
+    // Both agents collect every second; read after two more collections.
+    std::thread::sleep(Duration::from_millis(2500));
+    let sum = |url: &str| {
+        let body = http_get(url).expect("GET /metrics").1;
+        value(&body, "ebpf_runqueue_latency_seconds_sum", &[("container", &name)])
+    };
+    let (rq, kt) = (sum(&rq_url), sum(&kt_url));
+    eprintln!("container {name}: run_delay {run_delay:.6} s; run-queue clock {rq:.6} s; bpf_ktime_get_ns {kt:.6} s");
+    assert!(run_delay > 0.2, "the spinners waited only {run_delay} s: no contention to measure");
+    for (path, got) in [("run-queue clock", rq), ("bpf_ktime_get_ns", kt)] {
+        assert!(
+            (got - run_delay).abs() <= 0.1 * run_delay,
+            "{path}: {got} s of run-queue latency against the kernel's run_delay of {run_delay} s (over 10 % apart)"
+        );
+    }
+    assert!((kt - rq).abs() <= 0.1 * rq, "bpf_ktime_get_ns {kt} s and the run-queue clock {rq} s differ by over 10 %");
 }

@@ -41,7 +41,20 @@ struct Member {
     bitfield: u32,
 }
 
-/// The structs, unions and enums of one BTF blob, by name.
+/// A parameter of a tracepoint, as far as the programs care: what it
+/// points to, or which enum it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Param {
+    /// A pointer to a struct or union of this name.
+    Ptr(String),
+    /// A value of this enum.
+    Enum(String),
+    /// Anything else (an integer, a bool, a `void *`).
+    Other,
+}
+
+/// The structs, unions, enums and tracepoint prototypes of one BTF blob,
+/// by name.
 #[derive(Debug, Default)]
 pub struct KernelBtf {
     /// Struct or union name -> members (first definition wins).
@@ -50,7 +63,31 @@ pub struct KernelBtf {
     anonymous: HashMap<u32, Vec<Member>>,
     /// Enum name -> (value name, value).
     enums: HashMap<String, Vec<(String, i64)>>,
+    /// Tracepoint name -> its arguments, from the `btf_trace_<name>`
+    /// typedef (a pointer to the prototype whose first, hidden parameter
+    /// is the probe's `void *` data, left out here).
+    tracepoints: HashMap<String, Vec<Param>>,
 }
+
+/// What the prototype pass needs of every type: kind, name, the type it
+/// refers to, and for a prototype where its parameters' types are in the
+/// shared list (20 bytes a type: the pass is short-lived, but the kernel
+/// has 100,000 types or more).
+#[derive(Clone, Copy, Default)]
+struct Raw {
+    kind: u32,
+    name_off: u32,
+    refers: u32,
+    params_at: u32,
+    params_len: u32,
+}
+
+const KIND_PTR: u32 = 2;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
 
 impl KernelBtf {
     /// Reads and parses the running kernel's BTF.
@@ -81,6 +118,10 @@ impl KernelBtf {
             String::from_utf8_lossy(&s[..end]).into_owned()
         };
         let mut out = KernelBtf::default();
+        // Index = type id (0 is void); only kinds the prototype pass follows
+        // keep more than their kind.
+        let mut raw: Vec<Raw> = vec![Raw::default()];
+        let mut param_types: Vec<u32> = Vec::new();
         let mut at = types;
         let end = types + type_len;
         let mut id = 1u32;
@@ -90,6 +131,8 @@ impl KernelBtf {
             let vlen = (info & 0xffff) as usize;
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
+            let refers = u32_at(at + 8)?;
+            let mut entry = Raw { kind, name_off, refers, ..Raw::default() };
             at += 12;
             match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
@@ -130,16 +173,50 @@ impl KernelBtf {
                         out.enums.entry(name(name_off)).or_insert(values);
                     }
                 }
-                KIND_FUNC_PROTO => at += 8 * vlen,
+                KIND_FUNC_PROTO => {
+                    entry.params_at = param_types.len() as u32;
+                    entry.params_len = vlen as u32;
+                    for i in 0..vlen {
+                        param_types.push(u32_at(at + 8 * i + 4)?);
+                    }
+                    at += 8 * vlen;
+                }
                 KIND_DATASEC => at += 12 * vlen,
                 // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT,
                 // TYPE_TAG: no data after the common header.
                 2 | 7..=12 | 16 | 18 => {}
                 _ => return Err("unknown type kind"),
             }
+            if !matches!(
+                kind,
+                KIND_PTR | KIND_TYPEDEF | KIND_FUNC_PROTO | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64
+            ) && !is_modifier(kind)
+            {
+                entry = Raw { kind, ..Raw::default() };
+            }
+            raw.push(entry);
             id += 1;
         }
+        for t in &raw {
+            if t.kind != KIND_TYPEDEF {
+                continue;
+            }
+            let typedef = name(t.name_off);
+            let Some(tracepoint) = typedef.strip_prefix("btf_trace_") else { continue };
+            let proto =
+                raw.get(t.refers as usize).filter(|p| p.kind == KIND_PTR).and_then(|p| raw.get(p.refers as usize));
+            let Some(proto) = proto.filter(|p| p.kind == KIND_FUNC_PROTO) else { continue };
+            let ids = &param_types[proto.params_at as usize..(proto.params_at + proto.params_len) as usize];
+            let params = ids.iter().skip(1).map(|&id| param(&raw, id, &name)).collect();
+            out.tracepoints.insert(tracepoint.to_string(), params);
+        }
         Ok(out)
+    }
+
+    /// The arguments of tracepoint `name` (without the hidden data
+    /// pointer), `None` when the kernel has no such BTF tracepoint.
+    pub fn tracepoint(&self, name: &str) -> Option<&[Param]> {
+        self.tracepoints.get(name).map(Vec::as_slice)
     }
 
     /// Byte offset of `member` in `strct`, looking through anonymous
@@ -174,6 +251,34 @@ impl KernelBtf {
     }
 }
 
+fn is_modifier(kind: u32) -> bool {
+    matches!(kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG)
+}
+
+/// Type `id` with typedefs and qualifiers looked through.
+fn strip(raw: &[Raw], mut id: u32) -> Option<&Raw> {
+    for _ in 0..16 {
+        let t = raw.get(id as usize)?;
+        if !is_modifier(t.kind) {
+            return Some(t);
+        }
+        id = t.refers;
+    }
+    None
+}
+
+/// What a parameter of type `id` is.
+fn param(raw: &[Raw], id: u32, name: &impl Fn(u32) -> String) -> Param {
+    match strip(raw, id) {
+        Some(t) if t.kind == KIND_PTR => match strip(raw, t.refers) {
+            Some(s) if matches!(s.kind, KIND_STRUCT | KIND_UNION) && s.name_off != 0 => Param::Ptr(name(s.name_off)),
+            _ => Param::Other,
+        },
+        Some(t) if matches!(t.kind, KIND_ENUM | KIND_ENUM64) && t.name_off != 0 => Param::Enum(name(t.name_off)),
+        _ => Param::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +298,15 @@ mod tests {
         // A nested struct's member is found too.
         assert!(btf.member_offset("sock", "sk_protocol").is_ok());
         assert!(btf.member_offset("sock_cgroup_data", "cgroup").is_ok());
+        // This kernel's prototypes (6.18): what the loader decides from.
+        let ptr = |s: &str| Param::Ptr(s.into());
+        assert_eq!(btf.tracepoint("block_rq_issue").unwrap(), &[ptr("request")]);
+        let switch = btf.tracepoint("sched_switch").unwrap();
+        assert_eq!(switch.len(), 4, "{switch:?}");
+        assert_eq!(&switch[1..3], &[ptr("task_struct"), ptr("task_struct")]);
+        let kfree = btf.tracepoint("kfree_skb").unwrap();
+        assert_eq!(&kfree[..3], &[ptr("sk_buff"), Param::Other, Param::Enum("skb_drop_reason".into())]);
+        assert!(btf.tracepoint("no_such_tracepoint").is_none());
     }
 
     #[test]

@@ -122,23 +122,71 @@ impl EbpfConfig {
     }
 }
 
-/// The kernel structure members each program reads; a kernel without one
-/// of them leaves that program unloaded (with the reason) rather than
-/// reading garbage.
-fn members_needed(program: &str) -> &'static [(&'static str, &'static str)] {
+/// Which of agent-ebpf's functions serves a program on this kernel, and
+/// the kernel structure members it reads. A kernel without one of them
+/// leaves the program unloaded (with the reason) rather than reading
+/// garbage.
+struct Variant {
+    /// The function in the object (the program's own name, or the
+    /// variant for an older prototype).
+    function: &'static str,
+    members: Vec<(&'static str, &'static str)>,
+}
+
+/// Chooses `program`'s variant from the running kernel's BTF: the
+/// tracepoint's prototype (`btf_trace_<name>`) for the arguments, struct
+/// members for what they point to. Never from a version number: distributions
+/// backport.
+fn variant(program: &'static str, btf: &KernelBtf) -> Result<Variant, String> {
+    use btf::Param;
+    let params = btf.tracepoint(program).ok_or_else(|| format!("the kernel has no BTF tracepoint {program}"))?;
+    let request = Param::Ptr("request".into());
+    let pick = |function, members: &[(&'static str, &'static str)]| Ok(Variant { function, members: members.to_vec() });
     match program {
-        "sched_switch" | "sched_wakeup" | "sched_wakeup_new" => &[("task_struct", "pid")],
-        "block_rq_complete" => &[
-            ("request", "q"),
-            ("request", "cmd_flags"),
-            ("request_queue", "disk"),
-            ("gendisk", "major"),
-            ("gendisk", "first_minor"),
-        ],
-        "inet_sock_set_state" => &[("sock", "sk_protocol"), ("tcp_sock", "srtt_us")],
-        _ => &[],
+        "sched_switch" if params.len() >= 4 => pick("sched_switch", &[("task_struct", "pid")]),
+        // Before 5.18: no prev_state argument; the state is the task's
+        // `__state` (`state` before 5.14).
+        "sched_switch" => {
+            let state = if btf.member_offset("task_struct", "__state").is_ok() { "__state" } else { "state" };
+            pick("sched_switch_no_state", &[("task_struct", "pid"), ("task_struct", state)])
+        }
+        "sched_wakeup" | "sched_wakeup_new" => pick(program, &[("task_struct", "pid")]),
+        "block_rq_issue" => match params.iter().position(|p| *p == request) {
+            Some(0) => pick("block_rq_issue", &[]),
+            // Before 5.11: (struct request_queue *q, struct request *rq).
+            Some(1) => pick("block_rq_issue_queue_first", &[]),
+            _ => Err(format!("block_rq_issue's prototype {params:?} has no struct request first or second")),
+        },
+        "block_rq_complete" => {
+            if params.first() != Some(&request) {
+                return Err(format!("block_rq_complete's prototype {params:?} does not start with a struct request"));
+            }
+            let mut members = vec![("request", "cmd_flags"), ("gendisk", "major"), ("gendisk", "first_minor")];
+            members.extend_from_slice(if disk_in_request(btf) {
+                &[("request", "rq_disk")][..]
+            } else {
+                &[("request", "q"), ("request_queue", "disk")][..]
+            });
+            Ok(Variant { function: "block_rq_complete", members })
+        }
+        "kfree_skb" if params.get(2) == Some(&Param::Enum("skb_drop_reason".into())) => pick("kfree_skb", &[]),
+        // Before 5.17: (struct sk_buff *skb, void *location).
+        "kfree_skb" => pick("kfree_skb_no_reason", &[]),
+        "inet_sock_set_state" => pick(program, &[("sock", "sk_protocol"), ("tcp_sock", "srtt_us")]),
+        _ => pick(program, &[]),
     }
 }
+
+/// Whether a request's disk is `request.rq_disk`: kernels before 5.11
+/// have no `request_queue.disk`.
+fn disk_in_request(btf: &KernelBtf) -> bool {
+    btf.member_offset("request_queue", "disk").is_err() && btf.member_offset("request", "rq_disk").is_ok()
+}
+
+/// The environment switch that makes the scheduler programs time waits
+/// with bpf_ktime_get_ns even where the run queue's clock is readable (the
+/// fallback path, for tests on kernels that have the members).
+pub const CLOCK_ENV: &str = "VANTAGE_EBPF_CLOCK";
 
 /// Looks up every offset the programs use; missing ones stay 0 and are
 /// reported per program by [`members_needed`].
@@ -161,6 +209,11 @@ fn kernel_offsets(btf: &KernelBtf) -> KernelOffsets {
         task_cfs_rq: at("task_struct", "se") + at("sched_entity", "cfs_rq"),
         cfs_rq_rq: at("cfs_rq", "rq"),
         rq_clock: at("rq", "clock"),
+        task_state: btf
+            .member_offset("task_struct", "__state")
+            .or_else(|_| btf.member_offset("task_struct", "state"))
+            .unwrap_or(0),
+        request_rq_disk: at("request", "rq_disk"),
     }
 }
 
@@ -236,10 +289,14 @@ impl EbpfCollector {
             && wakeups.iter().all(|p| config.program_enabled(p))
             && kernel_btf.member_offset("task_struct", "pid").is_ok();
         let runq_enabled: u32 = runq.into();
-        let rq_clock = RQ_CLOCK_MEMBERS.iter().all(|(s, m)| kernel_btf.member_offset(s, m).is_ok());
-        if runq && !rq_clock {
+        let forced_ktime = std::env::var(CLOCK_ENV).is_ok_and(|v| v == "ktime");
+        let rq_clock = !forced_ktime && RQ_CLOCK_MEMBERS.iter().all(|(s, m)| kernel_btf.member_offset(s, m).is_ok());
+        if runq && forced_ktime {
+            tracing::info!("ebpf: {CLOCK_ENV}=ktime: run-queue latency uses bpf_ktime_get_ns");
+        } else if runq && !rq_clock {
             tracing::info!("ebpf: the kernel has no task_struct.se.cfs_rq->rq->clock (CONFIG_FAIR_GROUP_SCHED); run-queue latency uses bpf_ktime_get_ns");
         }
+        let disk_in_request: u32 = disk_in_request(&kernel_btf).into();
         let rq_clock: u32 = rq_clock.into();
         let mut label = config.container_label;
         if label {
@@ -264,6 +321,7 @@ impl EbpfCollector {
             .override_global("RUNQ_ENABLED", &runq_enabled, true)
             .override_global("RQ_CLOCK", &rq_clock, true)
             .override_global("CONTAINER_LABEL", &container_label, true)
+            .override_global("DISK_IN_REQUEST", &disk_in_request, true)
             .load(OBJECT)
         {
             Ok(ebpf) => ebpf,
@@ -278,12 +336,23 @@ impl EbpfCollector {
                 registry.set_program(name, false, "disabled in the configuration".into());
                 continue;
             }
-            let missing: Vec<String> = members_needed(name)
-                .iter()
-                .filter_map(|(s, m)| kernel_btf.member_offset(s, m).err().map(|e| e.to_string()))
-                .collect();
-            let result =
-                if missing.is_empty() { attach_btf_tracepoint(&mut ebpf, name, &btf) } else { Err(missing.join("; ")) };
+            let result = variant(name, &kernel_btf).and_then(|v| {
+                let missing: Vec<String> = v
+                    .members
+                    .iter()
+                    .filter_map(|(s, m)| kernel_btf.member_offset(s, m).err().map(|e| e.to_string()))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(missing.join("; "));
+                }
+                if v.function == "kfree_skb_no_reason" {
+                    tracing::info!("ebpf: this kernel's kfree_skb tracepoint has no drop reason (before 5.17): drops are counted with reason=\"not_specified\"");
+                    if let Some(n) = collector.drop_reasons.get_mut(agent_common::SKB_DROP_NO_REASON_SLOT as usize) {
+                        *n = "not_specified".into();
+                    }
+                }
+                attach_btf_tracepoint(&mut ebpf, v.function, name, &btf)
+            });
             match result {
                 Ok(()) => {
                     attached += 1;
@@ -304,10 +373,11 @@ impl EbpfCollector {
     }
 }
 
-fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &str, btf: &Btf) -> Result<(), String> {
-    let program = ebpf.program_mut(name).ok_or_else(|| format!("program {name} missing from the object"))?;
+/// Loads the object's `function` and attaches it to `tracepoint`.
+fn attach_btf_tracepoint(ebpf: &mut Ebpf, function: &str, tracepoint: &str, btf: &Btf) -> Result<(), String> {
+    let program = ebpf.program_mut(function).ok_or_else(|| format!("program {function} missing from the object"))?;
     let program: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e:#}"))?;
-    program.load(name, btf).map_err(|e| match &e {
+    program.load(tracepoint, btf).map_err(|e| match &e {
         // The verifier's last lines say why; the whole log is hundreds.
         aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
             let log = verifier_log.to_string();
