@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the README's test command. Installs what the tests
 //! need when it is missing (Debian packages for the real servers, the eBPF
 //! toolchain), checks formatting and clippy (`-D warnings`), builds the
-//! agent, runs every test of the workspace, then a smoke run of
-//! `cargo xtask bench` (each setup must deliver samples).
+//! agent, runs every test of the workspace, the kernel matrix (`cargo
+//! xtask kernels`), then a smoke run of `cargo xtask bench` (each setup
+//! must deliver samples).
 
 use std::process::Command;
 
@@ -27,6 +28,7 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/usr/bin/systemd-analyze"),
     ("musl-tools", "/usr/bin/musl-gcc"),
     ("python3-fusepy", "/usr/lib/python3/dist-packages/fusepy.py"),
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -38,6 +40,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     // The end-to-end tests run the real binary.
     status(Command::new("cargo").args(["build", "-p", "vantage"]))?;
     status(Command::new("cargo").args(["test", "--no-fail-fast"]).args(args))?;
+    // Debian's kernels from 5.10 to the newest backports, booted under qemu.
+    crate::kernels::run(&[])?;
     // A few seconds per benchmark setup: every setup must deliver samples.
     crate::bench::run(&["--smoke".to_string()])
 }
