@@ -8,6 +8,9 @@
 # Per-host overrides win over .env:  SERVER_NAME=exchange-02 APP_NAME=exchange-api ./deploy.sh exchange.toml
 # Other settings: ENV_FILE (default .env), VANTAGE_VERSION (image tag, default latest),
 # LISTEN_ADDR (where /-/ready is polled), READY_TIMEOUT (seconds, default 90).
+#
+# Docker Engine 23.0 or later: docker-compose.yml grants CAP_BPF and CAP_PERFMON,
+# which 20.10 and older refuse by name (this script then says what to do).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -82,7 +85,9 @@ say "starting or updating with ${COMPOSE[*]} (config hash $VANTAGE_CONFIG_HASH)"
 if ! out=$("${COMPOSE[@]}" -p vantage --env-file "$ENV_FILE" up -d --remove-orphans 2>&1); then
     echo "$out" >&2
     if grep -q 'unknown capability' <<<"$out"; then
-        die "this Docker Engine ($(docker version --format '{{.Server.Version}}')) does not know CAP_BPF/CAP_PERFMON; upgrade Docker Engine, or run Vantage with deploy/vantage.service"
+        # Engines 20.10 and older refuse CAP_BPF/CAP_PERFMON by name; 23.0
+        # and later know them (checked with Debian 13's dockerd 26.1).
+        die "this Docker Engine ($(docker version --format '{{.Server.Version}}')) does not know CAP_BPF/CAP_PERFMON (Docker Engine 23.0 and later do). Upgrade Docker Engine (Debian 13's docker.io, or Docker's packages); or run Vantage with deploy/vantage.service; or, if CAP_SYS_ADMIN is acceptable on this host, replace BPF and PERFMON with SYS_ADMIN in docker-compose.yml's cap_add (it holds both, and this engine's seccomp profile allows bpf() and perf_event_open() only with it)"
     fi
     if grep -q 'unable to apply caps' <<<"$out"; then
         die "the Docker daemon cannot grant one of the capabilities in docker-compose.yml (it runs without it itself, e.g. nested in a container)"

@@ -7,6 +7,7 @@
 //! never a silent skip.
 
 pub mod docker;
+pub mod engine;
 pub mod loki;
 pub mod prometheus;
 pub mod promql;

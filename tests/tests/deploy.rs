@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use vantage_tests::engine::Engine;
 use vantage_tests::{free_port, http_get, parse_text, require_program, wait_for, workspace, TempDir};
 
 /// Capability numbers (linux/capability.h) of the names compose uses.
@@ -167,6 +168,49 @@ impl Drop for Container {
     }
 }
 
+/// `docker run` arguments for docker-compose.yml's service with `caps`:
+/// its hardening, namespaces and mounts, the agent listening on `port`,
+/// its data in `data` and the engine's socket `socket` mounted where the
+/// compose file mounts it. Health checks every second, so the test does
+/// not wait 15.
+fn compose_run_args(name: &str, caps: &[String], port: u16, data: &Path, socket: &Path) -> Vec<String> {
+    let mut args: Vec<String> = ["run", "-d", "--name", name, "--cap-drop", "ALL"].map(String::from).to_vec();
+    for c in caps {
+        args.extend(["--cap-add".to_string(), c.clone()]);
+    }
+    for a in [
+        "--read-only",
+        "--network",
+        "host",
+        "--pid",
+        "host",
+        "--security-opt",
+        "no-new-privileges:true",
+        "--user",
+        "0:0",
+        "--tmpfs",
+        "/tmp:noexec,nosuid,nodev,size=16m",
+        "-v",
+        "/proc:/host/proc:ro",
+        "-v",
+        "/sys:/host/sys:ro",
+        "-v",
+        "/:/rootfs:ro",
+        "-v",
+        "/var/log:/var/log:ro",
+        "--health-interval",
+        "1s",
+        "--health-start-period",
+        "1s",
+    ] {
+        args.push(a.to_string());
+    }
+    args.extend(["-v".into(), format!("{}:/var/run/docker.sock:ro", socket.display())]);
+    args.extend(["-v".into(), format!("{}:/var/lib/vantage", data.display())]);
+    args.extend(["-e".into(), format!("LISTEN_ADDR=127.0.0.1:{port}")]);
+    args
+}
+
 #[test]
 fn image_under_dockerd_with_the_compose_hardening() {
     let image = image();
@@ -177,25 +221,7 @@ fn image_under_dockerd_with_the_compose_hardening() {
     let mut refused = Vec::new();
     let container = loop {
         let mut cmd = Command::new("docker");
-        cmd.args(["run", "-d", "--name", &name, "--cap-drop", "ALL"]);
-        for c in &caps {
-            cmd.args(["--cap-add", c]);
-        }
-        cmd.args(["--read-only", "--network", "host", "--pid", "host", "--security-opt", "no-new-privileges:true"])
-            .args(["--user", "0:0", "--tmpfs", "/tmp:noexec,nosuid,nodev,size=16m"])
-            .args(["-v", "/proc:/host/proc:ro", "-v", "/sys:/host/sys:ro", "-v", "/:/rootfs:ro"])
-            .args(["-v", "/var/run/docker.sock:/var/run/docker.sock:ro", "-v", "/var/log:/var/log:ro"])
-            .arg("-v")
-            .arg(format!("{}:/var/lib/vantage", data.path().display()))
-            .args([
-                "-e",
-                &format!("LISTEN_ADDR=127.0.0.1:{port}"),
-                "--health-interval",
-                "1s",
-                "--health-start-period",
-                "1s",
-            ])
-            .arg(image);
+        cmd.args(compose_run_args(&name, &caps, port, data.path(), Path::new("/var/run/docker.sock"))).arg(image);
         let out = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         if out.status.success() {
@@ -456,6 +482,22 @@ fn deploy_script_checks_starts_updates_and_reports() {
     assert!(out.contains("unknown field `bogus`") && out.contains("nothing was changed"), "{out}");
     assert_eq!(container_id(), "", "nothing started for an invalid config");
 
+    // An engine that does not know CAP_BPF: deploy.sh names the way out.
+    if refused.iter().any(|c| c == "BPF") {
+        let out = Command::new(dir.path().join("deploy.sh"))
+            .arg("local.toml")
+            .env("SERVER_NAME", "host-b")
+            .env_remove("LISTEN_ADDR")
+            .env_remove("APP_NAME")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains("does not know CAP_BPF/CAP_PERFMON (Docker Engine 23.0 and later do)"), "{text}");
+        assert!(text.contains("replace BPF and PERFMON with SYS_ADMIN"), "{text}");
+        assert_eq!(container_id(), "", "nothing started on an engine that refuses the compose file");
+    }
+
     // A valid one starts, becomes ready and reports.
     let start = Instant::now();
     let (ok, out) = deploy("local.toml");
@@ -533,4 +575,152 @@ fn systemd_unit_verifies_with_the_compose_capabilities() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
     assert!(level <= 4.5, "systemd-analyze security exposure {level} (was 4.0 when written)");
+}
+
+/// Builds the image with the real xtask into `engine` (its client and
+/// socket through PATH and DOCKER_HOST); returns its reference.
+fn image_in(engine: &Engine) -> String {
+    let start = Instant::now();
+    let out = Command::new("cargo")
+        .current_dir(workspace())
+        .args(["run", "--quiet", "-p", "xtask", "--", "docker", "--print-image"])
+        // The host's docker client (any that speaks API 1.41 or later),
+        // aimed at the engine: PATH stays as it is, so cargo's build of the
+        // static binary is the one every other test reuses.
+        .env("DOCKER_HOST", engine.host())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo xtask docker");
+    assert!(out.status.success(), "cargo xtask docker into the trixie engine failed");
+    let image = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    eprintln!(
+        "cargo xtask docker into dockerd {}: {image} in {:.1} s",
+        engine.version(),
+        start.elapsed().as_secs_f64()
+    );
+    image
+}
+
+/// The compose service on an engine that knows CAP_BPF and CAP_PERFMON
+/// (Debian trixie's dockerd 26), with exactly the compose file's
+/// capabilities (less SYS_RESOURCE, which this sandbox's bounding set
+/// lacks: see `grantable_caps`) and Docker's default seccomp profile: no
+/// `seccomp=` option, so the engine's built-in profile filters the agent's
+/// syscalls, bpf(2) and perf_event_open(2) among them.
+#[test]
+fn image_under_an_engine_that_knows_cap_bpf_with_the_default_seccomp_profile() {
+    let engine = Engine::start("deploy");
+    let version = engine.version();
+    let major: u32 = version.split('.').next().unwrap().parse().unwrap();
+    assert!(major >= 23, "trixie's dockerd is {version}; engines before 23.0 do not know CAP_BPF");
+    let security = engine.docker_ok(&["info", "--format", "{{json .SecurityOptions}}"]);
+    assert!(security.contains("name=seccomp,profile=builtin"), "the engine's seccomp profile: {security}");
+    let image = image_in(&engine);
+    let caps = grantable_caps();
+    let port = free_port();
+    let data = TempDir::new("deploy-engine-data");
+    let name = format!("engines-vantage-{}", std::process::id());
+    let out = engine.docker(
+        &compose_run_args(&name, &caps, port, data.path(), &engine.socket)
+            .iter()
+            .map(String::as_str)
+            .chain([image.as_str()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        out.status.success(),
+        "dockerd {version} refused the compose capabilities {caps:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = || {
+        let out = engine.docker(&["logs", &name]);
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let (metrics, status) = wait_ready(port, &logs);
+    assert_host_metrics(&metrics, &status);
+
+    // No seccomp option: the engine's default profile is in force.
+    // (dockerd adds label=disable itself for a container in the host's pid
+    // namespace.)
+    let opts = engine.docker_ok(&["inspect", "-f", "{{json .HostConfig.SecurityOpt}}", &name]);
+    assert!(opts.contains(r#""no-new-privileges:true""#) && !opts.contains("seccomp"), "SecurityOpt {opts}");
+    let pid = engine.docker_ok(&["inspect", "-f", "{{.State.Pid}}", &name]);
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |key: &str| proc_status.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or("");
+    assert_eq!(field("Seccomp:"), "2", "the agent (pid {pid}) runs under a seccomp filter");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(effective_caps(&pid), caps.iter().fold(0u64, |m, c| m | 1 << cap_number(c)), "CapEff of pid {pid}");
+
+    // Every kernel program loaded and attached through bpf(2) under that
+    // filter, and counts.
+    let programs = status["programs"].as_object().expect("programs in status");
+    assert!(!programs.is_empty(), "{status}");
+    for (program, p) in programs {
+        assert_eq!(
+            p["attached"],
+            true,
+            "{program} not attached under dockerd {version} with {caps:?}: {p}\n{}",
+            logs()
+        );
+        let line = format!("vantage_ebpf_program_up{{program=\"{program}\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+    assert!(status["sources"]["ebpf"]["series"].as_u64().unwrap() > 0, "{status}");
+    eprintln!("dockerd {version}: {} eBPF programs up with {caps:?} and the default seccomp profile", programs.len());
+
+    // The agent's docker source reaches the engine through the mounted
+    // socket and finds its own container.
+    let own = wait_for(Duration::from_secs(30), || {
+        let (_, m) = http_get(&format!("http://127.0.0.1:{port}/metrics"))?;
+        m.lines()
+            .any(|l| l.starts_with("container_memory_usage_bytes{") && l.contains(&format!("name=\"{name}\"")))
+            .then_some(())
+    });
+    assert!(own.is_some(), "no container_memory_usage_bytes for {name}; logs:\n{}", logs());
+
+    let healthy = wait_for(Duration::from_secs(30), || {
+        (engine.docker_ok(&["inspect", "-f", "{{.State.Health.Status}}", &name]) == "healthy").then_some(())
+    });
+    assert!(healthy.is_some(), "the container never became healthy; logs:\n{}", logs());
+}
+
+/// The fallback the README and deploy.sh give for engines that do not know
+/// CAP_BPF/CAP_PERFMON (Debian 12's dockerd 20.10 here): SYS_ADMIN in their
+/// place, which holds both. That engine's default seccomp profile allows
+/// bpf(2) and perf_event_open(2) only with CAP_SYS_ADMIN, so this is the
+/// least it can run the kernel programs with.
+#[test]
+fn image_under_dockerd_20_with_sys_admin_in_place_of_bpf_and_perfmon() {
+    let image = image();
+    let port = free_port();
+    let data = TempDir::new("deploy-sys-admin-data");
+    let name = format!("vantage-deploy-sys-admin-{}", std::process::id());
+    let mut caps: Vec<String> = grantable_caps().into_iter().filter(|c| c != "BPF" && c != "PERFMON").collect();
+    caps.push("SYS_ADMIN".into());
+    let out = Command::new("docker")
+        .args(compose_run_args(&name, &caps, port, data.path(), Path::new("/var/run/docker.sock")))
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker run with {caps:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let container = Container(name);
+    let logs = || {
+        let out = Command::new("docker").args(["logs", &container.0]).output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let (metrics, status) = wait_ready(port, &logs);
+    let version = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let inspect = Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &container.0]).output().unwrap();
+    let pid = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(proc_status.lines().any(|l| l == "Seccomp:\t2"), "the engine's default seccomp profile applies");
+    let programs = status["programs"].as_object().expect("programs in status");
+    assert!(!programs.is_empty(), "{status}");
+    for (program, p) in programs {
+        assert_eq!(p["attached"], true, "{program} not attached under dockerd {version} with {caps:?}: {p}");
+        let line = format!("vantage_ebpf_program_up{{program=\"{program}\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+    eprintln!("dockerd {version}: {} eBPF programs up with {caps:?}", programs.len());
 }
