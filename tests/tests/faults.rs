@@ -909,3 +909,72 @@ positions_sync_period = "200ms"
         "kills {KILLS}: scrapes served {served}, arrived {scrapes}; samples sent twice {sample_dups} (largest request {largest_request}); lines {written}, sent twice {line_dups} (largest push {largest_push})"
     );
 }
+
+#[test]
+fn container_log_positions_are_pruned_when_the_container_is_removed() {
+    use vantage_tests::docker::{busybox_image, docker, ensure_dockerd};
+    ensure_dockerd();
+    let image = busybox_image();
+    let dir = TempDir::new("faults-prune");
+    let loki = Loki::start();
+    let (keep, gone) = (format!("faults-keep-{}", std::process::id()), format!("faults-gone-{}", std::process::id()));
+    struct Cleanup(Vec<String>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for n in &self.0 {
+                let _ = Command::new("docker").args(["rm", "-f", n]).output();
+            }
+        }
+    }
+    let _cleanup = Cleanup(vec![keep.clone(), gone.clone()]);
+    let script = "i=0; while true; do echo \"line $i\"; i=$((i+1)); sleep 0.1; done";
+    let keep_id = docker(&["run", "-d", "--network", "none", "--name", &keep, image, "/bin/sh", "-c", script]);
+    let gone_id = docker(&["run", "-d", "--network", "none", "--name", &gone, image, "/bin/sh", "-c", script]);
+    let data = dir.path().join("data");
+    let agent = Agent::start(
+        dir.path(),
+        "prune",
+        &format!(
+            r#"data_dir = "{data}"
+[node]
+enabled = false
+[ebpf]
+enabled = false
+[docker]
+enabled = false
+[loki]
+url = "{url}"
+batch_wait = "100ms"
+[logs]
+positions_sync_period = "200ms"
+[logs.docker]
+enabled = true
+include = "^faults-(keep|gone)-{pid}$"
+refresh_interval = "1s"
+"#,
+            data = data.display(),
+            url = loki.url(),
+            pid = std::process::id(),
+        ),
+    );
+    let saved = || -> Vec<String> {
+        let text = std::fs::read_to_string(data.join("positions.json")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        v["containers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c["id"].as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    wait_for(Duration::from_secs(20), || {
+        let s = saved();
+        (s.contains(&keep_id) && s.contains(&gone_id)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("both containers' positions saved; got {:?}; log:\n{}", saved(), agent.log_text()));
+    // Stopped keeps its position (a restart continues after it); removed drops it.
+    docker(&["stop", "-t", "1", &keep]);
+    docker(&["rm", "-f", &gone]);
+    wait_for(Duration::from_secs(10), || (!saved().contains(&gone_id)).then_some(()))
+        .unwrap_or_else(|| panic!("the removed container's position is still saved: {:?}", saved()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(saved().contains(&keep_id), "a stopped container keeps its position: {:?}", saved());
+}
