@@ -533,8 +533,8 @@ struct FaultProxy {
     hanging: Arc<AtomicU64>,
 }
 
-/// Reads one HTTP/1.1 request (head and Content-Length body).
-fn read_request(conn: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+/// Reads one HTTP/1.1 message (head and Content-Length body).
+fn read_request(conn: &mut impl Read) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -908,4 +908,153 @@ positions_sync_period = "200ms"
     eprintln!(
         "kills {KILLS}: scrapes served {served}, arrived {scrapes}; samples sent twice {sample_dups} (largest request {largest_request}); lines {written}, sent twice {line_dups} (largest push {largest_push})"
     );
+}
+
+#[test]
+fn container_log_positions_are_pruned_when_the_container_is_removed() {
+    use vantage_tests::docker::{busybox_image, docker, ensure_dockerd};
+    ensure_dockerd();
+    let image = busybox_image();
+    let dir = TempDir::new("faults-prune");
+    let loki = Loki::start();
+    let (keep, gone) = (format!("faults-keep-{}", std::process::id()), format!("faults-gone-{}", std::process::id()));
+    struct Cleanup(Vec<String>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for n in &self.0 {
+                let _ = Command::new("docker").args(["rm", "-f", n]).output();
+            }
+        }
+    }
+    let _cleanup = Cleanup(vec![keep.clone(), gone.clone()]);
+    let script = "i=0; while true; do echo \"line $i\"; i=$((i+1)); sleep 0.1; done";
+    let keep_id = docker(&["run", "-d", "--network", "none", "--name", &keep, image, "/bin/sh", "-c", script]);
+    let gone_id = docker(&["run", "-d", "--network", "none", "--name", &gone, image, "/bin/sh", "-c", script]);
+    let data = dir.path().join("data");
+    let agent = Agent::start(
+        dir.path(),
+        "prune",
+        &format!(
+            r#"data_dir = "{data}"
+[node]
+enabled = false
+[ebpf]
+enabled = false
+[docker]
+enabled = false
+[loki]
+url = "{url}"
+batch_wait = "100ms"
+[logs]
+positions_sync_period = "200ms"
+[logs.docker]
+enabled = true
+include = "^faults-(keep|gone)-{pid}$"
+refresh_interval = "1s"
+"#,
+            data = data.display(),
+            url = loki.url(),
+            pid = std::process::id(),
+        ),
+    );
+    let saved = || -> Vec<String> {
+        let text = std::fs::read_to_string(data.join("positions.json")).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        v["containers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c["id"].as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    wait_for(Duration::from_secs(20), || {
+        let s = saved();
+        (s.contains(&keep_id) && s.contains(&gone_id)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("both containers' positions saved; got {:?}; log:\n{}", saved(), agent.log_text()));
+    // Stopped keeps its position (a restart continues after it); removed drops it.
+    docker(&["stop", "-t", "1", &keep]);
+    docker(&["rm", "-f", &gone]);
+    wait_for(Duration::from_secs(10), || (!saved().contains(&gone_id)).then_some(()))
+        .unwrap_or_else(|| panic!("the removed container's position is still saved: {:?}", saved()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(saved().contains(&keep_id), "a stopped container keeps its position: {:?}", saved());
+}
+
+/// Terminates TLS on a loopback port and passes each request to `upstream`
+/// (plain HTTP), as a TLS front of a Loki would.
+fn tls_front(upstream: u16, cert: &Path, key: &Path) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap().map(|c| c.unwrap()).collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = Arc::new(rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for sock in listener.incoming().flatten() {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), sock);
+                let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                while let Some(req) = read_request(&mut tls) {
+                    let Some(answer) = up.write_all(&req).ok().and_then(|_| read_request(&mut up)) else { return };
+                    if tls.write_all(&answer).and_then(|_| tls.flush()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn loki_over_tls_with_ca_file_delivers_and_refuses_without_it() {
+    let dir = TempDir::new("faults-loki-tls");
+    let (ca, cert, key) = vantage_tests::receiver::make_certs(dir.path());
+    let loki = Loki::start();
+    let port = tls_front(loki.port, &cert, &key);
+    let log = dir.path().join("app.log");
+    let config = |tag: &str, tls: &str| {
+        format!(
+            r#"data_dir = "{data}"
+[node]
+enabled = false
+[ebpf]
+enabled = false
+[docker]
+enabled = false
+[loki]
+url = "https://localhost:{port}"
+batch_wait = "100ms"
+min_backoff = "100ms"
+max_backoff = "300ms"
+{tls}
+[[logs.files]]
+name = "app"
+paths = ["{log}"]
+"#,
+            data = dir.path().join(tag).display(),
+            log = log.display(),
+        )
+    };
+    std::fs::write(&log, (0..100).map(|i| format!("tls line {i}\n")).collect::<String>()).unwrap();
+    // Without the CA: the certificate is refused, nothing is sent, it says why.
+    let agent = Agent::start(dir.path(), "no-ca", &config("data-no-ca", ""));
+    let why = wait_for(Duration::from_secs(10), || {
+        let e = agent.status()["sinks"]["loki"]["last_error"].as_str().unwrap_or_default().to_string();
+        (!e.is_empty()).then_some(e)
+    })
+    .unwrap_or_else(|| panic!("no Loki error on the status page; log:\n{}", agent.log_text()));
+    assert!(why.to_lowercase().contains("certificate") || why.contains("tls") || why.contains("connect"), "{why}");
+    assert_eq!(loki.count(), 0);
+    drop(agent);
+    // With ca_file: every line, once.
+    let ca_toml = format!("[loki.tls]\nca_file = \"{}\"", ca.display());
+    let agent = Agent::start(dir.path(), "ca", &config("data-ca", &ca_toml));
+    wait_for(Duration::from_secs(20), || (loki.count() >= 100).then_some(()))
+        .unwrap_or_else(|| panic!("{} of 100 lines over TLS; log:\n{}", loki.count(), agent.log_text()));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut lines: Vec<String> = loki.entries().into_iter().map(|e| e.line).collect();
+    lines.sort();
+    lines.dedup();
+    assert_eq!((loki.count(), lines.len()), (100, 100));
 }

@@ -209,6 +209,7 @@ impl DockerLogs {
                         follows.insert(id.clone(), tokio::spawn(follow(shared, id, name, image)));
                     }
                     self.shared.stats.containers.store(follows.len() as u64, Ordering::Relaxed);
+                    self.prune_removed().await;
                 }
                 Err(e) if !warned => {
                     tracing::warn!(error = %e, "docker logs: cannot list containers; retrying");
@@ -223,6 +224,23 @@ impl DockerLogs {
         }
         for (_, t) in follows {
             let _ = t.await;
+        }
+    }
+}
+
+impl DockerLogs {
+    /// Drops the positions of removed containers (stopped ones keep theirs:
+    /// a restart continues after them), so the file does not grow forever.
+    async fn prune_removed(&self) {
+        let opts = ListContainersOptionsBuilder::new().all(true).build();
+        let Ok(all) = self.shared.docker.list_containers(Some(opts)).await else { return };
+        let ids: std::collections::HashSet<String> = all.into_iter().filter_map(|c| c.id).collect();
+        let read = self.shared.read_up_to.lock().unwrap().clone();
+        let n = self.shared.positions.prune_containers(|id| ids.contains(id), |id| read.get(id).copied());
+        if n > 0 {
+            tracing::debug!(containers = n, "positions of removed containers dropped");
+            let mut r = self.shared.read_up_to.lock().unwrap();
+            r.retain(|id, _| ids.contains(id));
         }
     }
 }

@@ -169,6 +169,31 @@ impl Positions {
         c
     }
 
+    /// Forgets the positions of containers that no longer exist (`exists`
+    /// is false for their id): saved ones not claimed at once, tracked
+    /// ones once what was read of them is acknowledged (`read_up_to`).
+    /// Returns how many were pruned or retired.
+    pub fn prune_containers(&self, exists: impl Fn(&str) -> bool, read_up_to: impl Fn(&str) -> Option<u64>) -> usize {
+        let mut n = 0;
+        {
+            let mut u = self.unclaimed.lock().unwrap();
+            let before = u.containers.len();
+            u.containers.retain(|c| exists(&c.id));
+            n += before - u.containers.len();
+        }
+        for c in self.cursors.lock().unwrap().iter() {
+            let id = match &*c.key.lock().unwrap() {
+                CursorKey::Container { id, .. } => id.clone(),
+                CursorKey::File(_) => continue,
+            };
+            if !exists(&id) && c.retired_at.load(Ordering::Acquire) == u64::MAX {
+                c.retire(read_up_to(&id).unwrap_or(0));
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// The container cursor for `id`, if one is tracked.
     pub fn container_cursor(&self, id: &str) -> Option<Arc<Cursor>> {
         self.cursors

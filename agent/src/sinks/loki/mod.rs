@@ -637,7 +637,19 @@ impl Pusher {
             req = req.basic_auth(user, Some(pass.expose()));
         }
         match req.send().await {
-            Err(e) => Outcome::Retry(format!("POST {}: {e}", self.url), None),
+            Err(e) => {
+                // The causes say what went wrong (refused, timed out, the
+                // certificate): reqwest's own text does not.
+                let e = e.without_url();
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    why.push_str(": ");
+                    why.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                Outcome::Retry(format!("POST {}: {why}", self.url), None)
+            }
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 if resp.status().is_success() {
