@@ -132,13 +132,18 @@ const IN_SCOPE: &[&str] = &[
 
 /// The collectors Vantage implements (agent/src/sources/node/mod.rs).
 const VANTAGE_COLLECTORS: &[&str] = &[
+    "bcache",
+    "btrfs",
     "conntrack",
     "cpu",
     "diskstats",
+    "dmi",
     "edac",
     "entropy",
+    "fibrechannel",
     "filefd",
     "filesystem",
+    "infiniband",
     "loadavg",
     "mdadm",
     "meminfo",
@@ -149,9 +154,11 @@ const VANTAGE_COLLECTORS: &[&str] = &[
     "os",
     "pressure",
     "schedstat",
+    "selinux",
     "sockstat",
     "softnet",
     "stat",
+    "tapestats",
     "textfile",
     "time",
     "timex",
@@ -362,7 +369,7 @@ fn host_paths_from_the_environment_and_one_warning_for_foreign_collectors() {
     let config = dir.write(
         "vantage.toml",
         "[node]\njob = \"e-node-exporter\"\ninstance = \"e\"\n\
-         disable = [\"powersupplyclass\", \"hwmon\", \"arp\", \"bcache\", \"meminfo\"]\n\
+         disable = [\"powersupplyclass\", \"hwmon\", \"arp\", \"drbd\", \"meminfo\"]\n\
          [ebpf]\nenabled = false\n[docker]\nenabled = false\n",
     );
     let out = Command::new(vantage_bin())
@@ -390,7 +397,7 @@ fn host_paths_from_the_environment_and_one_warning_for_foreign_collectors() {
     );
     assert!(!stdout.contains("collector=\"meminfo\""), "meminfo was disabled");
     assert_eq!(stderr.matches("not part of Vantage").count(), 1, "{stderr}");
-    for name in ["powersupplyclass", "hwmon", "arp", "bcache"] {
+    for name in ["powersupplyclass", "hwmon", "arp", "drbd"] {
         assert!(stderr.contains(name), "{stderr}");
     }
 }

@@ -463,7 +463,9 @@ fn every_collector_matches_node_exporter_fixtures() {
          # --collector.netclass.ignored-devices=\"(dmz|int)\"\n\
          netclass_ignored_devices = \"(dmz|int)\"\n\
          # --collector.netdev.device-include=\"lo\", as an exclude of every other name\n\
-         netdev_device_exclude = \"^([^l]|l$|l[^o]|lo.)\"\n",
+         netdev_device_exclude = \"^([^l]|l$|l[^o]|lo.)\"\n\
+         # --collector.bcache.priorityStats\n\
+         bcache_priority_stats = true\n",
         quoted(&mut enable.iter()),
         quoted(&mut E2E_DISABLED.iter()),
     );

@@ -5,10 +5,15 @@
 //! helpers (reusable file buffers, the label-set cache) that keep a
 //! collection cheap.
 
+mod bcache;
+mod btrfs;
 mod cpu;
 mod diskstats;
+mod dmi;
 mod edac;
+mod fibrechannel;
 mod filesystem;
+mod infiniband;
 mod kernel;
 mod mdadm;
 mod meminfo;
@@ -16,8 +21,10 @@ mod netclass;
 mod netdev;
 mod netstat;
 mod nvme;
+mod selinux;
 mod stat;
 mod system;
+mod tapestats;
 mod textfile;
 mod xfs;
 mod zfs;
@@ -42,13 +49,18 @@ type Factory = fn(&NodeConfig) -> Box<dyn Sub>;
 /// table is the registry: a new collector is a file of its own and one line
 /// here, like node_exporter's `registerCollector`.
 const REGISTRY: &[(&str, bool, Factory)] = &[
+    ("bcache", true, |c| Box::new(bcache::Bcache::new(c))),
+    ("btrfs", true, |c| Box::new(btrfs::Btrfs::new(c))),
     ("conntrack", true, |c| Box::new(kernel::Conntrack::new(c))),
     ("cpu", true, |c| Box::new(cpu::Cpu::new(c))),
     ("diskstats", true, |c| Box::new(diskstats::Diskstats::new(c))),
+    ("dmi", true, |c| Box::new(dmi::Dmi::new(c))),
     ("edac", true, |c| Box::new(edac::Edac::new(c))),
     ("entropy", true, |c| Box::new(kernel::Entropy::new(c))),
+    ("fibrechannel", true, |c| Box::new(fibrechannel::Fibrechannel::new(c))),
     ("filefd", true, |c| Box::new(kernel::Filefd::new(c))),
     ("filesystem", true, |c| Box::new(filesystem::Filesystem::new(c))),
+    ("infiniband", true, |c| Box::new(infiniband::Infiniband::new(c))),
     ("loadavg", true, |c| Box::new(stat::Loadavg::new(c))),
     ("mdadm", true, |c| Box::new(mdadm::Mdadm::new(c))),
     ("meminfo", true, |c| Box::new(meminfo::Meminfo::new(c))),
@@ -59,9 +71,11 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("os", true, |c| Box::new(system::Os::new(c))),
     ("pressure", true, |c| Box::new(kernel::Pressure::new(c))),
     ("schedstat", true, |c| Box::new(kernel::Schedstat::new(c))),
+    ("selinux", true, |c| Box::new(selinux::Selinux::new(c))),
     ("sockstat", true, |c| Box::new(netstat::Sockstat::new(c))),
     ("softnet", true, |c| Box::new(kernel::Softnet::new(c))),
     ("stat", true, |c| Box::new(stat::Stat::new(c))),
+    ("tapestats", true, |c| Box::new(tapestats::Tapestats::new(c))),
     ("textfile", true, |c| Box::new(textfile::Textfile::new(c))),
     ("time", true, |c| Box::new(system::Time::new(c))),
     ("timex", true, |_| Box::new(system::Timex)),
@@ -81,20 +95,15 @@ pub fn collector_names() -> impl Iterator<Item = &'static str> {
 /// `enable`/`disable` (seed configs name them) with one warning.
 pub const FOREIGN_COLLECTORS: &[&str] = &[
     "arp",
-    "bcache",
     "bonding",
-    "btrfs",
     "buddyinfo",
     "cgroups",
     "cpufreq",
     "devstat",
-    "dmi",
     "drbd",
     "drm",
     "ethtool",
-    "fibrechannel",
     "hwmon",
-    "infiniband",
     "interrupts",
     "ipvs",
     "ksmd",
@@ -112,13 +121,11 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "qdisc",
     "rapl",
     "runit",
-    "selinux",
     "slabinfo",
     "softirqs",
     "supervisord",
     "sysctl",
     "systemd",
-    "tapestats",
     "tcpstat",
     "thermal_zone",
     "udp_queues",
@@ -199,6 +206,11 @@ pub struct NodeConfig {
     /// Directory of `*.prom` files for the textfile collector; off when unset.
     #[serde(default)]
     pub textfile_directory: Option<PathBuf>,
+    /// bcache's per-cache priority_stats (node_exporter's
+    /// `--collector.bcache.priorityStats`): off by default, as they are
+    /// expensive for the kernel to produce.
+    #[serde(default)]
+    pub bcache_priority_stats: bool,
 }
 
 fn yes() -> bool {
@@ -241,6 +253,7 @@ impl Default for NodeConfig {
             vmstat_fields: None,
             netstat_fields: None,
             textfile_directory: None,
+            bcache_priority_stats: false,
         }
     }
 }
