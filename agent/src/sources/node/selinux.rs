@@ -48,9 +48,11 @@ impl Sub for Selinux {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(NodeError::read(&self.enforce, e)),
         };
-        let kernel_context =
-            std::fs::read(&self.context).is_ok_and(|c| c.strip_suffix(b"\0").unwrap_or(&c).trim_ascii() == b"kernel");
-        let Some(current) = current.filter(|_| !kernel_context) else {
+        // Only looked at when selinuxfs is there: SELinux off costs one failed open.
+        let kernel_context = || {
+            std::fs::read(&self.context).is_ok_and(|c| c.strip_suffix(b"\0").unwrap_or(&c).trim_ascii() == b"kernel")
+        };
+        let Some(current) = current.filter(|_| !kernel_context()) else {
             out.single("node_selinux_enabled", MetricType::Gauge, enabled_help, &[], 0.0);
             return Ok(());
         };
