@@ -221,11 +221,6 @@ const KNOWN_GAPS: &[(&str, &str)] = &[
     ("node_cpu_core_throttles_total", "cpu: sysfs thermal_throttle counts not read"),
     ("node_cpu_package_throttles_total", "cpu: sysfs thermal_throttle counts not read"),
     ("node_cpu_isolated", "cpu: /sys/devices/system/cpu/isolated not read"),
-    ("node_disk_ata_rotation_rate_rpm", "diskstats: udev ID_ATA_ROTATION_RATE_RPM not read"),
-    ("node_disk_ata_write_cache", "diskstats: udev ID_ATA_WRITE_CACHE not read"),
-    ("node_disk_ata_write_cache_enabled", "diskstats: udev ID_ATA_WRITE_CACHE_ENABLED not read"),
-    ("node_disk_device_mapper_info", "diskstats: udev DM_* properties not read"),
-    ("node_disk_filesystem_info", "diskstats: udev ID_FS_* properties not read"),
 ];
 
 /// The options of node_exporter the script turns on that Vantage has no
@@ -463,7 +458,9 @@ fn every_collector_matches_node_exporter_fixtures() {
          # --collector.netclass.ignored-devices=\"(dmz|int)\"\n\
          netclass_ignored_devices = \"(dmz|int)\"\n\
          # --collector.netdev.device-include=\"lo\", as an exclude of every other name\n\
-         netdev_device_exclude = \"^([^l]|l$|l[^o]|lo.)\"\n",
+         netdev_device_exclude = \"^([^l]|l$|l[^o]|lo.)\"\n\
+         # --collector.bcache.priorityStats\n\
+         bcache_priority_stats = true\n",
         quoted(&mut enable.iter()),
         quoted(&mut E2E_DISABLED.iter()),
     );
