@@ -99,6 +99,6 @@ mod tests {
         assert_eq!(value(&got, "node_bonding_active{master=\"bond0\"}"), 1.0);
         assert_eq!(value(&got, "node_bonding_slaves{master=\"dmz\"}"), 0.0);
         std::fs::remove_file(t.0.join("sys/class/net/bond0/slave_eth1/bonding_slave/mii_status")).unwrap();
-        assert!(matches!(run(&mut Bonding::new(&t.config())), Err(NodeError::NoData(_))));
+        assert!(matches!(run(&mut Bonding::new(&t.config())), Err(NodeError::NoData { .. })));
     }
 }

@@ -378,6 +378,6 @@ mod tests {
     #[test]
     fn absent_class_is_no_data() {
         let t = Tree::new("hwmon-none");
-        assert!(matches!(run(&mut Hwmon::new(&t.config())), Err(NodeError::NoData(_))));
+        assert!(matches!(run(&mut Hwmon::new(&t.config())), Err(NodeError::NoData { .. })));
     }
 }

@@ -129,13 +129,7 @@ impl Sub for Ipvs {
     }
 
     fn update(&mut self, out: &mut Out<'_>) -> Result<(), NodeError> {
-        let stats_path = self.stats.path.clone();
-        let (path, text) = self.stats.read().map_err(|e| match e {
-            NodeError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                NodeError::no_data(&stats_path)
-            }
-            e => e,
-        })?;
+        let (path, text) = self.stats.read_or_no_data()?;
         let t = totals(path, text)?;
         let c = MetricType::Counter;
         out.single("node_ipvs_connections_total", c, "The total number of connections made.", &[], t[0]);
@@ -215,6 +209,6 @@ FWM  10001000 wlc\n\
         let got = run(&mut Ipvs::new(&c)).unwrap();
         assert_eq!(value(&got, "node_ipvs_backend_connections_active{local_port=\"3306\", proto=\"TCP\"}"), 496.0);
         assert_eq!(backend_labels("proto,nope,x"), Err(vec!["nope".to_string(), "x".to_string()]));
-        assert!(matches!(run(&mut Ipvs::new(&Tree::new("ipvs-none").config())), Err(NodeError::NoData(_))));
+        assert!(matches!(run(&mut Ipvs::new(&Tree::new("ipvs-none").config())), Err(NodeError::NoData { .. })));
     }
 }

@@ -10,15 +10,18 @@ mod bonding;
 mod cpu;
 mod cpufreq;
 mod diskstats;
+mod edac;
 mod filesystem;
 mod hwmon;
 mod ipvs;
 mod kernel;
+mod mdadm;
 mod meminfo;
 mod netclass;
 mod netdev;
 mod netstat;
 mod nfs;
+mod nvme;
 mod powersupply;
 mod processes;
 mod rapl;
@@ -27,6 +30,8 @@ mod system;
 mod textfile;
 mod thermal;
 mod udp_queues;
+mod xfs;
+mod zfs;
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -54,18 +59,21 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("cpu", true, |c| Box::new(cpu::Cpu::new(c))),
     ("cpufreq", true, |c| Box::new(cpufreq::Cpufreq::new(c))),
     ("diskstats", true, |c| Box::new(diskstats::Diskstats::new(c))),
+    ("edac", true, |c| Box::new(edac::Edac::new(c))),
     ("entropy", true, |c| Box::new(kernel::Entropy::new(c))),
     ("filefd", true, |c| Box::new(kernel::Filefd::new(c))),
     ("filesystem", true, |c| Box::new(filesystem::Filesystem::new(c))),
     ("hwmon", true, |c| Box::new(hwmon::Hwmon::new(c))),
     ("ipvs", true, |c| Box::new(ipvs::Ipvs::new(c))),
     ("loadavg", true, |c| Box::new(stat::Loadavg::new(c))),
+    ("mdadm", true, |c| Box::new(mdadm::Mdadm::new(c))),
     ("meminfo", true, |c| Box::new(meminfo::Meminfo::new(c))),
     ("netclass", true, |c| Box::new(netclass::Netclass::new(c))),
     ("netdev", true, |c| Box::new(netdev::Netdev::new(c))),
     ("netstat", true, |c| Box::new(netstat::Netstat::new(c))),
     ("nfs", true, |c| Box::new(nfs::Nfs::new(c))),
     ("nfsd", true, |c| Box::new(nfs::Nfsd::new(c))),
+    ("nvme", true, |c| Box::new(nvme::Nvme::new(c))),
     ("os", true, |c| Box::new(system::Os::new(c))),
     ("powersupplyclass", true, |c| Box::new(powersupply::PowerSupply::new(c))),
     ("pressure", true, |c| Box::new(kernel::Pressure::new(c))),
@@ -82,6 +90,8 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("udp_queues", true, |c| Box::new(udp_queues::UdpQueues::new(c))),
     ("uname", true, |_| Box::new(system::Uname)),
     ("vmstat", true, |c| Box::new(meminfo::Vmstat::new(c))),
+    ("xfs", true, |c| Box::new(xfs::Xfs::new(c))),
+    ("zfs", true, |c| Box::new(zfs::Zfs::new(c))),
 ];
 
 /// Collectors Vantage implements, by node_exporter's names, in the
@@ -101,7 +111,6 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "dmi",
     "drbd",
     "drm",
-    "edac",
     "ethtool",
     "fibrechannel",
     "infiniband",
@@ -109,12 +118,10 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "ksmd",
     "lnstat",
     "logind",
-    "mdadm",
     "meminfo_numa",
     "mountstats",
     "network_route",
     "ntp",
-    "nvme",
     "perf",
     "qdisc",
     "runit",
@@ -127,8 +134,6 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "tapestats",
     "tcpstat",
     "wifi",
-    "xfs",
-    "zfs",
     "zoneinfo",
 ];
 
@@ -394,11 +399,11 @@ pub enum NodeError {
     Read { path: String, source: std::io::Error },
     #[error("{path}: {what}")]
     Parse { path: String, what: String },
-    /// What the collector reads does not exist on this host (node_exporter's
-    /// ErrNoData): reported as not successful, as node_exporter does, but
-    /// logged at debug level only.
-    #[error("no data: {0} is absent")]
-    NoData(String),
+    /// The subsystem is absent (no md arrays, no NVMe controller ...):
+    /// node_exporter's ErrNoData, reported as `node_scrape_collector_success`
+    /// 0 like node_exporter does, but not logged as a failure.
+    #[error("no data: {path} is absent")]
+    NoData { path: String },
 }
 
 impl NodeError {
@@ -409,14 +414,14 @@ impl NodeError {
         NodeError::Parse { path: path.display().to_string(), what: what.into() }
     }
     fn no_data(path: &Path) -> Self {
-        NodeError::NoData(path.display().to_string())
+        NodeError::NoData { path: path.display().to_string() }
     }
-    /// [`NodeError::NoData`] when `e` says the file is absent, else a read error.
-    fn read_or_absent(path: &Path, e: std::io::Error) -> Self {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            NodeError::no_data(path)
+    /// [`NodeError::NoData`] when `source` says `path` does not exist, else a read error.
+    fn read_or_absent(path: &Path, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Self::no_data(path)
         } else {
-            NodeError::read(path, e)
+            Self::read(path, source)
         }
     }
 }
@@ -445,6 +450,16 @@ impl FileBuf {
     fn read(&mut self) -> Result<(&Path, &str), NodeError> {
         self.buf.clear();
         let mut f = std::fs::File::open(&self.path).map_err(|e| NodeError::read(&self.path, e))?;
+        f.read_to_end(&mut self.buf).map_err(|e| NodeError::read(&self.path, e))?;
+        let text = std::str::from_utf8(&self.buf).map_err(|_| NodeError::parse(&self.path, "not UTF-8"))?;
+        Ok((&self.path, text))
+    }
+
+    /// [`FileBuf::read`], with a missing file as [`NodeError::NoData`]
+    /// (one failed open when the subsystem is absent).
+    fn read_or_no_data(&mut self) -> Result<(&Path, &str), NodeError> {
+        self.buf.clear();
+        let mut f = std::fs::File::open(&self.path).map_err(|e| NodeError::read_or_absent(&self.path, e))?;
         f.read_to_end(&mut self.buf).map_err(|e| NodeError::read(&self.path, e))?;
         let text = std::str::from_utf8(&self.buf).map_err(|_| NodeError::parse(&self.path, "not UTF-8"))?;
         Ok((&self.path, text))
@@ -687,14 +702,14 @@ impl super::Collector for NodeCollector {
             let result = sub.update(&mut out);
             let seconds = started.elapsed().as_secs_f64();
             match &result {
-                Err(e @ NodeError::NoData(_)) => {
+                Err(e @ NodeError::NoData { .. }) => {
                     tracing::debug!(collector = sub.name(), error = %e, "node collector has no data")
                 }
                 Err(e) if !*failing => tracing::warn!(collector = sub.name(), error = %e, "node collector failed"),
                 Ok(()) if *failing => tracing::info!(collector = sub.name(), "node collector works again"),
                 _ => {}
             }
-            *failing = result.as_ref().is_err_and(|e| !matches!(e, NodeError::NoData(_)));
+            *failing = result.as_ref().is_err_and(|e| !matches!(e, NodeError::NoData { .. }));
             results.push((sub.name(), result.is_ok(), seconds));
         }
         out.family(

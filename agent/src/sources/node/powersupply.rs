@@ -259,6 +259,6 @@ mod tests {
         t.write("sys/class/power_supply/AC/online", "yes\n");
         assert!(run(&mut PowerSupply::new(&t.config())).unwrap_err().to_string().contains("online"));
         let none = Tree::new("psu-none");
-        assert!(matches!(run(&mut PowerSupply::new(&none.config())), Err(NodeError::NoData(_))));
+        assert!(matches!(run(&mut PowerSupply::new(&none.config())), Err(NodeError::NoData { .. })));
     }
 }

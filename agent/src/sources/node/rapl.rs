@@ -157,6 +157,6 @@ mod tests {
         assert!(got.iter().all(|(s, _)| s.starts_with("node_rapl_joules_total{")), "{got:?}");
         assert!(got[0].0.contains("rapl_zone=\"package\""), "{got:?}");
         assert_eq!(sanitize("a-b__.c"), "a_b_c");
-        assert!(matches!(run(&mut Rapl::new(&Tree::new("rapl-none").config())), Err(NodeError::NoData(_))));
+        assert!(matches!(run(&mut Rapl::new(&Tree::new("rapl-none").config())), Err(NodeError::NoData { .. })));
     }
 }

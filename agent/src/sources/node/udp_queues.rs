@@ -88,6 +88,6 @@ mod tests {
         t.write("proc/net/udp6", "header\n 0: x y z 0000000g:0 a b c d e\n");
         assert!(run(&mut UdpQueues::new(&t.config())).unwrap_err().to_string().contains("0000000g"));
         let none = Tree::new("udpq-none");
-        assert!(matches!(run(&mut UdpQueues::new(&none.config())), Err(NodeError::NoData(_))));
+        assert!(matches!(run(&mut UdpQueues::new(&none.config())), Err(NodeError::NoData { .. })));
     }
 }
