@@ -167,7 +167,7 @@ mod tests {
     fn no_fc_host_is_no_data_and_a_missing_attribute_fails() {
         let t = Tree::new("fc-none");
         let (_, r) = run_families(&mut Fibrechannel::new(&t.config()));
-        assert!(matches!(r, Err(NodeError::NoData { .. })), "{r:?}");
+        assert!(matches!(r, Err(NodeError::NoData(_))), "{r:?}");
         t.write("sys/class/fc_host/host0/speed", "16 Gbit\n");
         let e = run(&mut Fibrechannel::new(&t.config())).unwrap_err().to_string();
         assert!(e.contains("host0/port_state"), "{e}");

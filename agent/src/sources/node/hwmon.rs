@@ -103,9 +103,16 @@ impl Hwmon {
             self.name.extend_from_slice(file.as_bytes());
             self.name.push(0);
             let Ok(cname) = CStr::from_bytes_with_nul(&self.name) else { continue };
-            let Ok(value) = handle.read(cname, &mut self.buf) else { continue };
-            let value = value.trim_start_matches('\n');
-            data.entry(format!("{kind}{n}")).or_default().insert(property.to_string(), value.to_string());
+            let value = match handle.read(cname, &mut self.buf) {
+                Ok(v) => v.trim_start_matches('\n').to_string(),
+                // Labels of some drivers carry junk bytes: node_exporter
+                // keeps them with U+FFFD in place of each invalid run.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData && property == "label" => {
+                    super::powersupply::to_valid_utf8(&self.buf).trim_matches('\n').to_string()
+                }
+                Err(_) => continue,
+            };
+            data.entry(format!("{kind}{n}")).or_default().insert(property.to_string(), value);
         }
         Ok(())
     }
@@ -351,6 +358,7 @@ mod tests {
         t.write("sys/class/hwmon/hwmon1/power1_average", "12500000\n");
         t.write("sys/class/hwmon/hwmon1/beep_enable", "1\n");
         t.write("sys/class/hwmon/hwmon1/uevent", "x\n");
+        std::fs::write(t.0.join("sys/class/hwmon/hwmon1/fan2_label"), b"CPU\xc0\xc0 fan\n").unwrap();
         let got = run(&mut Hwmon::new(&t.config())).unwrap();
         let c0 = "chip=\"platform_coretemp_0\", sensor=\"temp1\"";
         assert_eq!(value(&got, &format!("node_hwmon_temp_celsius{{{c0}}}")), 55.0);
@@ -372,7 +380,11 @@ mod tests {
         assert_eq!(value(&got, &format!("node_hwmon_pwm{}", n("pwm1"))), 255.0);
         assert_eq!(value(&got, &format!("node_hwmon_power_average_watt{}", n("power1"))), 12.5);
         assert_eq!(value(&got, &format!("node_hwmon_beep_enabled{}", n("beep_enable0"))), 1.0);
-        assert_eq!(got.len(), 13, "{got:#?}");
+        assert_eq!(
+            value(&got, "node_hwmon_sensor_label{chip=\"nct6779\", label=\"CPU\u{fffd} fan\", sensor=\"fan2\"}"),
+            1.0
+        );
+        assert_eq!(got.len(), 14, "{got:#?}");
     }
 
     #[test]

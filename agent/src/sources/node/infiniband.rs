@@ -243,6 +243,6 @@ mod tests {
     fn no_infiniband_is_no_data() {
         let t = Tree::new("ib-none");
         let (_, r) = run_families(&mut Infiniband::new(&t.config()));
-        assert!(matches!(r, Err(NodeError::NoData { .. })), "{r:?}");
+        assert!(matches!(r, Err(NodeError::NoData(_))), "{r:?}");
     }
 }

@@ -129,13 +129,7 @@ impl Sub for Ipvs {
     }
 
     fn update(&mut self, out: &mut Out<'_>) -> Result<(), NodeError> {
-        let stats_path = self.stats.path.clone();
-        let (path, text) = self.stats.read().map_err(|e| match e {
-            NodeError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                NodeError::no_data(&stats_path)
-            }
-            e => e,
-        })?;
+        let (path, text) = self.stats.read_or_no_data()?;
         let t = totals(path, text)?;
         let c = MetricType::Counter;
         out.single("node_ipvs_connections_total", c, "The total number of connections made.", &[], t[0]);

@@ -889,6 +889,21 @@ mod tests {
     }
 
     #[test]
+    fn collector_options_are_validated() {
+        let c = NodeConfig {
+            ipvs_backend_labels: Some("proto,nope".into()),
+            cpu_info_flags_include: Some("(".into()),
+            arp_device_exclude: Some("[".into()),
+            ..NodeConfig::default()
+        };
+        let mut problems = Vec::new();
+        c.validate(&mut problems);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("ipvs_backend_labels") && problems[0].contains("nope"), "{problems:?}");
+        assert!(NodeConfig::default().cpu_guest && !NodeConfig::default().active_collectors().contains(&"processes"));
+    }
+
+    #[test]
     fn a_failing_collector_does_not_fail_the_others() {
         let t = testing::Tree::new("mod");
         t.write("proc/loadavg", "0.50 1.00 2.00 1/100 42\n");

@@ -219,15 +219,6 @@ fn check_server(kind: &str, v: &[u64]) -> Option<bool> {
     })
 }
 
-/// Reads an rpc file; an absent one is "no data" (no NFS module loaded).
-fn read(file: &mut FileBuf) -> Result<(&Path, &str), NodeError> {
-    let path = file.path.clone();
-    file.read().map_err(|e| match e {
-        NodeError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => NodeError::no_data(&path),
-        e => e,
-    })
-}
-
 /// The `nfs` collector (client side).
 pub(super) struct Nfs {
     file: FileBuf,
@@ -245,7 +236,8 @@ impl Sub for Nfs {
     }
 
     fn update(&mut self, out: &mut Out<'_>) -> Result<(), NodeError> {
-        let (path, text) = read(&mut self.file)?;
+        // An absent file is "no data": no NFS module loaded.
+        let (path, text) = self.file.read_or_no_data()?;
         let l = parse(path, text, check_client)?;
         let c = MetricType::Counter;
         let net = l.get("net", 4);
@@ -301,7 +293,8 @@ impl Sub for Nfsd {
     }
 
     fn update(&mut self, out: &mut Out<'_>) -> Result<(), NodeError> {
-        let (path, text) = read(&mut self.file)?;
+        // An absent file is "no data": no NFS module loaded.
+        let (path, text) = self.file.read_or_no_data()?;
         let l = parse(path, text, check_server)?;
         let (c, g) = (MetricType::Counter, MetricType::Gauge);
         let rc = l.get("rc", 3);

@@ -141,6 +141,6 @@ mod tests {
     fn no_tapes_is_no_data() {
         let t = Tree::new("tape-none");
         let (_, r) = run_families(&mut Tapestats::new(&t.config()));
-        assert!(matches!(r, Err(NodeError::NoData { .. })), "{r:?}");
+        assert!(matches!(r, Err(NodeError::NoData(_))), "{r:?}");
     }
 }
