@@ -32,6 +32,7 @@ pub mod sources;
 pub mod stale;
 pub mod status;
 pub mod status_page;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +156,12 @@ pub async fn run(
 
     let server = tokio::spawn(http::serve(
         listener,
-        http::State { registry: registry.clone(), latest, serve_collected: config.agent.serve_collected },
+        http::State {
+            registry: registry.clone(),
+            latest,
+            serve_collected: config.agent.serve_collected,
+            web_config_file: config.agent.web_config_file.clone(),
+        },
         shutdown.clone(),
     ));
     tracing::info!(config = %config.origin, "vantage started");
