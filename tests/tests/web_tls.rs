@@ -97,7 +97,7 @@ fn start_agent(dir: TempDir, web: &Path) -> Agent {
 fn client(ca: &Path, identity: Option<(&Path, &Path)>) -> reqwest::blocking::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
     let mut b =
-        reqwest::blocking::Client::builder().use_rustls_tls().add_root_certificate(ca).timeout(Duration::from_secs(5));
+        reqwest::blocking::Client::builder().use_rustls_tls().add_root_certificate(ca).timeout(Duration::from_secs(30));
     if let Some((cert, key)) = identity {
         let mut pem = std::fs::read(cert).unwrap();
         pem.extend(std::fs::read(key).unwrap());
@@ -125,7 +125,6 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_everything_needs_the_password
             htpasswd_hash(PASSWORD)
         ),
     );
-    let _ = (&cert, &key);
     let a = agent(TempDir::new("web-tls-agent"), &web);
     let target = format!("127.0.0.1:{}", a.port);
     let job = |name: &str, password: &str| {
@@ -135,8 +134,10 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_everything_needs_the_password
         )
     };
     let prom = Prometheus::start(&format!("{}{}", job("vantage", PASSWORD), job("wrong", "not it")));
-    wait_for(Duration::from_secs(30), || (up(&prom, "vantage") == Some(1.0)).then_some(()))
-        .unwrap_or_else(|| panic!("Prometheus never scraped over TLS: {:?}", prom.query("up")));
+    wait_for(Duration::from_secs(30), || {
+        (up(&prom, "vantage") == Some(1.0) && up(&prom, "wrong").is_some()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("Prometheus never scraped over TLS: {:?}", prom.query("up")));
     assert_eq!(up(&prom, "wrong"), Some(0.0), "a wrong password is not scraped");
     let built = prom.query("vantage_build_info{job=\"vantage\"}");
     assert_eq!(built.len(), 1, "the agent's own metrics arrived: {built:?}");
@@ -148,7 +149,7 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_everything_needs_the_password
         assert_eq!(r.status(), 401, "{path} without a password");
         assert_eq!(r.headers()["www-authenticate"], "Basic");
         assert_eq!(r.headers()["x-frame-options"], "deny", "headers on a 401 too");
-        let r = https.get(url(path)).basic_auth("prometheus", Some("wrong")).send().unwrap();
+        let r = https.get(url(path)).basic_auth("prometheus", Some("not it")).send().unwrap();
         assert_eq!(r.status(), 401, "{path} with a wrong password");
         let r = https.get(url(path)).basic_auth("prometheus", Some(PASSWORD)).send().unwrap();
         assert_eq!(r.status(), 200, "{path} with the password");
@@ -161,6 +162,35 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_everything_needs_the_password
     let plain = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let r = plain.get(format!("http://{target}/metrics")).send();
     assert!(r.is_err(), "plain HTTP to the TLS port must fail: {:?}", r.map(|r| r.status()));
+
+    // A renewed certificate (another CA's, to tell them apart) is served
+    // from the next handshake on, without a restart.
+    assert_eq!(served_cert(&ca, &target), der(&cert));
+    let renewed = TempDir::new("web-tls-renewed");
+    let (ca2, cert2, key2) = make_certs(renewed.path());
+    std::fs::copy(&key2, &key).unwrap();
+    std::fs::copy(&cert2, &cert).unwrap();
+    assert_eq!(served_cert(&ca2, &target), der(&cert2), "the new certificate is served");
+    let _ = &prom;
+}
+
+fn der(pem: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::from_pem_file(pem).unwrap().to_vec()
+}
+
+/// The certificate the agent presents, as seen by a client trusting `ca`.
+fn served_cert(ca: &Path, target: &str) -> Vec<u8> {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let c = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(ca)
+        .tls_info(true)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let r = c.get(format!("https://{target}/-/healthy")).send().unwrap();
+    r.extensions().get::<reqwest::tls::TlsInfo>().and_then(|i| i.peer_certificate()).expect("TLS info").to_vec()
 }
 
 #[test]
@@ -191,8 +221,10 @@ fn a_client_certificate_is_required_when_the_file_says_so() {
         client_pem.display(),
         client_key.display()
     ));
-    wait_for(Duration::from_secs(30), || (up(&prom, "mtls") == Some(1.0)).then_some(()))
-        .unwrap_or_else(|| panic!("Prometheus with a client certificate never scraped: {:?}", prom.query("up")));
+    wait_for(Duration::from_secs(30), || {
+        (up(&prom, "mtls") == Some(1.0) && up(&prom, "nocert").is_some()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("Prometheus with a client certificate never scraped: {:?}", prom.query("up")));
     assert_eq!(up(&prom, "nocert"), Some(0.0), "without a client certificate");
     let r = with.get(format!("https://{target}/metrics")).basic_auth("prometheus", Some(PASSWORD)).send().unwrap();
     assert_eq!(r.status(), 200);
