@@ -20,6 +20,8 @@ pub struct State {
     /// `agent.serve_collected` of the configuration in effect (a reload may change it).
     pub serve_collected: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub reload: crate::runtime::ReloadHandle,
+    /// The exporter-toolkit web configuration (TLS, basic auth, headers).
+    pub web_config_file: Option<std::path::PathBuf>,
 }
 
 /// The routes, on their own so tests can drive them.
@@ -34,9 +36,30 @@ pub fn router(state: State) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled.
+/// Serves until `shutdown` is cancelled: plain HTTP, or TLS and basic auth
+/// as the web configuration file says (`vantage check` and `run` refuse a
+/// bad one before this is reached).
 pub async fn serve(listener: tokio::net::TcpListener, state: State, shutdown: CancellationToken) {
-    let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    let web = match &state.web_config_file {
+        None => crate::web::WebConfig::default(),
+        Some(path) => match crate::web::WebConfig::load(path) {
+            Ok(w) => w,
+            Err(e) => return tracing::error!(error = %e, "HTTP server not started"),
+        },
+    };
+    let mut app = router(state);
+    if web.needs_auth() || !web.headers.is_empty() {
+        app = app
+            .layer(axum::middleware::from_fn_with_state(crate::web::auth::Guard::new(&web), crate::web::auth::guard));
+    }
+    if let Some(tls) = &web.tls {
+        match crate::web::tls::server_config(tls) {
+            Ok(config) => crate::web::tls::serve(listener, app, config, shutdown).await,
+            Err(e) => tracing::error!(file = %web.file, error = %e, "HTTP server not started"),
+        }
+        return;
+    }
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
     if let Err(e) = result {
         tracing::error!(error = %e, "HTTP server stopped");
     }
@@ -107,8 +130,12 @@ pub enum ProbeError {
 /// Asks the agent listening on `listen_addr` whether it is ready: what a
 /// container healthcheck runs, since a `FROM scratch` image has no curl.
 /// An unspecified address (0.0.0.0, [::]) is probed on loopback.
-pub fn probe(listen_addr: &str, timeout: std::time::Duration) -> Result<(), ProbeError> {
-    let (addr, status_line, _) = http_get(listen_addr, "/-/ready", timeout)?;
+pub fn probe(
+    listen_addr: &str,
+    tls: Option<&crate::web::TlsSettings>,
+    timeout: std::time::Duration,
+) -> Result<(), ProbeError> {
+    let (addr, status_line, _) = http_get(listen_addr, "/-/ready", tls, timeout)?;
     if status_line.split_whitespace().nth(1) == Some("200") {
         Ok(())
     } else {
@@ -117,8 +144,12 @@ pub fn probe(listen_addr: &str, timeout: std::time::Duration) -> Result<(), Prob
 }
 
 /// The short status `deploy.sh` prints, from the agent's /api/v1/status.
-pub fn status_text(listen_addr: &str, timeout: std::time::Duration) -> Result<String, ProbeError> {
-    let (addr, status_line, body) = http_get(listen_addr, "/api/v1/status", timeout)?;
+pub fn status_text(
+    listen_addr: &str,
+    tls: Option<&crate::web::TlsSettings>,
+    timeout: std::time::Duration,
+) -> Result<String, ProbeError> {
+    let (addr, status_line, body) = http_get(listen_addr, "/api/v1/status", tls, timeout)?;
     let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| ProbeError::Io {
         addr: addr.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{status_line}: {e}")),
@@ -126,10 +157,16 @@ pub fn status_text(listen_addr: &str, timeout: std::time::Duration) -> Result<St
     Ok(crate::status_page::text_summary(&json, crate::sample::now_ms()))
 }
 
-/// A plain HTTP/1.0 GET: the resolved address, the status line and the body.
+/// A plain or TLS stream, for the probe.
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
+/// An HTTP/1.0 GET, over TLS when `tls` is set: the resolved address, the
+/// status line and the body.
 fn http_get(
     listen_addr: &str,
     path: &str,
+    tls: Option<&crate::web::TlsSettings>,
     timeout: std::time::Duration,
 ) -> Result<(String, String, String), ProbeError> {
     use std::io::{Read as _, Write as _};
@@ -142,13 +179,30 @@ fn http_get(
         addr.set_ip(if addr.is_ipv4() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V6(Ipv6Addr::LOCALHOST) });
     }
     let io_err = |source| ProbeError::Io { addr: addr.to_string(), source };
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(connect_err)?;
-    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(connect_err)?;
+    tcp.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    tcp.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let mut stream: Box<dyn ReadWrite> = match tls {
+        None => Box::new(tcp),
+        Some(s) => {
+            let other = |e: String| io_err(std::io::Error::other(e));
+            let config = crate::web::tls::probe_client(s).map_err(other)?;
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let conn =
+                rustls::ClientConnection::new(std::sync::Arc::new(config), name).map_err(|e| other(e.to_string()))?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+    };
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(io_err)?;
     // The answers read here are small (a line, or the status JSON).
     let mut raw = Vec::new();
-    stream.take(16 << 20).read_to_end(&mut raw).map_err(io_err)?;
+    let read = stream.take(16 << 20).read_to_end(&mut raw);
+    // A TLS server may close without close_notify after answering.
+    if let Err(e) = read {
+        if raw.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof {
+            return Err(io_err(e));
+        }
+    }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status_line = head.lines().next().unwrap_or("").trim().to_string();

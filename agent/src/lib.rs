@@ -35,5 +35,6 @@ pub mod sources;
 pub mod stale;
 pub mod status;
 pub mod status_page;
+pub mod web;
 
 pub use runtime::{collect_once, hostname, run, Context, Reload, ReloadHandle, RunError, SHUTDOWN_GRACE};

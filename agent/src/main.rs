@@ -42,6 +42,10 @@ enum Command {
         /// HTTP listen address, overriding the config's agent.listen_addr.
         #[arg(long)]
         listen: Option<String>,
+        /// Exporter-toolkit web configuration (TLS, basic auth, headers),
+        /// overriding the config's agent.web_config_file.
+        #[arg(long = "web.config.file", env = "VANTAGE_WEB_CONFIG")]
+        web_config_file: Option<PathBuf>,
     },
     /// Validate a configuration and print what would run.
     Check {
@@ -49,6 +53,10 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         env_file: Option<PathBuf>,
+        /// Exporter-toolkit web configuration (TLS, basic auth, headers),
+        /// overriding the config's agent.web_config_file.
+        #[arg(long = "web.config.file", env = "VANTAGE_WEB_CONFIG")]
+        web_config_file: Option<PathBuf>,
     },
     /// Collect every metric source once and print Prometheus text on stdout.
     Collect {
@@ -68,6 +76,11 @@ enum Command {
         /// Print a short status (sources, targets, sinks, programs) instead.
         #[arg(long)]
         status: bool,
+        /// The agent's web configuration: with TLS in it, the probe speaks
+        /// TLS (and presents the agent's certificate when client
+        /// certificates are required).
+        #[arg(long = "web.config.file", env = "VANTAGE_WEB_CONFIG")]
+        web_config_file: Option<PathBuf>,
     },
     /// Print the version.
     Version,
@@ -82,40 +95,38 @@ fn main() -> ExitCode {
             println!("vantage {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Probe { listen, status: false } => {
-            match vantage::http::probe(&listen, std::time::Duration::from_secs(3)) {
-                Ok(()) => ExitCode::SUCCESS,
+        Command::Probe { listen, status, web_config_file } => {
+            let web = match web_config_file.as_deref().map(vantage::web::WebConfig::load).transpose() {
+                Ok(w) => w.unwrap_or_default(),
                 Err(e) => {
-                    eprintln!("not ready: {e}");
-                    ExitCode::from(1)
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
                 }
-            }
+            };
+            probe(&listen, status, web.tls.as_ref())
         }
-        Command::Probe { listen, status: true } => {
-            match vantage::http::status_text(&listen, std::time::Duration::from_secs(5)) {
-                Ok(text) => {
-                    print!("{text}");
+        Command::Check { config, env_file, web_config_file } => {
+            match Config::load(Some(&config), env_file.as_deref()) {
+                Ok(mut config) => {
+                    if web_config_file.is_some() {
+                        config.agent.web_config_file = web_config_file;
+                    }
+                    if let Err(e) = check_web_config(&config) {
+                        eprintln!("{e}");
+                        return ExitCode::from(1);
+                    }
+                    for line in config.summary() {
+                        println!("{line}");
+                    }
+                    println!("configuration is valid");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("no status: {e}");
+                    eprintln!("{e}");
                     ExitCode::from(1)
                 }
             }
         }
-        Command::Check { config, env_file } => match Config::load(Some(&config), env_file.as_deref()) {
-            Ok(config) => {
-                for line in config.summary() {
-                    println!("{line}");
-                }
-                println!("configuration is valid");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(1)
-            }
-        },
         Command::Collect { once: _, config, env_file } => {
             let config = match load(config, env_file) {
                 Ok(c) => c,
@@ -125,7 +136,7 @@ fn main() -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Command::Run { config: path, env_file, listen } => {
+        Command::Run { config: path, env_file, listen, web_config_file } => {
             let mut config = match load(path.clone(), env_file.clone()) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -133,13 +144,23 @@ fn main() -> ExitCode {
             if let Some(listen) = &listen {
                 config.agent.listen_addr = listen.clone();
             }
+            if web_config_file.is_some() {
+                config.agent.web_config_file = web_config_file;
+            }
+            if let Err(e) = check_web_config(&config) {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
             vantage::failure_log::set_repeat(config.agent.log_repeat_interval);
-            // A reload reads the same file and env file, with the same --listen.
+            // A reload reads the same file and env file, with the same --listen
+            // and web configuration file.
+            let web_config_file = config.agent.web_config_file.clone();
             let load: vantage::runtime::reload::LoadConfig = Arc::new(move || {
                 let mut c = Config::load(path.as_deref(), env_file.as_deref()).map_err(|e| e.to_string())?;
                 if let Some(listen) = &listen {
                     c.agent.listen_addr = listen.clone();
                 }
+                c.agent.web_config_file = web_config_file.clone();
                 Ok(c)
             });
             match runtime().block_on(run(config, load)) {
@@ -149,6 +170,38 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// The web configuration file named by the config, if any, read and
+/// checked (certificates and keys included).
+fn check_web_config(config: &Config) -> Result<(), vantage::web::WebConfigError> {
+    match &config.agent.web_config_file {
+        Some(path) => vantage::web::WebConfig::load(path).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// `vantage probe`: readiness, or with `status` the short summary.
+fn probe(listen: &str, status: bool, tls: Option<&vantage::web::TlsSettings>) -> ExitCode {
+    if status {
+        return match vantage::http::status_text(listen, tls, std::time::Duration::from_secs(5)) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("no status: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    match vantage::http::probe(listen, tls, std::time::Duration::from_secs(3)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("not ready: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::deps::{apt_install, status};
 /// Debian packages the end-to-end tests use, each with a file it installs.
 pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "/usr/bin/prometheus"),
+    ("openssl", "/usr/bin/openssl"),
     ("prometheus-node-exporter", "/usr/bin/prometheus-node-exporter"),
     ("victoria-metrics", "/usr/bin/victoria-metrics"),
     ("docker.io", "/usr/sbin/dockerd"),

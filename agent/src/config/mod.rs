@@ -101,6 +101,10 @@ pub struct AgentConfig {
     /// How often a scrape target or sink that keeps failing is logged again.
     #[serde(default = "default_log_repeat_interval", with = "common::duration")]
     pub log_repeat_interval: Duration,
+    /// An exporter-toolkit web configuration (TLS, basic auth, headers) for
+    /// the HTTP server; `--web.config.file` overrides it.
+    #[serde(default)]
+    pub web_config_file: Option<PathBuf>,
 }
 
 fn default_listen_addr() -> String {
@@ -125,6 +129,7 @@ impl Default for AgentConfig {
             external_labels: BTreeMap::new(),
             serve_collected: false,
             log_repeat_interval: default_log_repeat_interval(),
+            web_config_file: None,
         }
     }
 }

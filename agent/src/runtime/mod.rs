@@ -142,6 +142,9 @@ pub async fn run(
         serve_collected.clone(),
     );
     let origin = config.origin.clone();
+    // The web configuration's file is fixed at start; its content
+    // (certificates included) is re-read when it changes on disk.
+    let web_config_file = config.agent.web_config_file.clone();
     registry.set_config(serde_json::to_value(&config).unwrap_or_default());
     agent.apply(Arc::new(config)).await.map_err(RunError::Sink)?;
     registry.record_reload(crate::sample::now_ms(), None);
@@ -159,7 +162,7 @@ pub async fn run(
     let Reload { load, handle, mut requests } = reload;
     let server = tokio::spawn(crate::http::serve(
         listener,
-        crate::http::State { registry: registry.clone(), latest, serve_collected, reload: handle },
+        crate::http::State { registry: registry.clone(), latest, serve_collected, reload: handle, web_config_file },
         shutdown.clone(),
     ));
     tracing::info!(config = %origin, "vantage started");
