@@ -82,6 +82,8 @@ pub struct ReloadState {
     pub last_attempt_ms: i64,
     /// Why the last reload was refused; empty when it was applied.
     pub last_error: String,
+    /// Reloads tried since the start (deploy.sh waits for this to move).
+    pub reloads: u64,
 }
 
 /// Something that adds its own `vantage_*` families to /metrics.
@@ -205,9 +207,17 @@ impl Registry {
         self.inner.providers.lock().unwrap().retain(|p| !gone.iter().any(|g| Arc::ptr_eq(p, g)));
     }
 
-    /// Records the outcome of a reload (or of the start, with no error).
+    /// Records that the configuration of the start is in effect.
+    pub fn record_start(&self, at_ms: i64) {
+        let mut r = self.inner.reload.lock().unwrap();
+        r.last_successful = true;
+        r.last_success_ms = at_ms;
+    }
+
+    /// Records the outcome of a reload.
     pub fn record_reload(&self, at_ms: i64, error: Option<String>) {
         let mut r = self.inner.reload.lock().unwrap();
+        r.reloads += 1;
         match error {
             Some(e) => {
                 r.last_successful = false;

@@ -284,8 +284,16 @@ pub fn text_summary(status: &serde_json::Value, now_ms: i64) -> String {
         text(&status["version"]),
         if status["ready"] == true { "ready" } else { "NOT ready" }
     );
-    if status["reload"]["last_successful"] == false {
-        let _ = writeln!(out, "configuration reload FAILED: {}", text(&status["reload"]["last_error"]));
+    let reload = &status["reload"];
+    let applied = format_time(reload["last_success_ms"].as_i64().unwrap_or(0));
+    let _ = writeln!(out, "config: {} reloads, last applied {applied}", reload["reloads"].as_u64().unwrap_or(0));
+    if reload["last_successful"] == false {
+        let _ = writeln!(
+            out,
+            "config reload FAILED at {}: {} (the configuration applied {applied} keeps running)",
+            format_time(reload["last_attempt_ms"].as_i64().unwrap_or(0)),
+            text(&reload["last_error"]).replace('\n', " ")
+        );
     }
     let _ = writeln!(out, "sources: {} up, {} down", up(&sources), down(&sources));
     for (name, s) in &sources {
@@ -474,5 +482,26 @@ mod tests {
         assert_eq!(format_bytes(1023), "1023 B");
         assert_eq!(format_bytes(1536), "1.5 KiB");
         assert_eq!(redact_userinfo("http://h:1/p@x"), "http://h:1/p@x", "an @ in the path is not user info");
+    }
+
+    #[test]
+    fn a_refused_reload_is_shown_with_the_configuration_that_keeps_running() {
+        let r = Registry::default();
+        r.record_start(1_700_000_000_000);
+        let page = render(&r.snapshot(), 1_700_000_100_000, None);
+        assert!(!page.contains("reload failed"), "nothing to report after a clean start");
+        r.record_reload(1_700_000_050_000, Some("x.toml:3:1: unknown field `<bogus>`".into()));
+        let snap = r.snapshot();
+        assert_eq!((snap.reload.reloads, snap.reload.last_successful), (1, false));
+        let page = render(&snap, 1_700_000_100_000, None);
+        assert!(page.contains("Configuration reload failed"), "{page}");
+        assert!(page.contains("unknown field `&lt;bogus&gt;`"), "escaped: {page}");
+        let json = serde_json::to_value(&snap).unwrap();
+        let text = text_summary(&json, 1_700_000_100_000);
+        assert!(text.contains("config: 1 reloads, last applied 2023-11-14 22:13:20 UTC"), "{text}");
+        assert!(text.contains("config reload FAILED at 2023-11-14 22:14:10 UTC: x.toml:3:1:"), "{text}");
+        r.record_reload(1_700_000_060_000, None);
+        let text = text_summary(&serde_json::to_value(r.snapshot()).unwrap(), 1_700_000_100_000);
+        assert!(text.contains("config: 2 reloads, last applied 2023-11-14 22:14:20 UTC") && !text.contains("FAILED"));
     }
 }

@@ -48,8 +48,10 @@ struct Planned {
 /// Fails when two components would share a key.
 fn plan(config: &Config) -> Result<Vec<Planned>, String> {
     let interval = fingerprint(&config.agent.scrape_interval);
+    // A collector with an interval of its own does not depend on the agent's.
+    let every = |own: Option<Duration>| fingerprint(&own.unwrap_or(config.agent.scrape_interval));
     let outbound = json!([fingerprint(&config.agent.data_dir), fingerprint(&config.agent.external_labels)]);
-    let docker = json!([fingerprint(&config.docker), interval]);
+    let docker = json!([fingerprint(&config.docker), every(config.docker.interval)]);
     let mut out = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, rw) in config.remote_write.iter().enumerate().filter(|(_, rw)| !rw.url.trim().is_empty()) {
@@ -78,14 +80,14 @@ fn plan(config: &Config) -> Result<Vec<Planned>, String> {
         out.push(Planned {
             key: "node".into(),
             kind: Kind::Node,
-            fingerprint: json!([fingerprint(&config.node), interval]),
+            fingerprint: json!([fingerprint(&config.node), every(config.node.interval)]),
         });
     }
     if config.ebpf.enabled {
         out.push(Planned {
             key: "ebpf".into(),
             kind: Kind::Ebpf,
-            fingerprint: json!([fingerprint(&config.ebpf), interval]),
+            fingerprint: json!([fingerprint(&config.ebpf), every(config.ebpf.interval)]),
         });
     }
     for (i, job) in config.scrape.iter().enumerate() {
@@ -168,38 +170,16 @@ impl Agent {
         plan(config).map(|_| ())
     }
 
-    /// Makes `config` the one in effect: stops the components it changes or
-    /// drops (newest first, sources before sinks, so their last batches and
-    /// stale markers still reach the sinks), then starts the changed and
-    /// new ones (sinks first). Unchanged components are not touched.
+    /// Makes `config` the one in effect, sinks first, then sources: the
+    /// sinks it changes or drops stop (a replaced remote_write endpoint
+    /// flushes while every source still runs and its old sink still takes
+    /// their batches) and the new ones start; then the sources it changes or
+    /// drops stop (their last batches and stale markers reach the sinks) and
+    /// the new ones start, Docker before the jobs that follow it.
+    /// Unchanged components are not touched.
     pub async fn apply(&mut self, config: Arc<Config>) -> Result<Changes, String> {
         let planned = plan(&config)?;
         let mut changes = Changes::default();
-        let wanted: BTreeMap<&str, &Planned> = planned.iter().map(|p| (p.key.as_str(), p)).collect();
-        let mut stopping: Vec<(String, Running)> = Vec::new();
-        for key in self.running.keys().cloned().collect::<Vec<_>>() {
-            let same = wanted.get(key.as_str()).is_some_and(|p| p.fingerprint == self.running[&key].fingerprint);
-            if same {
-                changes.kept.push(key);
-            } else {
-                let r = self.running.remove(&key).expect("listed above");
-                stopping.push((key, r));
-            }
-        }
-        // Sources first (scrape jobs, collectors, Docker), sinks last.
-        stopping.sort_by_key(|(_, r)| std::cmp::Reverse(start_rank(r.kind)));
-        let mut carried: BTreeMap<String, (Handover, Option<Arc<Stats>>)> = BTreeMap::new();
-        for (key, r) in stopping {
-            let replaced = wanted.contains_key(key.as_str());
-            self.stop(&key, r.kind, r.stop, r.tasks, &r.providers, replaced).await;
-            if !replaced {
-                // Nothing takes these series over: they end now.
-                send_stale(&r.handover, &self.metrics).await;
-            }
-            carried.insert(key.clone(), (r.handover, r.stats));
-            changes.stopped.push(key);
-        }
-
         self.serve_collected.store(config.agent.serve_collected, Ordering::Relaxed);
         {
             let mut sinks = self.sinks.write().unwrap();
@@ -210,19 +190,48 @@ impl Agent {
         }
         self.config = Some(config.clone());
         let mut first_error = None;
-        for p in &planned {
-            if self.running.contains_key(&p.key) {
-                continue;
-            }
-            let (handover, stats) = carried.remove(&p.key).unwrap_or_default();
-            match self.start(&config, p, handover, stats).await {
-                Ok(r) => {
-                    self.running.insert(p.key.clone(), r);
-                    changes.started.push(p.key.clone());
+        for sinks_phase in [true, false] {
+            let in_phase = |kind: Kind| matches!(kind, Kind::RemoteWrite(_) | Kind::Logs) == sinks_phase;
+            let wanted: BTreeMap<&str, &Planned> =
+                planned.iter().filter(|p| in_phase(p.kind)).map(|p| (p.key.as_str(), p)).collect();
+            let mut stopping: Vec<(String, Running)> = Vec::new();
+            for key in self.running.keys().cloned().collect::<Vec<_>>() {
+                if !in_phase(self.running[&key].kind) {
+                    continue;
                 }
-                Err(e) => {
-                    tracing::error!(component = %p.key, error = %e, "cannot start");
-                    first_error.get_or_insert(e);
+                if wanted.get(key.as_str()).is_some_and(|p| p.fingerprint == self.running[&key].fingerprint) {
+                    changes.kept.push(key);
+                } else {
+                    stopping.push((key.clone(), self.running.remove(&key).expect("listed above")));
+                }
+            }
+            // Scrape jobs before the Docker discovery they follow.
+            stopping.sort_by_key(|(_, r)| std::cmp::Reverse(start_rank(r.kind)));
+            let mut carried: BTreeMap<String, (Handover, Option<Arc<Stats>>)> = BTreeMap::new();
+            for (key, r) in stopping {
+                let replaced = wanted.contains_key(key.as_str());
+                self.stop(&key, r.kind, r.stop, r.tasks, &r.providers, replaced).await;
+                if !replaced {
+                    // Nothing takes these series over: they end now.
+                    send_stale(&r.handover, &self.metrics).await;
+                }
+                carried.insert(key.clone(), (r.handover, r.stats));
+                changes.stopped.push(key);
+            }
+            for p in planned.iter().filter(|p| in_phase(p.kind)) {
+                if self.running.contains_key(&p.key) {
+                    continue;
+                }
+                let (handover, stats) = carried.remove(&p.key).unwrap_or_default();
+                match self.start(&config, p, handover, stats).await {
+                    Ok(r) => {
+                        self.running.insert(p.key.clone(), r);
+                        changes.started.push(p.key.clone());
+                    }
+                    Err(e) => {
+                        tracing::error!(component = %p.key, error = %e, "cannot start");
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
         }

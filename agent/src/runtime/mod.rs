@@ -147,7 +147,7 @@ pub async fn run(
     let web_config_file = config.agent.web_config_file.clone();
     registry.set_config(serde_json::to_value(&config).unwrap_or_default());
     agent.apply(Arc::new(config)).await.map_err(RunError::Sink)?;
-    registry.record_reload(crate::sample::now_ms(), None);
+    registry.record_start(crate::sample::now_ms());
 
     // The router: every batch goes to every metric sink.
     let router = tokio::spawn(async move {
