@@ -1,11 +1,14 @@
 //! Scrape hot path: parse a 100,000-series body and build its samples with
 //! target labels and two metric relabel rules, as one scrape does; then the
 //! same followed by remote_write encoding (protobuf 1.0 + snappy, requests
-//! of 2000 samples, converted as the sink does).
+//! of 2000 samples, converted as the sink does). Each twice: the first
+//! scrape of a target (an empty scrape cache: every series parsed and
+//! relabeled) and the steady state (the same body again through the
+//! target's cache, its end-of-scrape sweep for stale series included).
 //!
 //! `cargo bench -p vantage --bench scrape` prints criterion's median per
-//! body, then samples/s on one core and the peak heap of one pass
-//! (counted by the allocator below).
+//! body, then samples/s on one core, the peak heap of one pass and the
+//! allocations per series (counted by the allocator below).
 //!
 //! With `SCRAPE_BENCH_PROMETHEUS=1` it also runs a real Prometheus (Debian
 //! package `prometheus`) scraping the same body once a second and reports
@@ -21,7 +24,8 @@ use vantage::relabel::{RelabelConfig, Relabeler};
 use vantage::sample::Family;
 use vantage::sample::Labels;
 use vantage::sinks::remote_write::encode_series;
-use vantage::sources::scrape::ingest::{ingest, Options};
+use vantage::sources::scrape::cache::Cache;
+use vantage::sources::scrape::ingest::{ingest, Ingested, Options};
 use vantage::sources::scrape::parser::Format;
 
 /// The C library's allocator (the agent binary's), counting allocations
@@ -146,78 +150,93 @@ fn bench(c: &mut Criterion) {
         sample_limit: 0,
         label_limit: 0,
     };
-    let check = ingest(body.as_bytes(), &opts).unwrap();
+    let check = ingest(body.as_bytes(), &opts, &mut Cache::default()).unwrap();
     assert_eq!(check.scraped, SERIES);
     assert_eq!(check.kept, SERIES);
     drop(check);
+    // A first scrape (a new cache) and a scrape of a target seen before.
+    let cold = || ingest(body.as_bytes(), &opts, &mut Cache::default()).unwrap();
+    let mut cache = Cache::default();
+    let mut steady = || {
+        let out = ingest(body.as_bytes(), &opts, &mut cache).unwrap();
+        let mut stale = Vec::new();
+        cache.finish_good(&mut stale, opts.scrape_ms);
+        assert!(stale.is_empty());
+        out
+    };
+    steady();
 
     let mut g = c.benchmark_group("scrape");
     g.throughput(Throughput::Elements(SERIES as u64));
     g.sample_size(20);
-    g.bench_function("parse_relabel_100k", |b| {
-        b.iter(|| black_box(ingest(black_box(body.as_bytes()), &opts).unwrap()))
-    });
+    g.bench_function("parse_relabel_100k", |b| b.iter(|| black_box(cold())));
+    g.bench_function("parse_relabel_100k_cached", |b| b.iter(|| black_box(steady())));
     let mut raw = Vec::new();
     let mut wire = Vec::new();
     g.bench_function("parse_relabel_encode_100k", |b| {
-        b.iter(|| {
-            let out = ingest(black_box(body.as_bytes()), &opts).unwrap();
-            black_box(encode(&out.families, &mut raw, &mut wire))
-        })
+        b.iter(|| black_box(encode(&cold().families, &mut raw, &mut wire)))
+    });
+    g.bench_function("parse_relabel_encode_100k_cached", |b| {
+        b.iter(|| black_box(encode(&steady().families, &mut raw, &mut wire)))
     });
     g.finish();
 
     // Our own figures: median thread CPU time of 11 passes (the machine
-    // may be shared, so wall time overstates the cost per core), and the
-    // heap peak of one pass.
-    let mut times: Vec<Duration> = (0..11)
-        .map(|_| {
-            let t = thread_cpu();
-            black_box(ingest(body.as_bytes(), &opts).unwrap());
-            thread_cpu() - t
-        })
-        .collect();
-    times.sort();
-    let median = times[times.len() / 2];
-    let mut with_encode: Vec<Duration> = (0..11)
-        .map(|_| {
-            let t = thread_cpu();
-            let out = ingest(body.as_bytes(), &opts).unwrap();
-            black_box(encode(&out.families, &mut raw, &mut wire));
-            // Freeing the scrape's samples is part of its cost.
-            drop(out);
-            thread_cpu() - t
-        })
-        .collect();
-    with_encode.sort();
-    let median_encode = with_encode[with_encode.len() / 2];
-    let wire_bytes = encode(&ingest(body.as_bytes(), &opts).unwrap().families, &mut raw, &mut wire);
-    // Counted from zero: frees of blocks allocated before would be
-    // subtracted without their allocation, so the result is kept until
-    // counting stops.
-    LIVE.store(0, Ordering::Relaxed);
-    PEAK.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
-    let out = ingest(body.as_bytes(), &opts).unwrap();
-    COUNTING.store(false, Ordering::Relaxed);
-    let peak = PEAK.load(Ordering::Relaxed);
-    let allocations = ALLOCS.load(Ordering::Relaxed);
-    drop(out);
-    println!(
-        "scrape: {SERIES} series ({} bytes of body) in {:.1} ms CPU median: {:.2} M samples/s per core; heap peak {:.1} MiB ({:.0} B/series), {:.2} allocations/series",
-        body.len(),
-        median.as_secs_f64() * 1e3,
-        SERIES as f64 / median.as_secs_f64() / 1e6,
-        peak as f64 / (1 << 20) as f64,
-        peak as f64 / SERIES as f64,
-        allocations as f64 / SERIES as f64
-    );
-    println!(
-        "scrape+encode: {:.1} ms CPU median: {:.2} M samples/s per core ({} bytes of snappy-compressed requests)",
-        median_encode.as_secs_f64() * 1e3,
-        SERIES as f64 / median_encode.as_secs_f64() / 1e6,
-        wire_bytes
-    );
+    // may be shared, so wall time overstates the cost per core), the heap
+    // peak and the allocations of one pass.
+    let wire_bytes = encode(&cold().families, &mut raw, &mut wire);
+    for (what, pass) in
+        [("first scrape", &mut (|| cold()) as &mut dyn FnMut() -> Ingested), ("steady state", &mut steady)]
+    {
+        let mut times: Vec<Duration> = (0..11)
+            .map(|_| {
+                let t = thread_cpu();
+                black_box(pass());
+                thread_cpu() - t
+            })
+            .collect();
+        times.sort();
+        let median = times[times.len() / 2];
+        let mut with_encode: Vec<Duration> = (0..11)
+            .map(|_| {
+                let t = thread_cpu();
+                let out = pass();
+                black_box(encode(&out.families, &mut raw, &mut wire));
+                // Freeing the scrape's samples is part of its cost.
+                drop(out);
+                thread_cpu() - t
+            })
+            .collect();
+        with_encode.sort();
+        let median_encode = with_encode[with_encode.len() / 2];
+        // Counted from zero: frees of blocks allocated before would be
+        // subtracted without their allocation, so the result is kept until
+        // counting stops.
+        LIVE.store(0, Ordering::Relaxed);
+        PEAK.store(0, Ordering::Relaxed);
+        ALLOCS.store(0, Ordering::Relaxed);
+        COUNTING.store(true, Ordering::Relaxed);
+        let out = pass();
+        COUNTING.store(false, Ordering::Relaxed);
+        let peak = PEAK.load(Ordering::Relaxed);
+        let allocations = ALLOCS.load(Ordering::Relaxed);
+        drop(out);
+        println!(
+            "scrape, {what}: {SERIES} series ({} bytes of body) in {:.1} ms CPU median: {:.2} M samples/s per core; heap peak {:.1} MiB ({:.0} B/series), {:.4} allocations/series",
+            body.len(),
+            median.as_secs_f64() * 1e3,
+            SERIES as f64 / median.as_secs_f64() / 1e6,
+            peak as f64 / (1 << 20) as f64,
+            peak as f64 / SERIES as f64,
+            allocations as f64 / SERIES as f64
+        );
+        println!(
+            "scrape+encode, {what}: {:.1} ms CPU median: {:.2} M samples/s per core ({} bytes of snappy-compressed requests)",
+            median_encode.as_secs_f64() * 1e3,
+            SERIES as f64 / median_encode.as_secs_f64() / 1e6,
+            wire_bytes
+        );
+    }
     if std::env::var_os("SCRAPE_BENCH_PROMETHEUS").is_some() {
         prometheus_cpu(&body);
     }

@@ -1,11 +1,11 @@
 //! The agent's HTTP server: `/-/healthy`, `/-/ready`, `/metrics` (own
 //! metrics, plus the latest collected samples in pull mode), `/` (status
-//! page) and `/api/v1/status`.
+//! page), `/api/v1/status` and `POST /-/reload`.
 
 use axum::extract::{Query, State as AxumState};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 
@@ -17,8 +17,11 @@ use crate::status::Registry;
 pub struct State {
     pub registry: Registry,
     pub latest: Latest,
-    pub serve_collected: bool,
-    /// The exporter-toolkit web configuration (TLS, basic auth, headers).
+    /// `agent.serve_collected` of the configuration in effect (a reload may change it).
+    pub serve_collected: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub reload: crate::runtime::ReloadHandle,
+    /// The exporter-toolkit web configuration (TLS, basic auth, headers),
+    /// read when the server starts.
     pub web_config_file: Option<std::path::PathBuf>,
 }
 
@@ -27,6 +30,7 @@ pub fn router(state: State) -> Router {
     Router::new()
         .route("/-/healthy", get(|| async { "Vantage is healthy.\n" }))
         .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status_json))
         .route("/", get(status_page))
@@ -71,9 +75,22 @@ async fn ready(AxumState(state): AxumState<State>) -> Response {
     }
 }
 
+/// As Prometheus answers it: 200 once applied, 500 with the reason when the
+/// new configuration was refused.
+async fn reload(AxumState(state): AxumState<State>) -> Response {
+    match state.reload.reload().await {
+        Ok(()) => (StatusCode::OK, "configuration reloaded\n").into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {e}\n")).into_response(),
+    }
+}
+
 async fn metrics(AxumState(state): AxumState<State>) -> Response {
     let mut families = crate::selfmetrics::collect(&state.registry);
-    let batches = if state.serve_collected { state.latest.batches() } else { Vec::new() };
+    let batches = if state.serve_collected.load(std::sync::atomic::Ordering::Relaxed) {
+        state.latest.batches()
+    } else {
+        Vec::new()
+    };
     for batch in &batches {
         families.extend(batch.families.iter().cloned());
     }

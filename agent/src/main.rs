@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -135,23 +136,34 @@ fn main() -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Command::Run { config, env_file, listen, web_config_file } => {
-            let mut config = match load(config, env_file) {
+        Command::Run { config: path, env_file, listen, web_config_file } => {
+            let mut config = match load(path.clone(), env_file.clone()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            if let Some(listen) = listen {
-                config.agent.listen_addr = listen;
+            if let Some(listen) = &listen {
+                config.agent.listen_addr = listen.clone();
             }
             if web_config_file.is_some() {
-                config.agent.web_config_file = web_config_file;
+                config.agent.web_config_file = web_config_file.clone();
             }
             if let Err(e) = check_web_config(&config) {
                 eprintln!("{e}");
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
             vantage::failure_log::set_repeat(config.agent.log_repeat_interval);
-            match runtime().block_on(run(config)) {
+            // A reload reads the same file and env file, with the same --listen.
+            let load: vantage::runtime::reload::LoadConfig = Arc::new(move || {
+                let mut c = Config::load(path.as_deref(), env_file.as_deref()).map_err(|e| e.to_string())?;
+                if let Some(listen) = &listen {
+                    c.agent.listen_addr = listen.clone();
+                }
+                if web_config_file.is_some() {
+                    c.agent.web_config_file = web_config_file.clone();
+                }
+                Ok(c)
+            });
+            match runtime().block_on(run(config, load)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -201,14 +213,30 @@ fn load(config: Option<PathBuf>, env_file: Option<PathBuf>) -> Result<Config, Ex
     })
 }
 
-async fn run(config: Config) -> Result<(), vantage::RunError> {
+async fn run(config: Config, load: vantage::runtime::reload::LoadConfig) -> Result<(), vantage::RunError> {
     let addr = config.agent.listen_addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|source| vantage::RunError::Listen { addr: addr.clone(), source })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    vantage::run(config, listener, shutdown).await
+    let reload = vantage::Reload::new(Some(load));
+    tokio::spawn(reload_on_hangup(reload.handle()));
+    vantage::run(config, listener, shutdown, reload).await
+}
+
+/// SIGHUP reloads the configuration, as it does for Prometheus; the outcome
+/// is logged by the reload itself.
+async fn reload_on_hangup(handle: vantage::ReloadHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let _ = handle.reload().await;
+    }
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -109,6 +109,9 @@ struct Rule {
 #[derive(Clone, Debug, Default)]
 pub struct Relabeler {
     rules: Vec<Rule>,
+    /// Identifies the rules as written (0 for none): caches of relabeled
+    /// series are valid only for the rules they were built with.
+    fingerprint: u64,
 }
 
 /// Whether `text` is a label name optionally built from `$1`, `${name}`
@@ -358,13 +361,27 @@ impl Rule {
 
 impl Relabeler {
     /// Compiles `rules`; an error names the rule (by index) and the problem.
-    pub fn new(rules: &[RelabelConfig]) -> Result<Relabeler, String> {
-        let rules = rules
+    pub fn new(configs: &[RelabelConfig]) -> Result<Relabeler, String> {
+        let rules = configs
             .iter()
             .enumerate()
             .map(|(i, r)| Rule::compile(r).map_err(|e| format!("relabel rule {i}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Relabeler { rules })
+        // FNV-1a of the rules as written: stable, and different rules
+        // (order included) give different text.
+        let fingerprint = if rules.is_empty() {
+            0
+        } else {
+            format!("{configs:?}")
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+        };
+        Ok(Relabeler { rules, fingerprint })
+    }
+
+    /// Identifies the rules: equal for the same rules as written, 0 for none.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// Whether there are no rules (applying them changes nothing).

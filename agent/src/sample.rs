@@ -57,19 +57,37 @@ pub struct Label {
 
 /// A label set, kept sorted by name with unique names and no empty values:
 /// the form remote_write requires and Prometheus stores.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Vec<Label>);
+///
+/// A set is owned (a `Vec`, built and changed in place) or shared (frozen
+/// behind an `Arc` by [`Labels::share`]): cloning a shared set costs a
+/// reference count, not an allocation. The scrape cache keeps each known
+/// series' set shared, so a steady-state scrape hands the same sets to the
+/// sinks again without building them. Changing a shared set copies it first.
+#[derive(Clone, Default)]
+pub struct Labels(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Owned(Vec<Label>),
+    Shared(Arc<[Label]>),
+}
+
+impl Default for Repr {
+    fn default() -> Self {
+        Repr::Owned(Vec::new())
+    }
+}
 
 impl Labels {
     /// An empty label set.
     pub fn new() -> Self {
-        Labels(Vec::new())
+        Labels(Repr::Owned(Vec::new()))
     }
 
     /// An empty label set with room for `n` labels (builders that know the
     /// count avoid regrowing).
     pub fn with_capacity(n: usize) -> Self {
-        Labels(Vec::with_capacity(n))
+        Labels(Repr::Owned(Vec::with_capacity(n)))
     }
 
     /// Builds a label set from pairs; a later pair wins over an earlier one
@@ -82,9 +100,41 @@ impl Labels {
         labels
     }
 
+    /// Freezes the set so that its clones share it (one allocation now,
+    /// none per clone).
+    pub fn share(&mut self) {
+        if let Repr::Owned(v) = &mut self.0 {
+            self.0 = Repr::Shared(Arc::from(std::mem::take(v)));
+        }
+    }
+
+    /// Whether clones of this set share it.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0, Repr::Shared(_))
+    }
+
+    /// The labels in name order.
+    pub fn as_slice(&self) -> &[Label] {
+        match &self.0 {
+            Repr::Owned(v) => v,
+            Repr::Shared(a) => a,
+        }
+    }
+
+    /// The owned form, copying a shared set first.
+    fn owned(&mut self) -> &mut Vec<Label> {
+        if let Repr::Shared(a) = &self.0 {
+            self.0 = Repr::Owned(a.to_vec());
+        }
+        match &mut self.0 {
+            Repr::Owned(v) => v,
+            Repr::Shared(_) => unreachable!("made owned above"),
+        }
+    }
+
     /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.position(name).ok().map(|i| self.0[i].value.as_str())
+        self.position(name).ok().map(|i| self.as_slice()[i].value.as_str())
     }
 
     /// Sets `name` to `value`; an empty value removes the label.
@@ -92,22 +142,26 @@ impl Labels {
         let (name, value) = (name.into(), value.into());
         match self.position(&name) {
             Ok(i) if value.is_empty() => {
-                self.0.remove(i);
+                self.owned().remove(i);
             }
-            Ok(i) => self.0[i].value = value,
+            Ok(i) => self.owned()[i].value = value,
             Err(_) if value.is_empty() => {}
-            Err(i) => self.0.insert(i, Label { name, value }),
+            Err(i) => self.owned().insert(i, Label { name, value }),
         }
     }
 
     /// Removes `name` and returns its value.
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        self.position(name).ok().map(|i| self.0.remove(i).value.into_string())
+        let i = self.position(name).ok()?;
+        Some(self.owned().remove(i).value.into_string())
     }
 
     /// Keeps only the labels for which `keep` returns true.
     pub fn retain(&mut self, mut keep: impl FnMut(&Label) -> bool) {
-        self.0.retain(|l| keep(l));
+        if self.as_slice().iter().all(&mut keep) {
+            return;
+        }
+        self.owned().retain(|l| keep(l));
     }
 
     /// The metric name (`__name__`), or "" when absent.
@@ -117,17 +171,17 @@ impl Labels {
 
     /// Iterates over the labels in name order.
     pub fn iter(&self) -> std::slice::Iter<'_, Label> {
-        self.0.iter()
+        self.as_slice().iter()
     }
 
     /// Number of labels.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
 
     /// Whether there are no labels.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_slice().is_empty()
     }
 
     /// Appends a label known to sort after every label present and to have
@@ -135,15 +189,49 @@ impl Labels {
     /// Falls back to [`Labels::set`] when that does not hold.
     pub fn push_sorted(&mut self, name: impl Into<Text>, value: impl Into<Text>) {
         let (name, value) = (name.into(), value.into());
-        match self.0.last() {
+        match self.as_slice().last() {
             Some(last) if name_cmp(&last.name, &name).is_ge() => self.set(name, value),
             _ if value.is_empty() => {}
-            _ => self.0.push(Label { name, value }),
+            _ => self.owned().push(Label { name, value }),
         }
     }
 
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|l| name_cmp(&l.name, name))
+        self.as_slice().binary_search_by(|l| name_cmp(&l.name, name))
+    }
+}
+
+// Equality, order, hash and debug output are those of the labels
+// themselves, whichever form holds them (as when the set was a plain Vec).
+impl PartialEq for Labels {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Labels {}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state)
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Labels").field(&self.as_slice()).finish()
     }
 }
 
@@ -153,7 +241,7 @@ impl fmt::Display for Labels {
         f.write_str(self.metric_name())?;
         f.write_str("{")?;
         let mut first = true;
-        for l in self.0.iter().filter(|l| l.name != METRIC_NAME) {
+        for l in self.iter().filter(|l| l.name != METRIC_NAME) {
             if !first {
                 f.write_str(", ")?;
             }
@@ -271,6 +359,24 @@ mod tests {
         l.push_sorted("z", "9");
         l.push_sorted("c", "4");
         assert_eq!(l.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["b", "c", "z"]);
+    }
+
+    #[test]
+    fn shared_sets_compare_equal_and_copy_on_change() {
+        let owned = Labels::from_pairs([("__name__", "m"), ("a", "1")]);
+        let mut shared = owned.clone();
+        shared.share();
+        assert!(shared.is_shared() && !owned.is_shared());
+        assert_eq!(shared, owned);
+        let state = std::hash::RandomState::new();
+        assert_eq!(std::hash::BuildHasher::hash_one(&state, &shared), std::hash::BuildHasher::hash_one(&state, &owned));
+        let clone = shared.clone();
+        let mut changed = shared.clone();
+        changed.set("b", "2");
+        assert!(!changed.is_shared());
+        assert_eq!(clone, owned, "a change to one clone leaves the others");
+        assert_eq!(changed.to_string(), "m{a=\"1\", b=\"2\"}");
+        assert_eq!(format!("{shared:?}"), format!("{owned:?}"));
     }
 
     #[test]

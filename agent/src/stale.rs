@@ -55,6 +55,25 @@ impl StaleTracker {
     }
 }
 
+/// Staleness state a source stopped by a reload hands to the source that
+/// replaces it (see `runtime::Handover`): whatever it is, it can mark every
+/// series it still knows stale, for when nothing replaces the source.
+pub trait Carry: Send + 'static {
+    /// Stale markers (at `timestamp_ms`) for every series still known.
+    fn mark_all(&mut self, timestamp_ms: i64) -> Vec<Family>;
+    /// The state itself, for the replacement to take back by type.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
+impl Carry for StaleTracker {
+    fn mark_all(&mut self, timestamp_ms: i64) -> Vec<Family> {
+        StaleTracker::mark_all(self, timestamp_ms)
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

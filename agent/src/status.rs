@@ -71,6 +71,19 @@ pub struct ProgramState {
     pub error: String,
 }
 
+/// Outcome of the last configuration reload (or of the start).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReloadState {
+    /// Whether the last reload (or the start) applied the configuration.
+    pub last_successful: bool,
+    /// Unix ms of the last successful reload, or of the start.
+    pub last_success_ms: i64,
+    /// Unix ms of the last reload attempt, 0 before the first.
+    pub last_attempt_ms: i64,
+    /// Why the last reload was refused; empty when it was applied.
+    pub last_error: String,
+}
+
 /// Something that adds its own `vantage_*` families to /metrics.
 pub trait SelfMetrics: Send + Sync {
     fn self_metrics(&self, out: &mut Vec<Family>);
@@ -89,6 +102,7 @@ struct Inner {
     programs: Mutex<BTreeMap<String, ProgramState>>,
     providers: Mutex<Vec<Arc<dyn SelfMetrics>>>,
     config: Mutex<serde_json::Value>,
+    reload: Mutex<ReloadState>,
 }
 
 /// A snapshot of everything, as served at /api/v1/status.
@@ -100,6 +114,7 @@ pub struct Snapshot {
     pub sinks: BTreeMap<String, SinkState>,
     pub programs: BTreeMap<String, ProgramState>,
     pub config: serde_json::Value,
+    pub reload: ReloadState,
 }
 
 impl Registry {
@@ -159,9 +174,53 @@ impl Registry {
         self.inner.programs.lock().unwrap().insert(name.to_string(), ProgramState { attached, error });
     }
 
+    /// Forgets a sink endpoint (removed by a reload).
+    pub fn remove_sink(&self, name: &str) {
+        self.inner.sinks.lock().unwrap().remove(name);
+    }
+
+    /// Forgets every eBPF program (the eBPF source stopped on a reload).
+    pub fn clear_programs(&self) {
+        self.inner.programs.lock().unwrap().clear();
+    }
+
     /// Adds a provider of self-metrics.
     pub fn add_provider(&self, provider: Arc<dyn SelfMetrics>) {
         self.inner.providers.lock().unwrap().push(provider);
+    }
+
+    /// How many providers there are: what a component adds while it starts
+    /// is what [`Registry::providers_since`] returns afterwards.
+    pub fn provider_count(&self) -> usize {
+        self.inner.providers.lock().unwrap().len()
+    }
+
+    /// The providers added after the first `count`.
+    pub fn providers_since(&self, count: usize) -> Vec<Arc<dyn SelfMetrics>> {
+        self.inner.providers.lock().unwrap().get(count..).map(<[_]>::to_vec).unwrap_or_default()
+    }
+
+    /// Removes these providers (their component stopped).
+    pub fn remove_providers(&self, gone: &[Arc<dyn SelfMetrics>]) {
+        self.inner.providers.lock().unwrap().retain(|p| !gone.iter().any(|g| Arc::ptr_eq(p, g)));
+    }
+
+    /// Records the outcome of a reload (or of the start, with no error).
+    pub fn record_reload(&self, at_ms: i64, error: Option<String>) {
+        let mut r = self.inner.reload.lock().unwrap();
+        match error {
+            Some(e) => {
+                r.last_successful = false;
+                r.last_attempt_ms = at_ms;
+                r.last_error = e;
+            }
+            None => {
+                r.last_successful = true;
+                r.last_success_ms = at_ms;
+                r.last_attempt_ms = at_ms;
+                r.last_error.clear();
+            }
+        }
     }
 
     /// Stores the configuration in effect (secrets already redacted).
@@ -183,6 +242,7 @@ impl Registry {
             sinks: self.inner.sinks.lock().unwrap().clone(),
             programs: self.inner.programs.lock().unwrap().clone(),
             config: self.inner.config.lock().unwrap().clone(),
+            reload: self.inner.reload.lock().unwrap().clone(),
         }
     }
 

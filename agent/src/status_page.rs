@@ -54,6 +54,16 @@ pub fn render(snap: &Snapshot, now_ms: i64, refresh_seconds: Option<u32>) -> Str
         },
     );
     summary(&mut h, &sources, &targets, snap);
+    if !snap.reload.last_successful && !snap.reload.last_error.is_empty() {
+        let _ = write!(
+            h,
+            "<h2 id=\"reload\">Configuration reload failed</h2><p>{} at {}; the configuration below, loaded {}, keeps running.</p><pre>{}</pre>",
+            badge("reload failed", "down"),
+            format_time(snap.reload.last_attempt_ms),
+            format_time(snap.reload.last_success_ms),
+            escape(&snap.reload.last_error),
+        );
+    }
 
     h.push_str("<h2 id=\"sources\">Sources</h2>");
     source_table(&mut h, &sources, now_ms, "no sources enabled");
@@ -274,6 +284,9 @@ pub fn text_summary(status: &serde_json::Value, now_ms: i64) -> String {
         text(&status["version"]),
         if status["ready"] == true { "ready" } else { "NOT ready" }
     );
+    if status["reload"]["last_successful"] == false {
+        let _ = writeln!(out, "configuration reload FAILED: {}", text(&status["reload"]["last_error"]));
+    }
     let _ = writeln!(out, "sources: {} up, {} down", up(&sources), down(&sources));
     for (name, s) in &sources {
         let _ = write!(out, "  {name:<12} {:<7} {:>6} series", text(&s["health"]), s["series"].as_u64().unwrap_or(0));

@@ -34,6 +34,10 @@ struct State {
     requests: Vec<Request>,
     /// Statuses (and bodies) to answer the next requests with, instead of 204.
     script: VecDeque<(u16, String)>,
+    /// Sent as Retry-After (seconds) with scripted 429s.
+    retry_after: Option<u64>,
+    /// When each scripted error was answered.
+    refused_at: Vec<std::time::Instant>,
     /// Requests answered with a scripted error.
     refused: usize,
 }
@@ -78,6 +82,16 @@ impl Loki {
     pub fn script(&self, answers: &[(u16, &str)]) {
         let mut s = self.state.lock().unwrap();
         s.script.extend(answers.iter().map(|(c, b)| (*c, b.to_string())));
+    }
+
+    /// Sends `Retry-After: secs` with every scripted 429.
+    pub fn set_retry_after(&self, secs: u64) {
+        self.state.lock().unwrap().retry_after = Some(secs);
+    }
+
+    /// When each scripted error was answered, in order.
+    pub fn refused_at(&self) -> Vec<std::time::Instant> {
+        self.state.lock().unwrap().refused_at.clone()
     }
 
     /// Every entry received so far, in arrival order.
@@ -187,6 +201,10 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, down: Arc<AtomicBool>) -> st
             return Ok(()); // dropped mid-request: the client sees a network error
         }
         let (status, text) = handle(&line, &headers, &body, &state);
+        let retry_after = match state.lock().unwrap().retry_after {
+            Some(secs) if status == 429 => format!("Retry-After: {secs}\r\n"),
+            _ => String::new(),
+        };
         let reason = match status {
             204 => "No Content",
             400 => "Bad Request",
@@ -197,7 +215,7 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>, down: Arc<AtomicBool>) -> st
         };
         write!(
             out,
-            "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
+            "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n{retry_after}\r\n{text}",
             text.len()
         )?;
         out.flush()?;
@@ -212,6 +230,7 @@ fn handle(line: &str, headers: &BTreeMap<String, String>, body: &[u8], state: &M
         let mut s = state.lock().unwrap();
         if let Some((code, text)) = s.script.pop_front() {
             s.refused += 1;
+            s.refused_at.push(std::time::Instant::now());
             return (code, text);
         }
     }

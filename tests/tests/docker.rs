@@ -423,24 +423,42 @@ fn container_metrics_follow_cpu_and_memory_like_the_cgroup_files_and_docker_stat
 
     let cpu_series = format!("container_cpu_usage_seconds_total{{container_label_com_example_team=\"payments\",cpu=\"total\",id=\"/docker/{burn_id}\",image=\"{}\",instance=\"host-1\",job=\"cadvisor\",name=\"{burn}\"}}", busybox_image());
     let ws_series = format!("container_memory_working_set_bytes{{id=\"/docker/{fill_id}\",image=\"{}\",instance=\"host-1\",job=\"cadvisor\",name=\"{fill}\"}}", busybox_image());
+    // The kernel's own CPU counter of the busy container, and when it was read.
+    let cgroup_cpu =
+        || (cgroup_file("cpuacct", &burn_id, "cpuacct.usage").trim().parse::<f64>().unwrap() / 1e9, Instant::now());
     let (first, t1) = collect_container_metrics(&config);
-    let cg1 = cgroup_file("cpuacct", &burn_id, "cpuacct.usage").trim().parse::<f64>().unwrap() / 1e9;
+    let (cg1, tc1) = cgroup_cpu();
     std::thread::sleep(Duration::from_secs(6));
     let (second, t2) = collect_container_metrics(&config);
-    let cg2 = cgroup_file("cpuacct", &burn_id, "cpuacct.usage").trim().parse::<f64>().unwrap() / 1e9;
+    let (cg2, tc2) = cgroup_cpu();
+    // docker stats samples the same counter over about a second inside the
+    // call: the kernel's rate across the call is its reference.
+    let (cs1, ts1) = cgroup_cpu();
     let (stats_cpu, _) = docker_stats(&burn);
+    let (cs2, ts2) = cgroup_cpu();
     let (_, stats_mem) = docker_stats(&fill);
     let memory_stat = cgroup_file("memory", &fill_id, "memory.stat");
     let cg_ws = cgroup_file("memory", &fill_id, "memory.usage_in_bytes").trim().parse::<f64>().unwrap()
         - stat_value(&memory_stat, "total_inactive_file");
 
-    // CPU: one busy loop is about one core-second per second, as the cgroup
-    // file and docker stats also say.
+    // CPU: the agent's counter of the busy loop moves as the kernel's own
+    // does over the same interval (within 10 %). That is about one core on
+    // an idle machine and less on a busy one, so the kernel's rate is the
+    // reference, never an assumed 1.0; one thread can still not exceed one
+    // core (5 % for the read offsets). docker stats, sampled over its own
+    // second, matches the kernel's rate across the call within 25 % (the
+    // loop's share of a busy machine varies within the call).
     let (c1, c2) = (value(&first, &cpu_series), value(&second, &cpu_series));
     let rate = (c2 - c1) / (t2 - t1).as_secs_f64();
-    assert!((0.8..=1.1).contains(&rate), "a busy loop used {rate:.3} cores by the agent's counter");
+    let kernel_rate = (cg2 - cg1) / (tc2 - tc1).as_secs_f64();
+    assert!(cg2 > cg1 && kernel_rate <= 1.05, "the busy loop used {kernel_rate:.3} cores by its cgroup");
+    assert!(within(rate, kernel_rate, 0.10), "agent's {rate:.3} cores vs the cgroup's {kernel_rate:.3}");
     assert!(within(c2 - c1, cg2 - cg1, 0.10), "agent's CPU delta {:.3} s vs cgroup file {:.3} s", c2 - c1, cg2 - cg1);
-    assert!(within(stats_cpu, rate * 100.0, 0.10), "docker stats says {stats_cpu} %, the agent {:.1} %", rate * 100.0);
+    let around = (cs2 - cs1) / (ts2 - ts1).as_secs_f64() * 100.0;
+    assert!(
+        within(stats_cpu, around, 0.25),
+        "docker stats says {stats_cpu} %, the cgroup across the call {around:.1} %"
+    );
 
     // Memory: the working set grew by the chunks written meanwhile, and
     // matches the cgroup files and docker stats (which for cgroup v1 is

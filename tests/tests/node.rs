@@ -126,34 +126,67 @@ const IN_SCOPE: &[&str] = &[
     "node_softnet_",
     "node_textfile_",
     "node_scrape_collector_success",
+    "node_arp_",
+    "node_udp_queues",
+    "node_hwmon_",
+    "node_thermal_zone_",
+    "node_cooling_device_",
+    "node_cpu_frequency_",
+    "node_cpu_scaling_",
+    "node_power_supply_",
+    "node_bonding_",
+    "node_rapl_",
+    "node_nfs_",
+    "node_nfsd_",
+    "node_ipvs_",
+    "node_cpu_isolated",
+    "node_cpu_core_throttles_total",
+    "node_cpu_package_throttles_total",
     // From the text file below.
     "vantage_test_",
 ];
 
 /// The collectors Vantage implements (agent/src/sources/node/mod.rs).
 const VANTAGE_COLLECTORS: &[&str] = &[
+    "arp",
+    "bonding",
     "conntrack",
     "cpu",
+    "cpufreq",
     "diskstats",
+    "edac",
     "entropy",
     "filefd",
     "filesystem",
+    "hwmon",
+    "ipvs",
     "loadavg",
+    "mdadm",
     "meminfo",
     "netclass",
     "netdev",
     "netstat",
+    "nfs",
+    "nfsd",
+    "nvme",
     "os",
+    "powersupplyclass",
     "pressure",
+    "processes",
+    "rapl",
     "schedstat",
     "sockstat",
     "softnet",
     "stat",
     "textfile",
+    "thermal_zone",
     "time",
     "timex",
+    "udp_queues",
     "uname",
     "vmstat",
+    "xfs",
+    "zfs",
 ];
 
 /// Whether `name`'s values are fixed facts (info metrics, mtimes, ...),
@@ -357,7 +390,7 @@ fn host_paths_from_the_environment_and_one_warning_for_foreign_collectors() {
     let config = dir.write(
         "vantage.toml",
         "[node]\njob = \"e-node-exporter\"\ninstance = \"e\"\n\
-         disable = [\"powersupplyclass\", \"hwmon\", \"arp\", \"bcache\", \"meminfo\"]\n\
+         disable = [\"wifi\", \"drbd\", \"ksmd\", \"qdisc\", \"meminfo\"]\n\
          [ebpf]\nenabled = false\n[docker]\nenabled = false\n",
     );
     let out = Command::new(vantage_bin())
@@ -385,7 +418,7 @@ fn host_paths_from_the_environment_and_one_warning_for_foreign_collectors() {
     );
     assert!(!stdout.contains("collector=\"meminfo\""), "meminfo was disabled");
     assert_eq!(stderr.matches("not part of Vantage").count(), 1, "{stderr}");
-    for name in ["powersupplyclass", "hwmon", "arp", "bcache"] {
+    for name in ["wifi", "drbd", "ksmd", "qdisc"] {
         assert!(stderr.contains(name), "{stderr}");
     }
 }

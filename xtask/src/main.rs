@@ -7,13 +7,16 @@
 //! - `run`: build and run the agent on the embedded default config.
 //! - `bench`: the benchmarks (see BENCHMARKS.md).
 //! - `docker`: a static binary and a `FROM scratch` image, no registry needed.
+//! - `kernels`: the kernel matrix: Debian's kernels booted under qemu.
 
 mod bench;
 mod build_ebpf;
 mod cpu;
 mod deps;
 mod docker;
+mod kernels;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -29,12 +32,13 @@ fn main() -> ExitCode {
         "run" => run(rest),
         "bench" => bench::run(rest),
         "docker" => docker::run(rest),
+        "kernels" => kernels::run(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <build-ebpf|test|run|bench|docker> [args]");
+            println!("usage: cargo xtask <build-ebpf|test|run|bench|docker|kernels> [args]");
             return ExitCode::SUCCESS;
         }
         other => {
-            eprintln!("unknown task {other:?}; usage: cargo xtask <build-ebpf|test|run|bench|docker>");
+            eprintln!("unknown task {other:?}; usage: cargo xtask <build-ebpf|test|run|bench|docker|kernels>");
             return ExitCode::from(2);
         }
     };

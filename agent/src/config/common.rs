@@ -59,8 +59,26 @@ impl fmt::Display for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if EXPOSE_SECRETS.get() {
+            return s.serialize_str(&self.0);
+        }
         s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
     }
+}
+
+thread_local! {
+    /// Set only inside [`fingerprint`]: a changed password or header must
+    /// count as a change on reload, and the redacted form hides it.
+    static EXPOSE_SECRETS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `value` as JSON with secrets in clear, to tell whether two versions of
+/// a config section differ. Compared and dropped, never shown or logged.
+pub fn fingerprint<T: Serialize>(value: &T) -> serde_json::Value {
+    EXPOSE_SECRETS.set(true);
+    let out = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+    EXPOSE_SECRETS.set(false);
+    out
 }
 
 /// HTTP basic authentication; the password may come from a file.

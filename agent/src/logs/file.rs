@@ -416,8 +416,15 @@ impl FileSource {
                 }
                 continue;
             }
-            let offset =
-                if first && !self.known.contains(&path) && self.cfg.start_at == StartAt::End { meta.len() } else { 0 };
+            let offset = if first
+                && !self.known.contains(&path)
+                && self.cfg.start_at == StartAt::End
+                && !self.positions.was_damaged()
+            {
+                meta.len()
+            } else {
+                0
+            };
             tracing::debug!(file = %path.display(), offset, "tailing");
             self.known.insert(path.clone());
             let r = self.open_reader(&path, &path, file, &meta, offset, offset);

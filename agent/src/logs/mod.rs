@@ -87,7 +87,7 @@ impl LogsConfig {
         out
     }
 
-    fn any_source(&self) -> bool {
+    pub(crate) fn any_source(&self) -> bool {
         !self.files.is_empty() || self.docker.enabled
     }
 }

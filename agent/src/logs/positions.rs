@@ -94,18 +94,29 @@ pub struct Positions {
     /// Loaded at start and not yet claimed by a source: kept as they are.
     unclaimed: Mutex<Saved>,
     last_written: Mutex<String>,
+    damaged: bool,
+    /// Whether the last save failed (logged once per spell).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl Positions {
     /// Loads `file` (a missing file is an empty start).
     pub fn load(file: &Path) -> Result<Positions, PositionsError> {
+        let mut damaged = false;
         let saved = match std::fs::read(file) {
             Ok(bytes) => match serde_json::from_slice::<Saved>(&bytes) {
                 Ok(s) => s,
                 Err(e) => {
                     // A corrupt file is not worth refusing to start over; the
-                    // atomic write makes it unlikely, so say it loudly.
-                    tracing::error!(file = %file.display(), error = %e, "positions file is unreadable; starting without positions");
+                    // atomic write makes it unlikely, so say it loudly and
+                    // keep it for a look. Without positions, files are read
+                    // from their beginning whatever `start_at` says and
+                    // containers from their first line: lines are sent
+                    // again rather than skipped.
+                    let aside = file.with_extension("json.damaged");
+                    let _ = std::fs::rename(file, &aside);
+                    tracing::error!(file = %file.display(), moved_to = %aside.display(), error = %e, "positions file is damaged: tailing restarts from the beginning of every file and container (lines already sent are sent again)");
+                    damaged = true;
                     Saved::default()
                 }
             },
@@ -121,7 +132,15 @@ impl Positions {
             cursors: Mutex::new(Vec::new()),
             unclaimed: Mutex::new(saved),
             last_written: Mutex::new(String::new()),
+            damaged,
+            failing: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether the file was damaged at load (tailing then starts from the
+    /// beginning of every file, whatever `start_at` says).
+    pub fn was_damaged(&self) -> bool {
+        self.damaged
     }
 
     /// Takes the saved file positions for which `mine` is true.
@@ -210,9 +229,19 @@ impl Positions {
             }
             let me = self.clone();
             match tokio::task::spawn_blocking(move || me.save()).await {
-                Ok(Err(e)) => tracing::error!(error = %e, "positions not saved"),
+                // On a full disk this fails every tick: said once, and the
+                // file keeps the last positions saved (older, never newer
+                // than what Loki has: a restart re-sends, never skips).
+                Ok(Err(e)) if !self.failing.swap(true, Ordering::Relaxed) => {
+                    tracing::error!(error = %e, "positions not saved: the file keeps the last saved ones until a save works")
+                }
+                Ok(Err(_)) => {}
                 Err(e) => tracing::error!(error = %e, "positions writer panicked"),
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    if self.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(file = %self.file.display(), "positions saved again");
+                    }
+                }
             }
         }
         // The sink's last push may still acknowledge lines: wait for it.
@@ -227,12 +256,15 @@ impl Positions {
 /// new content, never a mix.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
-        f.sync_all()?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, path)) {
+        // A half-written temp file would only take space a full disk lacks.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }

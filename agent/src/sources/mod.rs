@@ -14,12 +14,7 @@ pub mod scrape;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
 use crate::sample::{now_ms, Batch, Family};
-use crate::stale::StaleTracker;
-use crate::status::Registry;
 
 /// A source collected synchronously on an interval (file and map reads).
 pub trait Collector: Send + 'static {
@@ -37,18 +32,16 @@ pub trait Collector: Send + 'static {
     }
 }
 
-/// Runs `collector` every `interval` until `shutdown`, sending each
-/// collection (with stale markers for series that went away) to `out`.
-pub async fn run_collector(
-    collector: Box<dyn Collector>,
-    interval: Duration,
-    out: mpsc::Sender<Batch>,
-    registry: Registry,
-    shutdown: CancellationToken,
-) {
+/// Runs `collector` every `interval` until `ctx.shutdown`, sending each
+/// collection (with stale markers for series that went away) to
+/// `ctx.metrics`. Stopped by a reload, it leaves its staleness state in
+/// `ctx.handover` for the collector that replaces it (or for the stale
+/// markers of a source that is gone).
+pub async fn run_collector(collector: Box<dyn Collector>, interval: Duration, ctx: crate::Context) {
+    let (out, registry, shutdown) = (ctx.metrics.clone(), ctx.registry.clone(), ctx.shutdown.clone());
     let name: Arc<str> = collector.name().into();
     let mut collector = Some(collector);
-    let mut stale = StaleTracker::default();
+    let mut stale: crate::stale::StaleTracker = ctx.handover.take(&name).map(|(_, s)| s).unwrap_or_default();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -88,5 +81,9 @@ pub async fn run_collector(
                 registry.record_collection(&name, at, seconds, 0, Some(e));
             }
         }
+    }
+    if !ctx.agent_shutdown.is_cancelled() {
+        registry.remove_source(&name);
+        ctx.handover.put(&name, name.clone(), stale);
     }
 }

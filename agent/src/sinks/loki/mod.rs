@@ -491,8 +491,9 @@ pub fn encode(entries: &mut [(Labels, Vec<(i64, String)>)], extra: &[(String, St
 /// How one push attempt ended.
 enum Outcome {
     Ok,
-    /// Network error, 5xx or 429: try again.
-    Retry(String),
+    /// Network error, 5xx or 429: try again (after the receiver's
+    /// Retry-After, when it gave one).
+    Retry(String, Option<Duration>),
     /// 4xx other than 429: Loki will never take this batch.
     Reject(u16, String),
 }
@@ -571,17 +572,19 @@ impl Pusher {
                     self.done(&batch, 0, false);
                     return true;
                 }
-                Outcome::Retry(why) => {
+                Outcome::Retry(why, after) => {
                     self.stats.requests_failed.fetch_add(1, Ordering::Relaxed);
+                    // Loki's Retry-After (on 429) is honoured, within reason.
+                    let wait = after.map_or(backoff, |a| a.min(MAX_RETRY_AFTER));
                     if let Some(r) = self.failures.lock().unwrap().failed(&why) {
                         let (failures, since_last_line, down_for_s) =
                             (r.failures, r.since_last_line, r.down_for.as_secs());
-                        tracing::warn!(url = %self.url, error = %why, retry_in = ?backoff, entries = batch.count, failures, since_last_line, down_for_s, "loki push failed; retrying");
+                        tracing::warn!(url = %self.url, error = %why, retry_in = ?wait, entries = batch.count, failures, since_last_line, down_for_s, "loki push failed; retrying");
                     }
                     self.registry.update_sink("loki", |s| s.last_error = why);
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
                     backoff = (backoff * 2).min(self.cfg.max_backoff);
                 }
@@ -634,16 +637,22 @@ impl Pusher {
             req = req.basic_auth(user, Some(pass.expose()));
         }
         match req.send().await {
-            Err(e) => Outcome::Retry(format!("POST {}: {e}", self.url)),
+            Err(e) => Outcome::Retry(format!("POST {}: {e}", self.url), None),
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 if resp.status().is_success() {
                     return Outcome::Ok;
                 }
+                let after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
                 let text = resp.text().await.unwrap_or_default();
                 let text = text.trim().chars().take(1024).collect::<String>();
                 if status == 429 || status >= 500 {
-                    Outcome::Retry(format!("POST {}: HTTP {status}: {text}", self.url))
+                    Outcome::Retry(format!("POST {}: HTTP {status}: {text}", self.url), after)
                 } else {
                     Outcome::Reject(status, text)
                 }
@@ -651,6 +660,10 @@ impl Pusher {
         }
     }
 }
+
+/// The longest Retry-After honoured: a receiver asking for more is asked
+/// again after this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {

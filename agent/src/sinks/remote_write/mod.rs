@@ -75,6 +75,10 @@ pub struct RemoteWriteConfig {
     /// Disk cap of this endpoint's WAL: bytes, or "512MiB", "1GiB", "2GB".
     #[serde(default = "default_max_wal_size", with = "size")]
     pub max_wal_size: u64,
+    /// Records held in memory while the WAL's disk refuses writes (full,
+    /// quota, I/O error); past it the oldest are dropped and counted.
+    #[serde(default = "default_memory_buffer_size", with = "size")]
+    pub memory_buffer_size: u64,
     /// How long pending samples may still go out at shutdown; the rest
     /// stays in the WAL. Below the agent's 4 s shutdown grace.
     #[serde(default = "default_flush_deadline", with = "common::duration")]
@@ -115,6 +119,9 @@ fn default_timeout() -> Duration {
 }
 fn default_max_wal_size() -> u64 {
     DEFAULT_MAX_WAL_SIZE
+}
+fn default_memory_buffer_size() -> u64 {
+    wal::MEMORY_BUFFER_BYTES
 }
 fn default_flush_deadline() -> Duration {
     Duration::from_secs(3)
@@ -171,6 +178,7 @@ impl Default for RemoteWriteConfig {
             write_relabel_configs: Vec::new(),
             queue_config: QueueConfig::default(),
             max_wal_size: default_max_wal_size(),
+            memory_buffer_size: default_memory_buffer_size(),
             flush_deadline: default_flush_deadline(),
         }
     }
@@ -272,6 +280,9 @@ impl RemoteWriteConfig {
         if self.max_wal_size < 1 << 20 {
             bad("max_wal_size must be at least 1MiB".into());
         }
+        if self.memory_buffer_size < 64 << 10 {
+            bad("memory_buffer_size must be at least 64KiB".into());
+        }
         if let Err(e) = Relabeler::new(&self.write_relabel_configs) {
             bad(format!("write_relabel_configs: {e}"));
         }
@@ -329,12 +340,13 @@ pub fn series_hash<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>) -> u64 
 }
 
 /// Reasons of `vantage_remote_write_samples_dropped_total`.
-pub const DROP_REASONS: [&str; 5] = ["wal_full", "out_of_order", "rejected", "invalid", "wal_error"];
+pub const DROP_REASONS: [&str; 6] = ["wal_full", "out_of_order", "rejected", "invalid", "wal_error", "disk_full"];
 const DROP_WAL_FULL: usize = 0;
 const DROP_OUT_OF_ORDER: usize = 1;
 const DROP_REJECTED: usize = 2;
 const DROP_INVALID: usize = 3;
 const DROP_WAL_ERROR: usize = 4;
+const DROP_DISK_FULL: usize = 5;
 
 /// Upper bounds of the request duration histogram, in seconds.
 const DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
@@ -398,6 +410,21 @@ impl SelfMetrics for Provider {
         let mut highest = fam(sm::RW_HIGHEST_SENT, MetricType::Gauge, "Timestamp of the newest acknowledged sample.");
         let mut bytes = fam(sm::RW_BYTES_SENT, MetricType::Counter, "Compressed bytes acknowledged.");
         let mut dur = fam(sm::RW_REQUEST_DURATION, MetricType::Histogram, "Duration of remote_write requests.");
+        let mut wal_mem = fam(
+            sm::RW_WAL_MEMORY_BYTES,
+            MetricType::Gauge,
+            "Bytes of WAL records held in memory while the disk refuses writes.",
+        );
+        let mut corrupt = fam(
+            sm::WAL_CORRUPT_RECORDS,
+            MetricType::Counter,
+            "Damaged WAL records skipped (found at start or when read).",
+        );
+        let mut skipped = fam(
+            sm::WAL_SEGMENTS_SKIPPED,
+            MetricType::Counter,
+            "WAL segments skipped at start: empty, unknown format or version, or missing from the middle.",
+        );
         for (s, w) in &self.0 {
             let e = [("endpoint", s.endpoint.as_str())];
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
@@ -412,6 +439,9 @@ impl SelfMetrics for Provider {
             let ws = w.stats();
             wal_bytes.push(&e, ws.bytes as f64, ts);
             wal_segs.push(&e, ws.segments as f64, ts);
+            wal_mem.push(&e, ws.memory_bytes as f64, ts);
+            corrupt.push(&e, ws.corrupt_records as f64, ts);
+            skipped.push(&e, ws.segments_skipped as f64, ts);
             last.push(&e, s.last_send_ms.load(Ordering::Relaxed) as f64 / 1000.0, ts);
             highest.push(&e, s.highest_sent_ms.load(Ordering::Relaxed) as f64 / 1000.0, ts);
             bytes.push(&e, get(&s.bytes_sent), ts);
@@ -431,7 +461,10 @@ impl SelfMetrics for Provider {
             dur.push_named(&format!("{}_sum", sm::RW_REQUEST_DURATION), &e, get(&s.duration_sum_us) / 1e6, ts);
             dur.push_named(&format!("{}_count", sm::RW_REQUEST_DURATION), &e, count, ts);
         }
-        out.extend([sent, retried, dropped, failed, pending, shards, wal_bytes, wal_segs, last, highest, bytes, dur]);
+        out.extend([
+            sent, retried, dropped, failed, pending, shards, wal_bytes, wal_segs, wal_mem, corrupt, skipped, last,
+            highest, bytes, dur,
+        ]);
     }
 }
 
@@ -444,7 +477,6 @@ pub struct Sink {
     last_ts: Mutex<LastTimestamps>,
     notify: Arc<tokio::sync::Notify>,
     stats: Arc<Stats>,
-    wal_error_logged: AtomicBool,
 }
 
 /// Newest timestamp per series hash, to drop samples that are not newer.
@@ -476,7 +508,6 @@ impl Sink {
             last_ts: Mutex::new(LastTimestamps::default()),
             notify,
             stats,
-            wal_error_logged: AtomicBool::new(false),
         }
     }
 
@@ -612,81 +643,87 @@ impl super::MetricSink for Sink {
         if n == 0 {
             return;
         }
-        match self.wal.append(n, &body) {
-            Ok((_, dropped)) => {
-                self.stats.pending.fetch_add(n as i64, Ordering::Relaxed);
-                if dropped > 0 {
-                    self.stats.drop_samples(DROP_WAL_FULL, dropped);
-                }
-                self.wal_error_logged.store(false, Ordering::Relaxed);
-                self.notify.notify_one();
-            }
-            Err(e) => {
-                self.stats.dropped[DROP_WAL_ERROR].fetch_add(n as u64, Ordering::Relaxed);
-                if !self.wal_error_logged.swap(true, Ordering::Relaxed) {
-                    tracing::error!(endpoint = %self.name, error = %e, "cannot append to the WAL: samples are dropped until it works again");
-                }
+        // Never fails: a disk that refuses the record sends it to the WAL's
+        // memory buffer, which says so itself (log and status page).
+        let done = self.wal.append(n, &body);
+        self.stats.pending.fetch_add(n as i64, Ordering::Relaxed);
+        for (reason, k) in [
+            (DROP_WAL_FULL, done.dropped_wal_full),
+            (DROP_DISK_FULL, done.dropped_disk_full),
+            (DROP_WAL_ERROR, done.dropped_wal_error),
+        ] {
+            if k > 0 {
+                self.stats.drop_samples(reason, k);
             }
         }
+        self.notify.notify_one();
     }
 }
 
 /// A started endpoint: its sink and its queue task.
 pub type Started = (Arc<dyn super::MetricSink>, tokio::task::JoinHandle<()>);
 
-/// Starts one queue per active endpoint; returns each sink and its task.
-pub fn start(ctx: &crate::Context) -> Result<Vec<Started>, String> {
-    let mut out: Vec<Started> = Vec::new();
-    let mut provided = Vec::new();
-    let mut names = std::collections::HashSet::new();
+/// Starts the queue of one endpoint, with its WAL under the agent's
+/// data_dir; returns its sink, its queue task and its counters. `carried`
+/// are the counters of the queue this one replaces on a reload, so the
+/// endpoint's `_total` series go on instead of starting over.
+pub fn start_one(
+    ctx: &crate::Context,
+    cfg: &RemoteWriteConfig,
+    carried: Option<Arc<Stats>>,
+) -> Result<(Started, Arc<Stats>), String> {
+    let name = cfg.endpoint_name();
     let external: Vec<(String, String)> =
         ctx.config.agent.external_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    for cfg in ctx.config.active_remote_writes() {
-        let name = cfg.endpoint_name();
-        if !names.insert(name.clone()) {
-            return Err(format!("remote_write: two endpoints are named {name:?}; give each a distinct name"));
-        }
-        let shown = client::display_url(&cfg.url);
-        let err = |e: String| format!("remote_write {name} ({shown}): {e}");
-        let client = client::Client::new(cfg).map_err(err)?;
-        if cfg.tls.insecure_skip_verify {
-            tracing::warn!(endpoint = %name, url = %shown, "TLS CERTIFICATE VERIFICATION IS OFF for this endpoint (insecure_skip_verify = true): anyone on the path can read and change what is sent");
-        }
-        let relabeler = if cfg.write_relabel_configs.is_empty() {
-            None
-        } else {
-            Some(Relabeler::new(&cfg.write_relabel_configs).map_err(|e| err(format!("write_relabel_configs: {e}")))?)
-        };
-        let dir = ctx.config.agent.data_dir.join("remote_write").join(&name);
-        let (wal, report) = wal::Wal::open(&dir, cfg.max_wal_size).map_err(|e| err(e.to_string()))?;
-        if report.records > 0 {
-            tracing::info!(endpoint = %name, wal = %dir.display(), segments = report.segments, records = report.records, samples = report.samples, "WAL found: unacknowledged samples will be sent");
-        }
-        let wal = Arc::new(wal);
-        let stats = Arc::new(Stats { endpoint: name.clone(), ..Default::default() });
-        let notify = Arc::new(tokio::sync::Notify::new());
-        let sink = Arc::new(Sink::new(&name, wal.clone(), relabeler, external.clone(), notify.clone(), stats.clone()));
-        let q = queue::Queue {
-            name: name.clone(),
-            url: shown,
-            cfg: cfg.queue_config.clone(),
-            flush_deadline: cfg.flush_deadline,
-            wal: wal.clone(),
-            client: Arc::new(client),
-            stats: stats.clone(),
-            v2: Arc::new(AtomicBool::new(cfg.v2_requested().unwrap_or(false))),
-            notify,
-            shutdown: ctx.shutdown.clone(),
-            registry: ctx.registry.clone(),
-        };
-        let task = tokio::spawn(q.run());
-        provided.push((stats, wal));
-        out.push((sink, task));
+    let shown = client::display_url(&cfg.url);
+    let err = |e: String| format!("remote_write {name} ({shown}): {e}");
+    let client = client::Client::new(cfg).map_err(err)?;
+    if cfg.tls.insecure_skip_verify {
+        tracing::warn!(endpoint = %name, url = %shown, "TLS CERTIFICATE VERIFICATION IS OFF for this endpoint (insecure_skip_verify = true): anyone on the path can read and change what is sent");
     }
-    if !provided.is_empty() {
-        ctx.registry.add_provider(Arc::new(Provider(provided)));
+    let relabeler = if cfg.write_relabel_configs.is_empty() {
+        None
+    } else {
+        Some(Relabeler::new(&cfg.write_relabel_configs).map_err(|e| err(format!("write_relabel_configs: {e}")))?)
+    };
+    let dir = ctx.config.agent.data_dir.join("remote_write").join(&name);
+    let (mut wal, report) = wal::Wal::open(&dir, cfg.max_wal_size).map_err(|e| err(e.to_string()))?;
+    wal.set_memory_buffer(cfg.memory_buffer_size);
+    if report.corrupt_records > 0 || report.segments_skipped > 0 {
+        tracing::warn!(endpoint = %name, wal = %dir.display(), corrupt_records = report.corrupt_records, segments_skipped = report.segments_skipped, "WAL damaged: the damaged records and segments are skipped and counted, the rest is sent in order");
     }
-    Ok(out)
+    if report.records > 0 {
+        tracing::info!(endpoint = %name, wal = %dir.display(), segments = report.segments, records = report.records, samples = report.samples, "WAL found: unacknowledged samples will be sent");
+    }
+    let wal = Arc::new(wal);
+    let stats = match carried {
+        Some(stats) => {
+            // The new queue counts everything in the WAL it opened as
+            // pending, the old queue's unacknowledged samples included.
+            stats.pending.store(0, Ordering::Relaxed);
+            stats
+        }
+        None => Arc::new(Stats { endpoint: name.clone(), ..Default::default() }),
+    };
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let sink = Arc::new(Sink::new(&name, wal.clone(), relabeler, external, notify.clone(), stats.clone()));
+    let q = queue::Queue {
+        name: name.clone(),
+        url: shown,
+        cfg: cfg.queue_config.clone(),
+        flush_deadline: cfg.flush_deadline,
+        wal: wal.clone(),
+        client: Arc::new(client),
+        stats: stats.clone(),
+        v2: Arc::new(AtomicBool::new(cfg.v2_requested().unwrap_or(false))),
+        notify,
+        shutdown: ctx.shutdown.clone(),
+        registry: ctx.registry.clone(),
+        ack_save_failing: AtomicBool::new(false),
+    };
+    let task = tokio::spawn(q.run());
+    ctx.registry.add_provider(Arc::new(Provider(vec![(stats.clone(), wal)])));
+    Ok(((sink, task), stats))
 }
 
 #[cfg(test)]
@@ -705,7 +742,6 @@ mod tests {
             last_ts: Mutex::new(LastTimestamps::default()),
             notify: Arc::new(tokio::sync::Notify::new()),
             stats: Arc::new(Stats::default()),
-            wal_error_logged: AtomicBool::new(false),
         }
     }
 
@@ -746,7 +782,9 @@ mod tests {
         f.push(&[("job", "gone")], stale_nan(), now_ms());
         s.accept(&Arc::new(Batch { source: "t".into(), families: vec![f] }));
         assert_eq!(s.stats.pending.load(Ordering::Relaxed), 1);
-        let wal::Read::Record { samples, body, .. } = wal::read_record(&s.wal, &mut None, wal::Pos::default()) else {
+        let wal::Read::Record { samples, body, .. } =
+            wal::read_record(&s.wal, &mut None, wal::Pos { segment: 0, offset: wal::SEG_HEADER })
+        else {
             panic!("no record in the WAL")
         };
         assert_eq!(samples, 1);

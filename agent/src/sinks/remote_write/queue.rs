@@ -97,6 +97,8 @@ pub struct Queue {
     pub notify: Arc<Notify>,
     pub shutdown: CancellationToken,
     pub registry: Registry,
+    /// Whether the last save of the `acked` file failed.
+    pub ack_save_failing: AtomicBool,
 }
 
 /// What sender tasks share.
@@ -162,13 +164,15 @@ impl Queue {
             // Read while there is room and shards are stable.
             while target == n && buffered < self.cfg.capacity * n {
                 match wal::read_record(&wal, &mut file, reader) {
-                    Read::Record { samples: _, body, next } => {
+                    Read::Record { samples, body, next } => {
                         let pos = reader;
+                        wal.note_read(pos.segment, samples as u64);
                         reader = next;
                         at_end = false;
                         let (series, kinds) = match split_record(&bytes::Bytes::from(body)) {
                             Ok(r) => r,
                             Err(e) => {
+                                wal.note_corrupt();
                                 tracing::warn!(endpoint = %self.name, segment = pos.segment, offset = pos.offset, error = %e, "undecodable WAL record skipped");
                                 continue;
                             }
@@ -348,8 +352,18 @@ impl Queue {
         // a mask; the rest are resent whole.
         let partial =
             outstanding.iter().filter(|(_, s)| s.acked & s.present != 0).map(|(p, s)| (*p, s.acked)).collect();
-        if let Err(e) = self.wal.save_acks(&AckState { watermark, partial }) {
-            tracing::error!(endpoint = %self.name, wal = %self.wal.dir().display(), error = %e, "cannot save WAL acknowledgements: a restart may send some samples twice");
+        match self.wal.save_acks(&AckState { watermark, partial }) {
+            // Said once per failure spell: on a full disk this fails on
+            // every acknowledgement.
+            Err(e) if !self.ack_save_failing.swap(true, Ordering::Relaxed) => {
+                tracing::error!(endpoint = %self.name, wal = %self.wal.dir().display(), error = %e, "cannot save WAL acknowledgements (the previous ones stay): a restart may send some samples twice");
+            }
+            Err(_) => {}
+            Ok(()) => {
+                if self.ack_save_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(endpoint = %self.name, wal = %self.wal.dir().display(), "WAL acknowledgements saved again");
+                }
+            }
         }
     }
 
@@ -362,6 +376,7 @@ impl Queue {
 
     fn report(&self, key: &str) {
         let ws = self.wal.stats();
+        let fault = self.wal.fault();
         let pending = self.stats.pending.load(Ordering::Relaxed).max(0) as u64;
         let last = self.stats.last_send_ms.load(Ordering::Relaxed);
         let highest = self.stats.highest_sent_ms.load(Ordering::Relaxed);
@@ -370,6 +385,13 @@ impl Queue {
             s.wal_bytes = ws.bytes;
             s.last_success_ms = last;
             s.lag_seconds = if highest > 0 { (now_ms() - highest).max(0) as f64 / 1000.0 } else { 0.0 };
+            // The WAL's trouble shows until it is over; a push error (set
+            // by the senders) takes its place meanwhile only if there is none.
+            match fault {
+                Some(f) => s.last_error = f,
+                None if s.last_error.starts_with("WAL ") => s.last_error.clear(),
+                None => {}
+            }
         });
     }
 }
@@ -437,7 +459,12 @@ async fn send(ctx: Arc<SendCtx>, shard: usize, batch: Vec<Entry>, done: mpsc::Un
                     tracing::info!(endpoint = %ctx.name, url = %ctx.url, failures = r.failures, down_for_s, "remote_write works again");
                 }
                 if attempt > 0 {
-                    ctx.registry.update_sink(&sink_key, |s| s.last_error.clear());
+                    // A WAL problem (disk full) is the WAL's to clear, not the network's.
+                    ctx.registry.update_sink(&sink_key, |s| {
+                        if !s.last_error.starts_with("WAL ") {
+                            s.last_error.clear()
+                        }
+                    });
                 }
                 break;
             }
@@ -469,7 +496,12 @@ async fn send(ctx: Arc<SendCtx>, shard: usize, batch: Vec<Entry>, done: mpsc::Un
                     let retry_in_ms = wait.as_millis() as u64;
                     tracing::warn!(endpoint = %ctx.name, url = %ctx.url, failures, since_last_line, down_for_s, retry_in_ms, "push failed, will retry: {reason}");
                 }
-                ctx.registry.update_sink(&sink_key, |s| s.last_error = reason);
+                // A WAL fault (full disk) stays shown until it is over.
+                ctx.registry.update_sink(&sink_key, |s| {
+                    if !s.last_error.starts_with("WAL ") {
+                        s.last_error = reason
+                    }
+                });
                 tokio::time::sleep(wait).await;
             }
         }
@@ -505,6 +537,7 @@ mod tests {
             notify: Arc::new(Notify::new()),
             shutdown: CancellationToken::new(),
             registry: Registry::default(),
+            ack_save_failing: AtomicBool::new(false),
         }
     }
 

@@ -189,13 +189,7 @@ pub fn start(ctx: &crate::Context) -> Started {
         let every = config.interval.unwrap_or(ctx.config.agent.scrape_interval);
         // Not required for readiness: the agent is ready without dockerd.
         ctx.registry.register_source(collector.name(), "docker", false);
-        tasks.push(tokio::spawn(crate::sources::run_collector(
-            Box::new(collector),
-            every,
-            ctx.metrics.clone(),
-            ctx.registry.clone(),
-            ctx.shutdown.clone(),
-        )));
+        tasks.push(tokio::spawn(crate::sources::run_collector(Box::new(collector), every, ctx.clone())));
     }
     Started { tasks, targets, inventory }
 }

@@ -5,17 +5,33 @@
 //! helpers (reusable file buffers, the label-set cache) that keep a
 //! collection cheap.
 
+mod arp;
+mod bonding;
 mod cpu;
+mod cpufreq;
 mod diskstats;
+mod edac;
 mod filesystem;
+mod hwmon;
+mod ipvs;
 mod kernel;
+mod mdadm;
 mod meminfo;
 mod netclass;
 mod netdev;
 mod netstat;
+mod nfs;
+mod nvme;
+mod powersupply;
+mod processes;
+mod rapl;
 mod stat;
 mod system;
 mod textfile;
+mod thermal;
+mod udp_queues;
+mod xfs;
+mod zfs;
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -37,28 +53,45 @@ type Factory = fn(&NodeConfig) -> Box<dyn Sub>;
 /// table is the registry: a new collector is a file of its own and one line
 /// here, like node_exporter's `registerCollector`.
 const REGISTRY: &[(&str, bool, Factory)] = &[
+    ("arp", true, |c| Box::new(arp::Arp::new(c))),
+    ("bonding", true, |c| Box::new(bonding::Bonding::new(c))),
     ("conntrack", true, |c| Box::new(kernel::Conntrack::new(c))),
     ("cpu", true, |c| Box::new(cpu::Cpu::new(c))),
+    ("cpufreq", true, |c| Box::new(cpufreq::Cpufreq::new(c))),
     ("diskstats", true, |c| Box::new(diskstats::Diskstats::new(c))),
+    ("edac", true, |c| Box::new(edac::Edac::new(c))),
     ("entropy", true, |c| Box::new(kernel::Entropy::new(c))),
     ("filefd", true, |c| Box::new(kernel::Filefd::new(c))),
     ("filesystem", true, |c| Box::new(filesystem::Filesystem::new(c))),
+    ("hwmon", true, |c| Box::new(hwmon::Hwmon::new(c))),
+    ("ipvs", true, |c| Box::new(ipvs::Ipvs::new(c))),
     ("loadavg", true, |c| Box::new(stat::Loadavg::new(c))),
+    ("mdadm", true, |c| Box::new(mdadm::Mdadm::new(c))),
     ("meminfo", true, |c| Box::new(meminfo::Meminfo::new(c))),
     ("netclass", true, |c| Box::new(netclass::Netclass::new(c))),
     ("netdev", true, |c| Box::new(netdev::Netdev::new(c))),
     ("netstat", true, |c| Box::new(netstat::Netstat::new(c))),
+    ("nfs", true, |c| Box::new(nfs::Nfs::new(c))),
+    ("nfsd", true, |c| Box::new(nfs::Nfsd::new(c))),
+    ("nvme", true, |c| Box::new(nvme::Nvme::new(c))),
     ("os", true, |c| Box::new(system::Os::new(c))),
+    ("powersupplyclass", true, |c| Box::new(powersupply::PowerSupply::new(c))),
     ("pressure", true, |c| Box::new(kernel::Pressure::new(c))),
+    ("processes", false, |c| Box::new(processes::Processes::new(c))),
+    ("rapl", true, |c| Box::new(rapl::Rapl::new(c))),
     ("schedstat", true, |c| Box::new(kernel::Schedstat::new(c))),
     ("sockstat", true, |c| Box::new(netstat::Sockstat::new(c))),
     ("softnet", true, |c| Box::new(kernel::Softnet::new(c))),
     ("stat", true, |c| Box::new(stat::Stat::new(c))),
     ("textfile", true, |c| Box::new(textfile::Textfile::new(c))),
+    ("thermal_zone", true, |c| Box::new(thermal::ThermalZone::new(c))),
     ("time", true, |c| Box::new(system::Time::new(c))),
     ("timex", true, |_| Box::new(system::Timex)),
+    ("udp_queues", true, |c| Box::new(udp_queues::UdpQueues::new(c))),
     ("uname", true, |_| Box::new(system::Uname)),
     ("vmstat", true, |c| Box::new(meminfo::Vmstat::new(c))),
+    ("xfs", true, |c| Box::new(xfs::Xfs::new(c))),
+    ("zfs", true, |c| Box::new(zfs::Zfs::new(c))),
 ];
 
 /// Collectors Vantage implements, by node_exporter's names, in the
@@ -70,40 +103,27 @@ pub fn collector_names() -> impl Iterator<Item = &'static str> {
 /// node_exporter 1.5 collectors Vantage does not have: accepted in
 /// `enable`/`disable` (seed configs name them) with one warning.
 pub const FOREIGN_COLLECTORS: &[&str] = &[
-    "arp",
     "bcache",
-    "bonding",
     "btrfs",
     "buddyinfo",
     "cgroups",
-    "cpufreq",
     "devstat",
     "dmi",
     "drbd",
     "drm",
-    "edac",
     "ethtool",
     "fibrechannel",
-    "hwmon",
     "infiniband",
     "interrupts",
-    "ipvs",
     "ksmd",
     "lnstat",
     "logind",
-    "mdadm",
     "meminfo_numa",
     "mountstats",
     "network_route",
-    "nfs",
-    "nfsd",
     "ntp",
-    "nvme",
     "perf",
-    "powersupplyclass",
-    "processes",
     "qdisc",
-    "rapl",
     "runit",
     "selinux",
     "slabinfo",
@@ -113,11 +133,7 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "systemd",
     "tapestats",
     "tcpstat",
-    "thermal_zone",
-    "udp_queues",
     "wifi",
-    "xfs",
-    "zfs",
     "zoneinfo",
 ];
 
@@ -194,6 +210,39 @@ pub struct NodeConfig {
     /// Directory of `*.prom` files for the textfile collector; off when unset.
     #[serde(default)]
     pub textfile_directory: Option<PathBuf>,
+    /// Power supplies left out of powersupplyclass (regex); none by default.
+    #[serde(default)]
+    pub powersupply_ignored_supplies: Option<String>,
+    /// Devices left out of arp (regex; node_exporter's `arp.device-exclude`).
+    #[serde(default)]
+    pub arp_device_exclude: Option<String>,
+    /// Only these devices in arp (regex; `arp.device-include`).
+    #[serde(default)]
+    pub arp_device_include: Option<String>,
+    /// One `node_rapl_joules_total` family with a `rapl_zone` label instead
+    /// of one family per zone (`rapl.enable-zone-label`).
+    #[serde(default)]
+    pub rapl_zone_label: bool,
+    /// Comma-separated labels of the ipvs backend series (`ipvs.backend-labels`);
+    /// all six by default.
+    #[serde(default)]
+    pub ipvs_backend_labels: Option<String>,
+    /// `node_cpu_guest_seconds_total` (`cpu.guest`, on by default).
+    #[serde(default = "yes")]
+    pub cpu_guest: bool,
+    /// `node_cpu_info` from /proc/cpuinfo (`cpu.info`); implied by the two
+    /// include patterns below.
+    #[serde(default)]
+    pub cpu_info: bool,
+    /// CPU flags exposed as `node_cpu_flag_info` (regex; `cpu.info.flags-include`).
+    #[serde(default)]
+    pub cpu_info_flags_include: Option<String>,
+    /// CPU bugs exposed as `node_cpu_bug_info` (regex; `cpu.info.bugs-include`).
+    #[serde(default)]
+    pub cpu_info_bugs_include: Option<String>,
+    /// `node_softirqs_total` per softirq type from /proc/stat (`stat.softirq`).
+    #[serde(default)]
+    pub stat_softirq: bool,
 }
 
 fn yes() -> bool {
@@ -236,6 +285,16 @@ impl Default for NodeConfig {
             vmstat_fields: None,
             netstat_fields: None,
             textfile_directory: None,
+            powersupply_ignored_supplies: None,
+            arp_device_exclude: None,
+            arp_device_include: None,
+            rapl_zone_label: false,
+            ipvs_backend_labels: None,
+            cpu_guest: true,
+            cpu_info: false,
+            cpu_info_flags_include: None,
+            cpu_info_bugs_include: None,
+            stat_softirq: false,
         }
     }
 }
@@ -259,6 +318,12 @@ impl NodeConfig {
                 }
             }
         }
+        if let Some(Err(unknown)) = self.ipvs_backend_labels.as_deref().map(ipvs::backend_labels) {
+            problems.push(format!(
+                "node.ipvs_backend_labels: unknown labels {unknown:?} (known: {:?})",
+                ipvs::BACKEND_LABELS
+            ));
+        }
         for (key, value) in self.regexes() {
             if let Some(text) = value {
                 if let Err(e) = regex::Regex::new(text) {
@@ -268,7 +333,7 @@ impl NodeConfig {
         }
     }
 
-    fn regexes(&self) -> [(&'static str, &Option<String>); 7] {
+    fn regexes(&self) -> [(&'static str, &Option<String>); 12] {
         [
             ("mount_points_exclude", &self.mount_points_exclude),
             ("fs_types_exclude", &self.fs_types_exclude),
@@ -277,6 +342,11 @@ impl NodeConfig {
             ("netclass_ignored_devices", &self.netclass_ignored_devices),
             ("vmstat_fields", &self.vmstat_fields),
             ("netstat_fields", &self.netstat_fields),
+            ("powersupply_ignored_supplies", &self.powersupply_ignored_supplies),
+            ("arp_device_exclude", &self.arp_device_exclude),
+            ("arp_device_include", &self.arp_device_include),
+            ("cpu_info_flags_include", &self.cpu_info_flags_include),
+            ("cpu_info_bugs_include", &self.cpu_info_bugs_include),
         ]
     }
 
@@ -329,6 +399,11 @@ pub enum NodeError {
     Read { path: String, source: std::io::Error },
     #[error("{path}: {what}")]
     Parse { path: String, what: String },
+    /// What the collector reads does not exist on this host (node_exporter's
+    /// ErrNoData): reported as not successful, as node_exporter does, but
+    /// logged at debug level only.
+    #[error("no data: {0} is absent")]
+    NoData(String),
 }
 
 impl NodeError {
@@ -337,6 +412,17 @@ impl NodeError {
     }
     fn parse(path: &Path, what: impl Into<String>) -> Self {
         NodeError::Parse { path: path.display().to_string(), what: what.into() }
+    }
+    fn no_data(path: &Path) -> Self {
+        NodeError::NoData(path.display().to_string())
+    }
+    /// [`NodeError::NoData`] when `e` says the file is absent, else a read error.
+    fn read_or_absent(path: &Path, e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            NodeError::no_data(path)
+        } else {
+            NodeError::read(path, e)
+        }
     }
 }
 
@@ -364,6 +450,16 @@ impl FileBuf {
     fn read(&mut self) -> Result<(&Path, &str), NodeError> {
         self.buf.clear();
         let mut f = std::fs::File::open(&self.path).map_err(|e| NodeError::read(&self.path, e))?;
+        f.read_to_end(&mut self.buf).map_err(|e| NodeError::read(&self.path, e))?;
+        let text = std::str::from_utf8(&self.buf).map_err(|_| NodeError::parse(&self.path, "not UTF-8"))?;
+        Ok((&self.path, text))
+    }
+
+    /// [`FileBuf::read`], with a missing file as [`NodeError::NoData`]
+    /// (one failed open when the subsystem is absent).
+    fn read_or_no_data(&mut self) -> Result<(&Path, &str), NodeError> {
+        self.buf.clear();
+        let mut f = std::fs::File::open(&self.path).map_err(|e| NodeError::read_or_absent(&self.path, e))?;
         f.read_to_end(&mut self.buf).map_err(|e| NodeError::read(&self.path, e))?;
         let text = std::str::from_utf8(&self.buf).map_err(|_| NodeError::parse(&self.path, "not UTF-8"))?;
         Ok((&self.path, text))
@@ -609,13 +705,20 @@ impl super::Collector for NodeCollector {
             let result = sub.update(&mut out);
             let seconds = started.elapsed().as_secs_f64();
             match &result {
+                Err(e @ NodeError::NoData(_)) => {
+                    tracing::debug!(collector = sub.name(), error = %e, "node collector has no data")
+                }
                 Err(e) if !*failing => tracing::warn!(collector = sub.name(), error = %e, "node collector failed"),
                 Ok(()) if *failing => tracing::info!(collector = sub.name(), "node collector works again"),
                 _ => {}
             }
-            *failing = result.is_err();
+            // No data (the subsystem is absent) is success 0, as node_exporter
+            // reports it, but not a failure worth a log line or the status page.
+            *failing = result.as_ref().is_err_and(|e| !matches!(e, NodeError::NoData(_)));
             if let Err(e) = &result {
-                self.errors.push((sub.name(), e.to_string()));
+                if *failing {
+                    self.errors.push((sub.name(), e.to_string()));
+                }
             }
             results.push((sub.name(), result.is_ok(), seconds));
         }

@@ -1,18 +1,25 @@
 //! `stat` (/proc/stat totals) and `loadavg` (/proc/loadavg).
 
 use super::{num, FileBuf, NodeConfig, NodeError, Out, Sub};
+
 use crate::sample::MetricType;
 
 /// The `stat` collector.
 pub(super) struct Stat {
     file: FileBuf,
+    /// `node_softirqs_total` per vector (`stat.softirq`, off by default).
+    softirq: bool,
 }
 
 impl Stat {
     pub fn new(c: &NodeConfig) -> Self {
-        Stat { file: FileBuf::new(c.proc_path.join("stat")) }
+        Stat { file: FileBuf::new(c.proc_path.join("stat")), softirq: c.stat_softirq }
     }
 }
+
+/// The vectors of /proc/stat's `softirq` line after its total, in order.
+const SOFTIRQS: [&str; 10] =
+    ["hi", "timer", "net_tx", "net_rx", "block", "block_iopoll", "tasklet", "sched", "hrtimer", "rcu"];
 
 impl Sub for Stat {
     fn name(&self) -> &'static str {
@@ -22,9 +29,18 @@ impl Sub for Stat {
     fn update(&mut self, out: &mut Out<'_>) -> Result<(), NodeError> {
         let (path, text) = self.file.read()?;
         let mut found = 0;
+        let mut softirqs = None;
         for line in text.lines() {
             let mut fields = line.split_ascii_whitespace();
             let (Some(key), Some(first)) = (fields.next(), fields.next()) else { continue };
+            if key == "softirq" && self.softirq {
+                let mut v = [0u64; 10];
+                for (slot, f) in v.iter_mut().zip(fields.by_ref()) {
+                    *slot = f.parse().map_err(|_| NodeError::parse(path, format!("bad number {f:?} in {line:?}")))?;
+                }
+                softirqs = Some(v);
+                continue;
+            }
             let (name, kind, help) = match key {
                 "intr" => ("node_intr_total", MetricType::Counter, "Total number of interrupts serviced."),
                 "ctxt" => ("node_context_switches_total", MetricType::Counter, "Total number of context switches."),
@@ -47,6 +63,13 @@ impl Sub for Stat {
                 path,
                 "none of intr, ctxt, btime, processes, procs_running, procs_blocked",
             ));
+        }
+        if self.softirq {
+            let v = softirqs.ok_or_else(|| NodeError::parse(path, "no softirq line"))?;
+            out.family("node_softirqs_total", MetricType::Counter, "Number of softirq calls.");
+            for (vector, n) in SOFTIRQS.iter().zip(v) {
+                out.add(&[("vector", vector)], n as f64);
+            }
         }
         Ok(())
     }
@@ -103,6 +126,11 @@ mod tests {
         assert_eq!(value(&got, "node_forks_total{}"), 49242.0);
         assert_eq!(value(&got, "node_procs_running{}"), 5.0);
         assert_eq!(value(&got, "node_procs_blocked{}"), 1.0);
+        let c = NodeConfig { stat_softirq: true, ..t.config() };
+        let got = run(&mut Stat::new(&c)).unwrap();
+        assert_eq!(got.len(), 16);
+        assert_eq!(value(&got, "node_softirqs_total{vector=\"hi\"}"), 1.0);
+        assert_eq!(value(&got, "node_softirqs_total{vector=\"rcu\"}"), 0.0);
         t.write("proc/stat", "ctxt abc\n");
         assert!(run(&mut Stat::new(&t.config())).unwrap_err().to_string().contains("\"abc\""));
     }

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::parser::{self, Event, Format};
+use super::cache::{Cache, Hit};
+use super::parser::{self, Event, Format, Handler, Stream};
 use crate::relabel::Relabeler;
 use crate::sample::{name_cmp, Family, Labels, MetricType, Sample, METRIC_NAME};
 
@@ -158,123 +159,218 @@ fn build_labels(
 }
 
 /// Parses `body` and builds the families to store, or the reason to store
-/// nothing.
-pub fn ingest(body: &[u8], opts: &Options<'_>) -> Result<Ingested, IngestError> {
-    let mut out = Ingested::default();
-    let mut types: HashMap<&[u8], MetricType> = HashMap::new();
-    let mut helps: HashMap<String, String> = HashMap::new();
-    let mut units: HashMap<String, String> = HashMap::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    // The family of the previous sample name: consecutive samples of one
-    // metric skip the lookups.
-    let mut last: Option<(&[u8], usize)> = None;
-    // Family of each sample name seen (histograms alternate between their
-    // _bucket, _sum and _count names).
-    let mut by_name: HashMap<&str, usize> = HashMap::new();
-    let mut failure: Option<IngestError> = None;
-    let mut order: Vec<usize> = Vec::with_capacity(16);
+/// nothing. `cache` is the target's (see [`Cache`]); the caller ends the
+/// scrape with [`Cache::finish_good`] or [`Cache::finish_failed`].
+pub fn ingest(body: &[u8], opts: &Options<'_>, cache: &mut Cache) -> Result<Ingested, IngestError> {
+    let mut ingest = Ingest::new(opts, cache);
+    ingest.feed(body)?;
+    ingest.finish()
+}
 
-    let parsed = parser::parse(body, opts.format, false, |event| {
-        if failure.is_some() {
-            return;
+/// A body being ingested, fed in pieces of whole lines as it arrives: a
+/// scrape holds one piece of the body at a time, and stops reading as soon
+/// as a limit is passed.
+pub struct Ingest<'o> {
+    opts: &'o Options<'o>,
+    cache: &'o mut Cache,
+    stream: Stream,
+    st: State,
+}
+
+/// What ingesting carries from one piece of the body to the next.
+#[derive(Default)]
+struct State {
+    out: Ingested,
+    types: HashMap<Box<[u8]>, MetricType>,
+    helps: HashMap<String, String>,
+    units: HashMap<String, String>,
+    index: HashMap<String, usize>,
+    /// The family of the previous sample name: consecutive samples of one
+    /// metric skip the lookups.
+    last_name: Vec<u8>,
+    last_family: Option<usize>,
+    /// Family of each sample name seen since the last TYPE line
+    /// (histograms alternate between their _bucket, _sum and _count names).
+    by_name: HashMap<Box<str>, usize>,
+    failure: Option<IngestError>,
+    order: Vec<usize>,
+    /// What the cache said about the series the parser asked for.
+    hit: Option<Hit>,
+}
+
+impl<'o> Ingest<'o> {
+    /// Starts ingesting one body of the target whose cache is `cache`.
+    pub fn new(opts: &'o Options<'o>, cache: &'o mut Cache) -> Ingest<'o> {
+        use std::hash::{Hash, Hasher};
+        // Everything a cached label set was built from besides the body.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (opts.metric_relabel.fingerprint(), opts.target_labels, opts.honor_labels, opts.label_limit).hash(&mut h);
+        cache.begin(h.finish());
+        Ingest { opts, cache, stream: Stream::new(opts.format, false), st: State::default() }
+    }
+
+    /// Ingests the next piece of the body: whole lines (only the body's
+    /// last piece may end without a newline). An error ends the body: stop
+    /// reading it.
+    pub fn feed(&mut self, piece: &[u8]) -> Result<(), IngestError> {
+        let mut handler = Piece { st: &mut self.st, cache: self.cache, opts: self.opts };
+        let parsed = self.stream.feed(piece, &mut handler);
+        if let Some(failure) = self.st.failure.take() {
+            return Err(failure.read(self.stream.samples()));
         }
+        parsed.map_err(|error| IngestError::Parse { error, kept: self.st.out.kept })
+    }
+
+    /// Ends the body: the families, or why the body gave nothing.
+    pub fn finish(self) -> Result<Ingested, IngestError> {
+        let Ingest { stream, mut st, .. } = self;
+        let kept = st.out.kept;
+        st.out.scraped = stream.finish().map_err(|error| IngestError::Parse { error, kept })?;
+        for f in &mut st.out.families {
+            if let Some(h) = st.helps.remove(&f.name) {
+                f.help = h;
+            }
+            if let Some(u) = st.units.remove(&f.name) {
+                f.unit = u;
+            }
+        }
+        st.out.families.retain(|f| !f.samples.is_empty());
+        Ok(st.out)
+    }
+}
+
+impl IngestError {
+    /// The error with the number of samples read when it stopped the body.
+    fn read(self, n: usize) -> IngestError {
+        match self {
+            IngestError::SampleLimit { limit, .. } => IngestError::SampleLimit { limit, scraped: n },
+            IngestError::LabelLimit { series, count, limit, .. } => {
+                IngestError::LabelLimit { series, count, limit, scraped: n }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The parse handler of one piece of the body.
+struct Piece<'s, 'o> {
+    st: &'s mut State,
+    cache: &'s mut Cache,
+    opts: &'s Options<'o>,
+}
+
+impl<'a> Handler<'a> for Piece<'_, '_> {
+    fn known(&mut self, series: &'a [u8]) -> bool {
+        self.st.hit = self.cache.get(series);
+        self.st.hit.is_some()
+    }
+
+    // A limit passed ends the body: nothing after it is read (Prometheus
+    // reads on to count the samples; a runaway target's body is what the
+    // limit protects the agent from).
+    fn stopped(&self) -> bool {
+        self.st.failure.is_some()
+    }
+
+    fn event(&mut self, event: Event<'a, '_>) {
+        let st = &mut *self.st;
         match event {
             Event::Help { family, text } => {
-                helps.insert(family.to_string(), text.into_owned());
+                st.helps.insert(family.to_string(), text.into_owned());
             }
             Event::Unit { family, unit } => {
-                units.insert(family.to_string(), unit.to_string());
+                st.units.insert(family.to_string(), unit.to_string());
             }
             Event::Type { family, kind } => {
-                types.insert(family.as_bytes(), kind);
-                last = None;
-                by_name.clear();
+                st.types.insert(family.as_bytes().into(), kind);
+                st.last_family = None;
+                st.by_name.clear();
             }
-            Event::Sample { name, labels, value, timestamp_ms } => {
-                out.scraped += 1;
-                let fam = match last {
-                    Some((n, i)) if n == name.as_bytes() => i,
-                    _ => {
-                        let i = match by_name.get(name) {
-                            Some(i) => *i,
-                            None => {
-                                let (fname, kind) = family_of(name, &types);
-                                let i = match index.get(fname) {
-                                    Some(i) => *i,
-                                    None => {
-                                        out.families.push(Family::new(fname, kind, ""));
-                                        index.insert(fname.to_string(), out.families.len() - 1);
-                                        out.families.len() - 1
-                                    }
-                                };
-                                by_name.insert(name, i);
-                                i
-                            }
-                        };
-                        last = Some((name.as_bytes(), i));
-                        i
-                    }
+            Event::Known { name, value, timestamp_ms } => {
+                let fam = st.family(name);
+                if let Some(hit) = st.hit.take() {
+                    self.keep(fam, hit, value, timestamp_ms);
+                }
+            }
+            Event::Sample { name, series, labels, value, timestamp_ms } => {
+                let fam = st.family(name);
+                let opts = self.opts;
+                let Some(mut set) = build_labels(name, labels, opts.target_labels, opts.honor_labels, &mut st.order)
+                else {
+                    return;
                 };
-                let set = build_labels(name, labels, opts.target_labels, opts.honor_labels, &mut order);
-                let Some(mut set) = set else { return };
-                if !opts.metric_relabel.is_empty() && !opts.metric_relabel.apply(&mut set) {
-                    return;
-                }
-                if set.metric_name().is_empty() {
-                    return;
-                }
-                if opts.label_limit > 0 && set.len() > opts.label_limit {
-                    failure = Some(IngestError::LabelLimit {
+                let kept = (opts.metric_relabel.is_empty() || opts.metric_relabel.apply(&mut set))
+                    && !set.metric_name().is_empty();
+                if kept && opts.label_limit > 0 && set.len() > opts.label_limit {
+                    st.failure = Some(IngestError::LabelLimit {
                         series: set.to_string(),
                         count: set.len(),
                         limit: opts.label_limit,
-                        scraped: out.scraped,
+                        scraped: 0,
                     });
                     return;
                 }
-                out.kept += 1;
-                if opts.sample_limit > 0 && out.kept > opts.sample_limit {
-                    failure = Some(IngestError::SampleLimit { limit: opts.sample_limit, scraped: out.scraped });
-                    return;
-                }
-                let ts = match timestamp_ms {
-                    Some(t) if opts.honor_timestamps => t,
-                    _ => opts.scrape_ms,
-                };
-                out.families[fam].samples.push(Sample { labels: set, value, timestamp_ms: ts });
+                let hit = self.cache.insert(series, kept.then_some(set));
+                self.keep(fam, hit, value, timestamp_ms);
             }
         }
-    });
-    match (parsed, failure) {
-        (Err(error), _) => return Err(IngestError::Parse { error, kept: out.kept }),
-        (Ok(n), Some(f)) => {
-            // Prometheus counts every sample of the body even when a limit
-            // stopped the append.
-            return Err(match f {
-                IngestError::SampleLimit { limit, .. } => IngestError::SampleLimit { limit, scraped: n },
-                IngestError::LabelLimit { series, count, limit, .. } => {
-                    IngestError::LabelLimit { series, count, limit, scraped: n }
-                }
-                other => other,
-            });
-        }
-        (Ok(n), None) => out.scraped = n,
     }
-    for f in &mut out.families {
-        if let Some(h) = helps.remove(&f.name) {
-            f.help = h;
+}
+
+impl Piece<'_, '_> {
+    /// Adds a sample of the series `hit` to family `fam`, unless
+    /// relabeling dropped the series or the sample limit is passed.
+    fn keep(&mut self, fam: usize, hit: Hit, value: f64, timestamp_ms: Option<i64>) {
+        let Some(labels) = hit.labels else { return };
+        let (st, opts) = (&mut *self.st, self.opts);
+        st.out.kept += 1;
+        if opts.sample_limit > 0 && st.out.kept > opts.sample_limit {
+            st.failure = Some(IngestError::SampleLimit { limit: opts.sample_limit, scraped: 0 });
+            return;
         }
-        if let Some(u) = units.remove(&f.name) {
-            f.unit = u;
-        }
+        self.cache.read(hit.hash, &labels);
+        let ts = match timestamp_ms {
+            Some(t) if opts.honor_timestamps => t,
+            _ => opts.scrape_ms,
+        };
+        st.out.families[fam].samples.push(Sample { labels, value, timestamp_ms: ts });
     }
-    out.families.retain(|f| !f.samples.is_empty());
-    Ok(out)
+}
+
+impl State {
+    /// The index of the family of sample name `name`, created on first use.
+    fn family(&mut self, name: &str) -> usize {
+        if let Some(i) = self.last_family {
+            if self.last_name == name.as_bytes() {
+                return i;
+            }
+        }
+        let i = match self.by_name.get(name) {
+            Some(i) => *i,
+            None => {
+                let (fname, kind) = family_of(name, &self.types);
+                let i = match self.index.get(fname) {
+                    Some(i) => *i,
+                    None => {
+                        self.out.families.push(Family::new(fname, kind, ""));
+                        self.index.insert(fname.to_string(), self.out.families.len() - 1);
+                        self.out.families.len() - 1
+                    }
+                };
+                self.by_name.insert(name.into(), i);
+                i
+            }
+        };
+        self.last_name.clear();
+        self.last_name.extend_from_slice(name.as_bytes());
+        self.last_family = Some(i);
+        i
+    }
 }
 
 /// The family a sample name belongs to, by the TYPE lines seen so far:
 /// `x_bucket` belongs to histogram `x`, `x_total` to counter `x`...
-fn family_of<'n>(name: &'n str, types: &HashMap<&[u8], MetricType>) -> (&'n str, MetricType) {
+fn family_of<'n>(name: &'n str, types: &HashMap<Box<[u8]>, MetricType>) -> (&'n str, MetricType) {
     if let Some(kind) = types.get(name.as_bytes()) {
         return (name, *kind);
     }
@@ -332,7 +428,7 @@ mod tests {
             "drop_me_total 5\n",
             "x{job=\"app\",instance=\"other\",exported_job=\"e\",v=\"\"} 7 5000\n",
         );
-        let out = ingest(body.as_bytes(), &opts(&target, &relabel)).unwrap();
+        let out = ingest(body.as_bytes(), &opts(&target, &relabel), &mut Cache::default()).unwrap();
         assert_eq!(out.scraped, 6);
         assert_eq!(out.kept, 5);
         assert_eq!(out.families[0].name, "h");
@@ -352,7 +448,7 @@ mod tests {
         let mut honor = opts(&target, &relabel);
         honor.honor_labels = true;
         honor.honor_timestamps = false;
-        let out = ingest(b"x{job=\"app\"} 7 5000\n", &honor).unwrap();
+        let out = ingest(b"x{job=\"app\"} 7 5000\n", &honor, &mut Cache::default()).unwrap();
         assert_eq!(series(&out), ["x{broker_id=\"1\", instance=\"k1:7071\", job=\"app\"} 7 1000"]);
     }
 
@@ -362,13 +458,14 @@ mod tests {
         let none = Relabeler::default();
         let mut o = opts(&target, &none);
         o.sample_limit = 2;
-        let err = ingest(b"a 1\nb 2\nc 3\nd 4\n", &o).unwrap_err();
-        assert!(matches!(err, IngestError::SampleLimit { limit: 2, scraped: 4 }), "{err:?}");
+        let err = ingest(b"a 1\nb 2\nc 3\nd 4\n", &o, &mut Cache::default()).unwrap_err();
+        // The body stops at the sample past the limit.
+        assert!(matches!(err, IngestError::SampleLimit { limit: 2, scraped: 3 }), "{err:?}");
         let mut o = opts(&target, &none);
         o.label_limit = 2;
-        let err = ingest(b"a{x=\"1\",y=\"2\"} 1\n", &o).unwrap_err();
+        let err = ingest(b"a{x=\"1\",y=\"2\"} 1\n", &o, &mut Cache::default()).unwrap_err();
         assert!(err.to_string().contains("label_limit"), "{err}");
-        let err = ingest(b"a 1\nb 2\nc{ 3\n", &opts(&target, &none)).unwrap_err();
+        let err = ingest(b"a 1\nb 2\nc{ 3\n", &opts(&target, &none), &mut Cache::default()).unwrap_err();
         assert_eq!(err.scraped(), 2);
         assert!(err.to_string().starts_with("parse error at line 3"), "{err}");
     }

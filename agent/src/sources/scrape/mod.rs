@@ -5,6 +5,7 @@
 //! - [`target`]: targets (static or from Docker), target relabeling, the
 //!   HTTP client and one loop per target.
 
+pub mod cache;
 pub mod ingest;
 pub mod parser;
 pub mod target;
@@ -237,11 +238,12 @@ pub async fn collect_once(config: &crate::config::Config) -> Vec<crate::sample::
                 continue;
             }
         };
+        let job_limit = job.sample_limit;
         for (i, t) in j.static_targets().into_iter().enumerate() {
             let j = j.clone();
             set.spawn(async move {
-                let mut seen = std::collections::HashSet::new();
-                let (families, error) = j.scrape(&t, &mut seen).await;
+                let mut cache = cache::Cache::new(job_limit);
+                let (families, error) = j.scrape(&t, &mut cache).await;
                 if let Some(e) = &error {
                     tracing::warn!(target = %t.name, error = %e, "scrape failed");
                 }

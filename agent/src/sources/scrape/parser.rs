@@ -6,6 +6,12 @@
 //! callback's own output. It never panics: every malformed input becomes a
 //! [`ParseError`] naming the line.
 //!
+//! A [`Handler`] may know a series from an earlier body: the parser asks it
+//! with the series' raw text (`name{labels}` as written) before reading the
+//! labels, and for a known series reads only the value and timestamp. That
+//! is the scrape cache's fast path. A body can also be fed in pieces of
+//! whole lines as it arrives ([`Stream`]).
+//!
 //! OpenMetrics has two levels: the syntax (always checked, as Prometheus
 //! does) and the spec's rules on families (counter values, histogram
 //! buckets, grouping, metadata placement...), checked when `strict` is set.
@@ -62,9 +68,50 @@ pub enum Event<'a, 'b> {
     Type { family: &'a str, kind: MetricType },
     /// `# UNIT <family> <unit>` (OpenMetrics).
     Unit { family: &'a str, unit: &'a str },
-    /// A sample. `labels` may hold empty values (an empty value means the
-    /// label is absent). `timestamp_ms` is set when the line carries one.
-    Sample { name: &'a str, labels: &'b [(&'a str, Cow<'a, str>)], value: f64, timestamp_ms: Option<i64> },
+    /// A sample. `series` is its name and label set as written in the
+    /// body (the scrape cache's key). `labels` may hold empty values (an
+    /// empty value means the label is absent). `timestamp_ms` is set when
+    /// the line carries one.
+    Sample {
+        name: &'a str,
+        series: &'a [u8],
+        labels: &'b [(&'a str, Cow<'a, str>)],
+        value: f64,
+        timestamp_ms: Option<i64>,
+    },
+    /// A sample of the series the handler just said it knows
+    /// ([`Handler::known`]): its labels were not read.
+    Known { name: &'a str, value: f64, timestamp_ms: Option<i64> },
+}
+
+/// What a parse hands its items to.
+pub trait Handler<'a> {
+    /// Whether the handler knows `series` (a sample's `name{labels}` as
+    /// written) from an earlier body: then the parser skips its labels and
+    /// reports the sample as [`Event::Known`]. Asked only for a series
+    /// whose label set is closed; never in strict mode, whose checks need
+    /// the labels.
+    fn known(&mut self, _series: &'a [u8]) -> bool {
+        false
+    }
+
+    /// Whether the handler wants nothing more of the body: the parse stops
+    /// after the sample just handed over. Asked after every sample.
+    fn stopped(&self) -> bool {
+        false
+    }
+
+    /// One item of the body, in order.
+    fn event(&mut self, event: Event<'a, '_>);
+}
+
+/// A closure as a handler that knows no series.
+struct Closure<F>(F);
+
+impl<'a, F: FnMut(Event<'a, '_>)> Handler<'a> for Closure<F> {
+    fn event(&mut self, event: Event<'a, '_>) {
+        (self.0)(event)
+    }
 }
 
 /// Parses `body` in `format`, calling `on` for every item in order.
@@ -74,24 +121,95 @@ pub fn parse<'a>(
     body: &'a [u8],
     format: Format,
     strict: bool,
-    mut on: impl FnMut(Event<'a, '_>),
+    on: impl FnMut(Event<'a, '_>),
 ) -> Result<usize, ParseError> {
-    let mut p = Parser { line: 0, samples: 0, labels: Vec::with_capacity(16), om: None };
-    if format == Format::OpenMetrics && strict {
-        p.om = Some(Box::default());
-    }
-    let result = match format {
-        Format::Prometheus => p.parse_text(body, &mut on),
-        Format::OpenMetrics => p.parse_openmetrics(body, &mut on),
-    };
-    result.map(|()| p.samples).map_err(|message| ParseError { line: p.line, message, samples_before: p.samples })
+    let mut stream = Stream::new(format, strict);
+    stream.feed(body, &mut Closure(on))?;
+    stream.finish()
 }
 
-struct Parser<'a> {
+/// A parse fed a body in pieces as it arrives, each piece whole lines
+/// (ending in a newline; only the last piece of a body may lack it). What
+/// a piece's events borrow lives as long as the piece.
+pub struct Stream {
+    format: Format,
+    state: State,
+}
+
+/// What a parse carries from one piece to the next.
+struct State {
     line: usize,
     samples: usize,
-    labels: Vec<(&'a str, Cow<'a, str>)>,
     om: Option<Box<Strict>>,
+    /// The OpenMetrics `# EOF` line was read.
+    eof: bool,
+}
+
+impl Stream {
+    /// A parse of one body in `format` (`strict`: see [`parse`]).
+    pub fn new(format: Format, strict: bool) -> Stream {
+        let om = (format == Format::OpenMetrics && strict).then(Box::default);
+        Stream { format, state: State { line: 0, samples: 0, om, eof: false } }
+    }
+
+    /// Parses the next piece of the body.
+    pub fn feed<'a>(&mut self, piece: &'a [u8], on: &mut impl Handler<'a>) -> Result<(), ParseError> {
+        let mut p = Parser { st: &mut self.state, labels: Vec::new() };
+        let result = match self.format {
+            Format::Prometheus => p.parse_text(piece, on),
+            Format::OpenMetrics => p.parse_openmetrics(piece, on),
+        };
+        result.map_err(|message| self.error(message))
+    }
+
+    /// Samples read so far.
+    pub fn samples(&self) -> usize {
+        self.state.samples
+    }
+
+    /// Ends the body; returns the number of samples.
+    pub fn finish(mut self) -> Result<usize, ParseError> {
+        if self.format == Format::OpenMetrics {
+            if !self.state.eof {
+                self.state.line += 1;
+                return Err(self.error("missing # EOF at the end".into()));
+            }
+            if let Some(om) = self.state.om.as_mut() {
+                if let Err(message) = om.finish() {
+                    return Err(self.error(message));
+                }
+            }
+        }
+        Ok(self.state.samples)
+    }
+
+    fn error(&self, message: String) -> ParseError {
+        ParseError { line: self.state.line, message, samples_before: self.state.samples }
+    }
+}
+
+struct Parser<'a, 's> {
+    st: &'s mut State,
+    labels: Vec<(&'a str, Cow<'a, str>)>,
+}
+
+/// Length of the label set at the start of `s` (`{` through its `}`),
+/// found without reading the labels: the first `}` outside quotes. Where
+/// the labels are valid it is where their parse ends. None when no `}`
+/// closes the set.
+fn label_set_len(s: &[u8]) -> Option<usize> {
+    let mut quoted = false;
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b'}' if !quoted => return Some(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 fn is_name_start(c: u8) -> bool {
@@ -199,12 +317,14 @@ fn metric_type(s: &str, openmetrics: bool) -> Option<MetricType> {
     })
 }
 
-impl<'a> Parser<'a> {
+impl<'a> Parser<'a, '_> {
     // ----- Prometheus text format 0.0.4 ------------------------------------
 
-    fn parse_text(&mut self, body: &'a [u8], on: &mut impl FnMut(Event<'a, '_>)) -> Result<(), String> {
+    fn parse_text(&mut self, body: &'a [u8], on: &mut impl Handler<'a>) -> Result<(), String> {
+        // A piece ends with its last line's newline: no empty line after it.
+        let body = body.strip_suffix(b"\n").unwrap_or(body);
         for raw in body.split(|&b| b == b'\n') {
-            self.line += 1;
+            self.st.line += 1;
             let line = trim_start(raw);
             if line.is_empty() {
                 continue;
@@ -215,17 +335,20 @@ impl<'a> Parser<'a> {
                 // Prometheus keeps leading blanks in the metric name, which
                 // then fails as invalid: the whole scrape does. It counts
                 // as a scraped sample there.
-                self.samples += 1;
+                self.st.samples += 1;
                 return Err(format!("invalid metric name {:?} (leading whitespace)", lossy_head(raw)));
             } else {
                 self.text_sample(line, on)?;
+                if on.stopped() {
+                    return Ok(());
+                }
             }
         }
         Ok(())
     }
 
     /// `# HELP`, `# TYPE`, or any other comment (ignored).
-    fn text_comment(&mut self, rest: &'a [u8], on: &mut impl FnMut(Event<'a, '_>)) -> Result<(), String> {
+    fn text_comment(&mut self, rest: &'a [u8], on: &mut impl Handler<'a>) -> Result<(), String> {
         let rest = trim_start(rest);
         let (keyword, rest) = split_word(rest);
         if keyword != b"HELP" && keyword != b"TYPE" {
@@ -246,28 +369,46 @@ impl<'a> Parser<'a> {
         let after = trim_start(after);
         if keyword == b"HELP" {
             let help = text(after)?;
-            on(Event::Help { family, text: unescape_help(help, false) });
+            on.event(Event::Help { family, text: unescape_help(help, false) });
         } else {
             let t = text(trim_end(after))?;
             let kind = metric_type(t, false).ok_or_else(|| format!("unknown metric type {t:?}"))?;
-            on(Event::Type { family, kind });
+            on.event(Event::Type { family, kind });
         }
         Ok(())
     }
 
-    fn text_sample(&mut self, line: &'a [u8], on: &mut impl FnMut(Event<'a, '_>)) -> Result<(), String> {
+    fn text_sample(&mut self, line: &'a [u8], on: &mut impl Handler<'a>) -> Result<(), String> {
         let n = name_len(line, is_name_start, is_name_char);
         if n == 0 {
             return Err(format!("invalid metric name at {:?}", lossy_head(line)));
         }
         let name = text(&line[..n])?;
         let mut rest = trim_start(&line[n..]);
-        self.labels.clear();
-        if rest.first() == Some(&b'{') {
-            rest = self.text_labels(&rest[1..])?;
-        } else if rest.len() == line.len() - n {
+        let has_labels = rest.first() == Some(&b'{');
+        if !has_labels && rest.len() == line.len() - n {
             return Err("expected a space or '{' after the metric name".into());
         }
+        let scanned = if has_labels { label_set_len(rest).map(|l| line.len() - rest.len() + l) } else { Some(n) };
+        let known = match scanned {
+            Some(end) if self.st.om.is_none() => on.known(&line[..end]),
+            _ => false,
+        };
+        let series_end = match scanned {
+            Some(end) if known => {
+                rest = &line[end..];
+                end
+            }
+            _ if has_labels => {
+                self.labels.clear();
+                rest = self.text_labels(&rest[1..])?;
+                line.len() - rest.len()
+            }
+            _ => {
+                self.labels.clear();
+                n
+            }
+        };
         let rest = trim_start(rest);
         let (value, rest) = split_word(rest);
         if value.is_empty() {
@@ -286,8 +427,12 @@ impl<'a> Parser<'a> {
             let ts_text = text(ts)?;
             Some(ts_text.parse::<i64>().map_err(|_| format!("invalid timestamp {ts_text:?} for {name}"))?)
         };
-        self.samples += 1;
-        on(Event::Sample { name, labels: &self.labels, value, timestamp_ms });
+        self.st.samples += 1;
+        if known {
+            on.event(Event::Known { name, value, timestamp_ms });
+        } else {
+            on.event(Event::Sample { name, series: &line[..series_end], labels: &self.labels, value, timestamp_ms });
+        }
         Ok(())
     }
 
@@ -333,28 +478,24 @@ impl<'a> Parser<'a> {
 
     // ----- OpenMetrics 1.0 text ---------------------------------------------
 
-    fn parse_openmetrics(&mut self, body: &'a [u8], on: &mut impl FnMut(Event<'a, '_>)) -> Result<(), String> {
+    fn parse_openmetrics(&mut self, body: &'a [u8], on: &mut impl Handler<'a>) -> Result<(), String> {
         let mut rest = body;
-        loop {
-            if rest.is_empty() {
-                self.line += 1;
-                return Err("missing # EOF at the end".into());
+        while !rest.is_empty() {
+            if self.st.eof {
+                // The error names the # EOF line.
+                return Err("text after # EOF".into());
             }
-            self.line += 1;
-            let (line, next, had_newline) = match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => (&rest[..i], &rest[i + 1..], true),
-                None => (rest, &rest[rest.len()..], false),
+            self.st.line += 1;
+            let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
             };
             rest = next;
             if line == b"# EOF" {
-                if !rest.is_empty() {
-                    return Err("text after # EOF".into());
-                }
-                let _ = had_newline;
-                if let Some(om) = self.om.as_mut() {
-                    om.finish()?;
-                }
-                return Ok(());
+                // Strict checks of the last family wait for the end of the
+                // body: text after # EOF is reported first.
+                self.st.eof = true;
+                continue;
             }
             if line.is_empty() {
                 return Err("blank line".into());
@@ -363,11 +504,15 @@ impl<'a> Parser<'a> {
                 self.om_metadata(line, on)?;
             } else {
                 self.om_sample(line, on)?;
+                if on.stopped() {
+                    return Ok(());
+                }
             }
         }
+        Ok(())
     }
 
-    fn om_metadata(&mut self, line: &'a [u8], on: &mut impl FnMut(Event<'a, '_>)) -> Result<(), String> {
+    fn om_metadata(&mut self, line: &'a [u8], on: &mut impl Handler<'a>) -> Result<(), String> {
         let (keyword, rest) = if let Some(r) = line.strip_prefix(b"# HELP ") {
             ("HELP", r)
         } else if let Some(r) = line.strip_prefix(b"# TYPE ") {
@@ -392,23 +537,23 @@ impl<'a> Parser<'a> {
         let after = text(&after[1..])?;
         match keyword {
             "HELP" => {
-                if let Some(om) = self.om.as_mut() {
+                if let Some(om) = self.st.om.as_mut() {
                     om.metadata(family, 'h', None)?;
                 }
-                on(Event::Help { family, text: unescape_help(after, true) });
+                on.event(Event::Help { family, text: unescape_help(after, true) });
             }
             "TYPE" => {
                 let kind = metric_type(after, true).ok_or_else(|| format!("unknown metric type {after:?}"))?;
-                if let Some(om) = self.om.as_mut() {
+                if let Some(om) = self.st.om.as_mut() {
                     om.metadata(family, 't', Some(kind))?;
                 }
-                on(Event::Type { family, kind });
+                on.event(Event::Type { family, kind });
             }
             _ => {
                 if after.bytes().any(|c| !is_label_char(c)) {
                     return Err(format!("invalid unit {after:?}"));
                 }
-                if let Some(om) = self.om.as_mut() {
+                if let Some(om) = self.st.om.as_mut() {
                     om.metadata(family, 'u', None)?;
                     if !after.is_empty() && !family.ends_with(&format!("_{after}")) {
                         return Err(format!("metric {family} must end in _{after} to have unit {after}"));
@@ -416,23 +561,38 @@ impl<'a> Parser<'a> {
                     om.unit = !after.is_empty();
                     om.check_unit_type()?;
                 }
-                on(Event::Unit { family, unit: after });
+                on.event(Event::Unit { family, unit: after });
             }
         }
         Ok(())
     }
 
-    fn om_sample(&mut self, line: &'a [u8], on: &mut impl FnMut(Event<'a, '_>)) -> Result<(), String> {
+    fn om_sample(&mut self, line: &'a [u8], on: &mut impl Handler<'a>) -> Result<(), String> {
         let n = name_len(line, is_name_start, is_name_char);
         if n == 0 {
             return Err(format!("invalid metric name at {:?}", lossy_head(line)));
         }
         let name = text(&line[..n])?;
         let mut rest = &line[n..];
-        self.labels.clear();
-        if rest.first() == Some(&b'{') {
-            rest = self.om_labels(&rest[1..], false)?;
-        }
+        let has_labels = rest.first() == Some(&b'{');
+        let scanned = if has_labels { label_set_len(rest).map(|l| n + l) } else { Some(n) };
+        let known = match scanned {
+            Some(end) if self.st.om.is_none() => on.known(&line[..end]),
+            _ => false,
+        };
+        let series_end = match scanned {
+            Some(end) if known => {
+                rest = &line[end..];
+                end
+            }
+            _ => {
+                self.labels.clear();
+                if has_labels {
+                    rest = self.om_labels(&rest[1..], false)?;
+                }
+                line.len() - rest.len()
+            }
+        };
         let rest = rest.strip_prefix(b" ").ok_or_else(|| format!("expected one space before the value of {name}"))?;
         let (value_b, rest) = split_at_space(rest);
         let value_text = text(value_b)?;
@@ -460,11 +620,15 @@ impl<'a> Parser<'a> {
         if let Some(ex) = exemplar {
             self.om_exemplar(ex, name)?;
         }
-        if let Some(om) = self.om.as_mut() {
+        if let Some(om) = self.st.om.as_mut() {
             om.sample(name, &self.labels, value, timestamp_ms, exemplar.is_some())?;
         }
-        self.samples += 1;
-        on(Event::Sample { name, labels: &self.labels, value, timestamp_ms });
+        self.st.samples += 1;
+        if known {
+            on.event(Event::Known { name, value, timestamp_ms });
+        } else {
+            on.event(Event::Sample { name, series: &line[..series_end], labels: &self.labels, value, timestamp_ms });
+        }
         Ok(())
     }
 
@@ -499,7 +663,7 @@ impl<'a> Parser<'a> {
             match s.first() {
                 Some(b',') => s = &s[1..],
                 Some(b'}') => {
-                    if exemplar && exemplar_chars > 128 && self.om.is_some() {
+                    if exemplar && exemplar_chars > 128 && self.st.om.is_some() {
                         return Err("exemplar labels longer than 128 characters".into());
                     }
                     return Ok(&s[1..]);

@@ -4,19 +4,18 @@
 //! staleness when a scrape fails or a target goes away.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::cache::Cache;
 use super::ingest::{self, attach_target_labels, IngestError};
 use super::parser::{Format, ACCEPT};
 use super::{parse_size, ScrapeConfig};
 use crate::config::common::Secret;
 use crate::relabel::Relabeler;
-use crate::sample::{now_ms, Batch, Family, Labels, MetricType, METRIC_NAME};
-use crate::stale::StaleTracker;
+use crate::sample::{now_ms, stale_nan, Batch, Family, Labels, MetricType, METRIC_NAME};
 
 /// Why a scrape gave no samples. The text is what the status API and the
 /// log show.
@@ -266,9 +265,16 @@ impl Job {
         Some(Target { labels: set, url, name, key })
     }
 
-    /// Fetches the body of `target`: the Prometheus Accept header, auth,
-    /// the body size limit, and the format from the Content-Type.
-    async fn fetch(&self, target: &Target) -> Result<(Vec<u8>, Format), ScrapeError> {
+    /// Fetches the body of `target` (the Prometheus Accept header, auth,
+    /// the body size limit, the format from the Content-Type) and ingests
+    /// it piece by piece as it arrives: the body is never held whole, and
+    /// reading stops at the first error or passed limit.
+    async fn fetch(
+        &self,
+        target: &Target,
+        opts: &ingest::Options<'_>,
+        cache: &mut Cache,
+    ) -> Result<ingest::Ingested, ScrapeError> {
         let j = &self.inner;
         let mut req = j
             .client
@@ -300,57 +306,65 @@ impl Job {
         if limit > 0 && resp.content_length().is_some_and(|n| n > limit) {
             return Err(ScrapeError::BodyTooLarge(limit));
         }
-        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0).min(64 << 20) as usize);
+        let opts = ingest::Options { format, ..*opts };
+        let mut ingest = ingest::Ingest::new(&opts, cache);
+        // The end of the body's last whole line read so far waits here for
+        // the rest of its line.
+        let mut partial: Vec<u8> = Vec::new();
+        let mut read = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(|e| ScrapeError::Http(error_chain(&e)))? {
-            if limit > 0 && (body.len() + chunk.len()) as u64 > limit {
+            read += chunk.len() as u64;
+            if limit > 0 && read > limit {
                 return Err(ScrapeError::BodyTooLarge(limit));
             }
-            body.extend_from_slice(&chunk);
+            let Some(end) = chunk.iter().rposition(|&b| b == b'\n') else {
+                partial.extend_from_slice(&chunk);
+                continue;
+            };
+            if partial.is_empty() {
+                ingest.feed(&chunk[..=end])?;
+            } else {
+                partial.extend_from_slice(&chunk[..=end]);
+                ingest.feed(&partial)?;
+                partial.clear();
+            }
+            partial.extend_from_slice(&chunk[end + 1..]);
         }
-        Ok((body, format))
+        if !partial.is_empty() {
+            ingest.feed(&partial)?;
+        }
+        Ok(ingest.finish()?)
     }
 
     /// One scrape of `target`: its families plus Prometheus's per-target
-    /// series (`up`, `scrape_duration_seconds`, ...), and the error if it
-    /// failed (then only the per-target series). `seen` holds the series of
-    /// the last good scrape, for `scrape_series_added`.
-    pub async fn scrape(&self, target: &Target, seen: &mut HashSet<u64>) -> (Vec<Family>, Option<ScrapeError>) {
+    /// series (`up`, `scrape_duration_seconds`, ...) and stale markers for
+    /// the series that went away, and the error if it failed (then only
+    /// the per-target series and stale markers). `cache` is the target's.
+    pub async fn scrape(&self, target: &Target, cache: &mut Cache) -> (Vec<Family>, Option<ScrapeError>) {
         let j = &self.inner;
         let start_ms = now_ms();
         let started = Instant::now();
-        let fetched = match tokio::time::timeout(j.timeout, self.fetch(target)).await {
+        let opts = ingest::Options {
+            format: Format::Prometheus,
+            scrape_ms: start_ms,
+            honor_timestamps: j.config.honor_timestamps,
+            honor_labels: j.config.honor_labels,
+            target_labels: &target.labels,
+            metric_relabel: &j.metric_relabel,
+            sample_limit: j.config.sample_limit,
+            label_limit: j.config.label_limit,
+        };
+        let result = match tokio::time::timeout(j.timeout, self.fetch(target, &opts, cache)).await {
             Ok(r) => r,
             Err(_) => Err(ScrapeError::Timeout(j.timeout)),
         };
-        let result = fetched.and_then(|(body, format)| {
-            let opts = ingest::Options {
-                format,
-                scrape_ms: start_ms,
-                honor_timestamps: j.config.honor_timestamps,
-                honor_labels: j.config.honor_labels,
-                target_labels: &target.labels,
-                metric_relabel: &j.metric_relabel,
-                sample_limit: j.config.sample_limit,
-                label_limit: j.config.label_limit,
-            };
-            ingest::ingest(&body, &opts).map_err(ScrapeError::from)
-        });
         let seconds = started.elapsed().as_secs_f64();
         let (mut families, scraped, kept, added, error) = match result {
             Ok(ing) => {
-                let hasher = seen_hasher();
-                let mut now_seen = HashSet::with_capacity(ing.kept);
-                let mut added = 0usize;
-                for s in ing.families.iter().flat_map(|f| f.samples.iter()) {
-                    let h = hasher.hash_one(&s.labels);
-                    if !seen.contains(&h) && now_seen.insert(h) {
-                        added += 1;
-                    } else {
-                        now_seen.insert(h);
-                    }
-                }
-                *seen = now_seen;
-                (ing.families, ing.scraped, ing.kept, added, None)
+                let added = cache.added();
+                let mut families = ing.families;
+                cache.finish_good(&mut families, start_ms);
+                (families, ing.scraped, ing.kept, added, None)
             }
             Err(e) => {
                 let (scraped, kept) = match &e {
@@ -358,24 +372,13 @@ impl Job {
                     ScrapeError::Ingest(other) => (other.scraped(), 0),
                     _ => (0, 0),
                 };
-                (Vec::new(), scraped, kept, 0, Some(e))
+                let mut families = Vec::new();
+                cache.finish_failed(&mut families, start_ms);
+                (families, scraped, kept, 0, Some(e))
             }
         };
         let up = if error.is_none() { 1.0 } else { 0.0 };
-        let report = [
-            ("up", up),
-            ("scrape_duration_seconds", seconds),
-            ("scrape_samples_scraped", scraped as f64),
-            ("scrape_samples_post_metric_relabeling", kept as f64),
-            ("scrape_series_added", added as f64),
-        ];
-        for (name, value) in report {
-            let mut labels = Labels::from_pairs([(METRIC_NAME, name)]);
-            attach_target_labels(&mut labels, &target.labels, false);
-            let mut f = Family::new(name, MetricType::Gauge, "");
-            f.samples.push(crate::sample::Sample { labels, value, timestamp_ms: start_ms });
-            families.push(f);
-        }
+        families.extend(report(target, [up, seconds, scraped as f64, kept as f64, added as f64], start_ms));
         (families, error)
     }
 
@@ -390,8 +393,28 @@ impl Job {
     }
 }
 
-fn seen_hasher() -> std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher> {
-    std::hash::BuildHasherDefault::default()
+/// Prometheus's per-target series, in this order.
+const REPORT: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+/// The per-target series of `target` with `values` (in [`REPORT`] order).
+fn report(target: &Target, values: [f64; 5], timestamp_ms: i64) -> Vec<Family> {
+    REPORT
+        .iter()
+        .zip(values)
+        .map(|(name, value)| {
+            let mut labels = Labels::from_pairs([(METRIC_NAME, *name)]);
+            attach_target_labels(&mut labels, &target.labels, false);
+            let mut f = Family::new(*name, MetricType::Gauge, "");
+            f.samples.push(crate::sample::Sample { labels, value, timestamp_ms });
+            f
+        })
+        .collect()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -442,18 +465,43 @@ fn log_outcome(
     }
 }
 
+/// What a target stopped by a reload leaves for its replacement: its cache
+/// (series, staleness) and, once it has scraped, itself, for the stale
+/// markers of its own series (`up`, `scrape_*`) if nothing replaces it.
+pub struct Carried {
+    cache: Cache,
+    scraped: Option<Target>,
+}
+
+impl crate::stale::Carry for Carried {
+    fn mark_all(&mut self, timestamp_ms: i64) -> Vec<Family> {
+        let mut families = self.cache.mark_all(timestamp_ms);
+        if let Some(target) = self.scraped.take() {
+            families.extend(report(&target, [stale_nan(); 5], timestamp_ms));
+        }
+        families
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
 /// Runs one target until `stop`: scrape on the interval, send each result
 /// with stale markers for series that went away. When the target is
-/// removed (stop without agent shutdown) every series gets a stale marker.
-async fn run_target(job: Job, target: Target, ctx: crate::Context, stop: CancellationToken) {
+/// removed (stop without agent shutdown) every series gets a stale marker;
+/// when its whole job stops for a reload, its staleness state goes to the
+/// handover instead, for the job that replaces it. `carried` is that state
+/// from the job this one replaces.
+async fn run_target(job: Job, target: Target, ctx: crate::Context, stop: CancellationToken, carried: Option<Carried>) {
     let name: Arc<str> = target.name.as_str().into();
     ctx.registry.register_source(&name, "scrape", false);
     let interval = job.inner.interval;
     let start = tokio::time::Instant::now() + job.first_delay(&target);
     let mut ticker = tokio::time::interval_at(start, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut stale = StaleTracker::default();
-    let mut seen = HashSet::new();
+    let limit = job.inner.config.sample_limit;
+    let (mut cache, mut scraped) =
+        carried.map_or_else(|| (Cache::new(limit), false), |c| (c.cache, c.scraped.is_some()));
     let mut failures = crate::failure_log::FailureLog::default();
     loop {
         tokio::select! {
@@ -462,11 +510,11 @@ async fn run_target(job: Job, target: Target, ctx: crate::Context, stop: Cancell
         }
         let at = now_ms();
         let started = Instant::now();
-        let (mut families, error) = tokio::select! {
-            r = job.scrape(&target, &mut seen) => r,
+        let (families, error) = tokio::select! {
+            r = job.scrape(&target, &mut cache) => r,
             _ = stop.cancelled() => break,
         };
-        stale.mark(&mut families, at);
+        scraped = true;
         let batch = Batch { source: name.clone(), families };
         let error = error.map(|e| e.to_string());
         log_outcome(&mut failures, &name, &target.url, error.as_deref());
@@ -475,10 +523,20 @@ async fn run_target(job: Job, target: Target, ctx: crate::Context, stop: Cancell
             return;
         }
     }
-    if !ctx.shutdown.is_cancelled() {
-        let families = stale.mark_all(now_ms());
+    if ctx.agent_shutdown.is_cancelled() {
+        return;
+    }
+    ctx.registry.remove_source(&name);
+    if ctx.shutdown.is_cancelled() {
+        let state = Carried { cache, scraped: scraped.then(|| target.clone()) };
+        ctx.handover.put(&target.key, name, state);
+    } else {
+        let at = now_ms();
+        let mut families = cache.mark_all(at);
+        if scraped {
+            families.extend(report(&target, [stale_nan(); 5], at));
+        }
         let _ = ctx.metrics.send(Batch { source: name.clone(), families }).await;
-        ctx.registry.remove_source(&name);
     }
 }
 
@@ -491,6 +549,7 @@ pub async fn run_job(job: Job, ctx: crate::Context) {
         tracing::warn!(job = %job.name(), "docker_sd is set but Docker discovery is not enabled ([docker] enabled = false)");
     }
     let mut running: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut first_round = true;
     loop {
         let mut wanted = statics.clone();
         if let Some(rx) = &docker {
@@ -510,9 +569,14 @@ pub async fn run_job(job: Job, ctx: crate::Context) {
             if !running.contains_key(&t.key) {
                 let stop = ctx.shutdown.child_token();
                 let key = t.key.clone();
-                let task = tokio::spawn(run_target(job.clone(), t, ctx.clone(), stop.clone()));
+                let carried = ctx.handover.take(&key).map(|(_, s)| s);
+                let task = tokio::spawn(run_target(job.clone(), t, ctx.clone(), stop.clone(), carried));
                 running.insert(key, (stop, task));
             }
+        }
+        if std::mem::take(&mut first_round) {
+            // Targets of the job this one replaced that it no longer has.
+            crate::runtime::send_stale(&ctx.handover, &ctx.metrics).await;
         }
         match docker.as_mut() {
             Some(rx) => {
@@ -601,6 +665,8 @@ mod tests {
             registry: crate::status::Registry::default(),
             metrics: tx,
             shutdown: CancellationToken::new(),
+            agent_shutdown: CancellationToken::new(),
+            handover: Default::default(),
             docker_targets: Some(targets_rx),
         };
         let tasks = super::super::start(&ctx);

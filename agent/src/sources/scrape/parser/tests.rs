@@ -12,7 +12,7 @@ struct S {
 fn samples(body: &str, format: Format) -> Result<Vec<S>, ParseError> {
     let mut out = Vec::new();
     parse(body.as_bytes(), format, true, |e| {
-        if let Event::Sample { name, labels, value, timestamp_ms } = e {
+        if let Event::Sample { name, labels, value, timestamp_ms, .. } = e {
             out.push(S {
                 name: name.into(),
                 labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
