@@ -20,7 +20,8 @@ pub struct State {
     /// `agent.serve_collected` of the configuration in effect (a reload may change it).
     pub serve_collected: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub reload: crate::runtime::ReloadHandle,
-    /// The exporter-toolkit web configuration (TLS, basic auth, headers).
+    /// The exporter-toolkit web configuration (TLS, basic auth, headers),
+    /// read when the server starts.
     pub web_config_file: Option<std::path::PathBuf>,
 }
 

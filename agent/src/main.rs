@@ -145,7 +145,7 @@ fn main() -> ExitCode {
                 config.agent.listen_addr = listen.clone();
             }
             if web_config_file.is_some() {
-                config.agent.web_config_file = web_config_file;
+                config.agent.web_config_file = web_config_file.clone();
             }
             if let Err(e) = check_web_config(&config) {
                 eprintln!("{e}");
@@ -160,7 +160,9 @@ fn main() -> ExitCode {
                 if let Some(listen) = &listen {
                     c.agent.listen_addr = listen.clone();
                 }
-                c.agent.web_config_file = web_config_file.clone();
+                if web_config_file.is_some() {
+                    c.agent.web_config_file = web_config_file.clone();
+                }
                 Ok(c)
             });
             match runtime().block_on(run(config, load)) {
