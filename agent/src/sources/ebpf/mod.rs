@@ -126,6 +126,7 @@ impl EbpfConfig {
 /// the kernel structure members it reads. A kernel without one of them
 /// leaves the program unloaded (with the reason) rather than reading
 /// garbage.
+#[derive(Debug)]
 struct Variant {
     /// The function in the object (the program's own name, or the
     /// variant for an older prototype).
@@ -513,6 +514,24 @@ const _: () = assert!(LOG2_SLOTS > 24);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_kernel_gets_the_newest_variants() {
+        // 6.18 has every argument and member the newest prototypes read.
+        let btf = KernelBtf::from_sys().expect("this test needs /sys/kernel/btf/vmlinux");
+        let function = |p| variant(p, &btf).map(|v| v.function);
+        assert_eq!(function("sched_switch"), Ok("sched_switch"));
+        assert_eq!(function("block_rq_issue"), Ok("block_rq_issue"));
+        assert_eq!(function("kfree_skb"), Ok("kfree_skb"));
+        assert!(!disk_in_request(&btf));
+        for p in PROGRAMS {
+            let v = variant(p, &btf).unwrap_or_else(|e| panic!("{p}: {e}"));
+            for (s, m) in v.members {
+                assert!(btf.member_offset(s, m).is_ok(), "{p}: {s}.{m}");
+            }
+        }
+        assert!(variant("no_such_tracepoint", &btf).unwrap_err().contains("no BTF tracepoint"));
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_end_at_count() {
