@@ -153,7 +153,7 @@ struct Row {
 
 /// The agent binary to put in the guest: the release build, or the debug
 /// build without its debug info (a 170 MB initramfs is slow to load).
-fn agent_binary(release: bool) -> anyhow::Result<PathBuf> {
+pub fn agent_binary(release: bool) -> anyhow::Result<PathBuf> {
     let target = vm::cache_dir().parent().unwrap().to_path_buf();
     let mut build = Command::new("cargo");
     build.args(["build", "-p", "vantage"]);

@@ -8,6 +8,7 @@
 //! - `bench`: the benchmarks (see BENCHMARKS.md).
 //! - `docker`: a static binary and a `FROM scratch` image, no registry needed.
 //! - `kernels`: the kernel matrix: Debian's kernels booted under qemu.
+//! - `cgroup-v2`: container metrics and the eBPF container label on cgroup v2, in a VM.
 
 mod bench;
 mod build_ebpf;
@@ -15,6 +16,7 @@ mod cpu;
 mod deps;
 mod docker;
 mod kernels;
+mod kernels_cgroup;
 mod test;
 mod vm;
 
@@ -33,12 +35,17 @@ fn main() -> ExitCode {
         "bench" => bench::run(rest),
         "docker" => docker::run(rest),
         "kernels" => kernels::run(rest),
+        "cgroup-v2" => kernels_cgroup::run(rest),
+        // Runs inside the cgroup-v2 guest, not meant to be called by hand.
+        "docker-api-responder" => kernels_cgroup::responder(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <build-ebpf|test|run|bench|docker|kernels> [args]");
+            println!("usage: cargo xtask <build-ebpf|test|run|bench|docker|kernels|cgroup-v2> [args]");
             return ExitCode::SUCCESS;
         }
         other => {
-            eprintln!("unknown task {other:?}; usage: cargo xtask <build-ebpf|test|run|bench|docker|kernels>");
+            eprintln!(
+                "unknown task {other:?}; usage: cargo xtask <build-ebpf|test|run|bench|docker|kernels|cgroup-v2>"
+            );
             return ExitCode::from(2);
         }
     };
