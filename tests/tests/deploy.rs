@@ -419,17 +419,25 @@ fn engine_caps(image: &str) -> (Vec<String>, Vec<String>) {
     (ok, refused)
 }
 
-/// Removes the compose project the deploy test started.
-struct ComposeProject(std::path::PathBuf);
+/// Removes the compose project the deploy test started (the project is
+/// named after the container) and the image tags it made.
+struct ComposeProject(std::path::PathBuf, String, Vec<String>);
 
 impl Drop for ComposeProject {
     fn drop(&mut self) {
-        let _ = Command::new("docker-compose").current_dir(&self.0).args(["-p", "vantage", "down", "-v"]).output();
+        let _ = Command::new("docker-compose")
+            .current_dir(&self.0)
+            .env("VANTAGE_CONTAINER", &self.1)
+            .args(["-p", &self.1, "down", "-v"])
+            .output();
+        for tag in &self.2 {
+            let _ = Command::new("docker").args(["rmi", tag]).output();
+        }
     }
 }
 
-fn container_id() -> String {
-    let out = Command::new("docker").args(["container", "inspect", "-f", "{{.Id}}", "vantage"]).output().unwrap();
+fn container_id(name: &str) -> String {
+    let out = Command::new("docker").args(["container", "inspect", "-f", "{{.Id}}", name]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -453,15 +461,27 @@ fn deploy_script_checks_starts_updates_and_reports() {
         .collect::<Vec<_>>()
         .join("\n");
     dir.write(".env", &env);
-    let _project = ComposeProject(dir.path().to_path_buf());
-    let _ = Command::new("docker").args(["rm", "-f", "vantage"]).output();
+    // A container, project and image tags of this test's own: other tests
+    // (and other checkouts) may deploy on the same dockerd meanwhile.
+    let name = format!("vantage-deploy-test-{}", std::process::id());
+    let tag = format!("deploy-test-{}", std::process::id());
+    let changed_tag = format!("{tag}-changed");
+    let status = Command::new("docker").args(["tag", image, &format!("vantage:{tag}")]).status().unwrap();
+    assert!(status.success(), "docker tag {image}");
+    let _project = ComposeProject(
+        dir.path().to_path_buf(),
+        name.clone(),
+        vec![format!("vantage:{tag}"), format!("vantage:{changed_tag}")],
+    );
+    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
 
     // The compose file as is, unless this engine cannot run it: then the
     // same file without the capabilities it refuses (named in the output).
     let (_, refused) = engine_caps(image);
-    let deploy = |config: &str| {
+    let deploy_tag = |config: &str, tag: &str| {
         let mut cmd = Command::new(dir.path().join("deploy.sh"));
         cmd.arg(config).env("SERVER_NAME", "host-b").env_remove("LISTEN_ADDR").env_remove("APP_NAME");
+        cmd.env("VANTAGE_CONTAINER", &name).env("VANTAGE_VERSION", tag);
         if !refused.is_empty() {
             let text = std::fs::read_to_string(dir.path().join("docker-compose.yml")).unwrap();
             let kept: Vec<&str> =
@@ -472,6 +492,11 @@ fn deploy_script_checks_starts_updates_and_reports() {
         let out = cmd.output().unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
     };
+    let deploy = |config: &str| deploy_tag(config, &tag);
+    let status_json = || -> serde_json::Value {
+        let (_, body) = http_get(&format!("http://127.0.0.1:{port}/api/v1/status")).unwrap();
+        serde_json::from_str(&body).unwrap()
+    };
     if !refused.is_empty() {
         eprintln!("this Docker engine refuses {refused:?}: deploying docker-compose.yml without them");
     }
@@ -480,7 +505,7 @@ fn deploy_script_checks_starts_updates_and_reports() {
     let (ok, out) = deploy("bad.toml");
     assert!(!ok, "{out}");
     assert!(out.contains("unknown field `bogus`") && out.contains("nothing was changed"), "{out}");
-    assert_eq!(container_id(), "", "nothing started for an invalid config");
+    assert_eq!(container_id(&name), "", "nothing started for an invalid config");
 
     // An engine that does not know CAP_BPF: deploy.sh names the way out.
     if refused.iter().any(|c| c == "BPF") {
@@ -515,24 +540,70 @@ fn deploy_script_checks_starts_updates_and_reports() {
         assert!(out.lines().any(|l| l.trim_start().starts_with(source) && l.contains(" up ")), "{source}not up: {out}");
     }
     assert!(out.contains("eBPF programs:") && out.contains("sinks: none"), "{out}");
-    let (_, status) = http_get(&format!("http://127.0.0.1:{port}/api/v1/status")).unwrap();
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let status = status_json();
     assert_eq!(status["config"]["node"]["job"], "host-b-node-exporter");
-    let first = container_id();
+    let first = container_id(&name);
     assert!(!first.is_empty());
+    // Attached or not per program (under an engine that refuses CAP_BPF none
+    // is, and the kernel's reason names whichever map failed first).
+    let attached = |status: &serde_json::Value| -> Vec<(String, bool)> {
+        let programs = status["programs"].as_object().cloned().unwrap_or_default();
+        programs.iter().map(|(name, p)| (name.clone(), p["attached"] == true)).collect()
+    };
+    let programs = attached(&status);
 
     // Again with nothing changed: the same container keeps running.
     let (ok, out) = deploy("local.toml");
     assert!(ok, "{out}");
-    assert_eq!(container_id(), first, "an unchanged deploy must not recreate the container");
+    assert!(out.contains("unchanged: nothing to do"), "{out}");
+    assert_eq!(container_id(&name), first, "an unchanged deploy must not recreate the container");
+    assert_eq!(status_json()["reload"]["reloads"], 0, "nothing to reload");
 
-    // A changed config is applied: the container is recreated.
+    // A changed .env is reloaded in the running container.
+    let env = std::fs::read_to_string(dir.path().join(".env")).unwrap();
+    let env = env.replace("SCRAPE_INTERVAL=15s", "SCRAPE_INTERVAL=7s");
+    assert!(env.contains("SCRAPE_INTERVAL=7s"), ".env.example sets SCRAPE_INTERVAL");
+    dir.write(".env", &env);
+    let (ok, out) = deploy("local.toml");
+    assert!(ok, "{out}");
+    assert!(out.contains("reloading the running agent") && out.contains("deploy: reloaded"), "{out}");
+    assert_eq!(container_id(&name), first, "a changed .env must reload, not recreate");
+    let status = status_json();
+    assert_eq!(status["config"]["agent"]["scrape_interval"], "7s", "{}", status["config"]["agent"]);
+    assert_eq!(status["reload"]["reloads"], 1);
+    assert_eq!(status["reload"]["last_successful"], true);
+
+    // A changed config too: a new scrape job appears in the same container.
     let mut text = std::fs::read_to_string(dir.path().join("config/local.toml")).unwrap();
-    text.push_str("\n# changed\n");
+    text.push_str(
+        "\n[[scrape]]\njob_name = \"deploy-reload\"\n[[scrape.static_configs]]\ntargets = [\"127.0.0.1:1\"]\n",
+    );
     std::fs::write(dir.path().join("config/local.toml"), text).unwrap();
     let (ok, out) = deploy("local.toml");
     assert!(ok, "{out}");
-    assert_ne!(container_id(), first, "a changed config must recreate the container");
+    assert!(out.contains("deploy: reloaded"), "{out}");
+    assert_eq!(container_id(&name), first, "a changed config must reload, not recreate");
+    let status = status_json();
+    assert_eq!(status["reload"]["reloads"], 2);
+    let jobs: Vec<&str> =
+        status["config"]["scrape"].as_array().unwrap().iter().filter_map(|j| j["job_name"].as_str()).collect();
+    assert!(jobs.contains(&"deploy-reload"), "{jobs:?}");
+    assert_eq!(attached(&status), programs, "every eBPF program is as attached as before");
+
+    // A changed image recreates the container.
+    let mut build = Command::new("docker")
+        .args(["build", "--quiet", "-t", &format!("vantage:{changed_tag}"), "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    write!(build.stdin.take().unwrap(), "FROM vantage:{tag}\nLABEL org.example.deploy-test=\"changed\"\n").unwrap();
+    assert!(build.wait().unwrap().success(), "docker build of the changed image");
+    let (ok, out) = deploy_tag("local.toml", &changed_tag);
+    assert!(ok, "{out}");
+    assert!(out.contains("container recreated"), "{out}");
+    assert_ne!(container_id(&name), first, "a changed image must recreate the container");
 }
 
 #[test]
