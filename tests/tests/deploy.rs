@@ -512,6 +512,7 @@ fn deploy_script_checks_starts_updates_and_reports() {
         let out = Command::new(dir.path().join("deploy.sh"))
             .arg("local.toml")
             .env("SERVER_NAME", "host-b")
+            .env("VANTAGE_CONTAINER", &name)
             .env_remove("LISTEN_ADDR")
             .env_remove("APP_NAME")
             .output()
@@ -520,7 +521,7 @@ fn deploy_script_checks_starts_updates_and_reports() {
         assert!(!out.status.success(), "{text}");
         assert!(text.contains("does not know CAP_BPF/CAP_PERFMON (Docker Engine 23.0 and later do)"), "{text}");
         assert!(text.contains("replace BPF and PERFMON with SYS_ADMIN"), "{text}");
-        assert_eq!(container_id(), "", "nothing started on an engine that refuses the compose file");
+        assert_eq!(container_id(&name), "", "nothing started on an engine that refuses the compose file");
     }
 
     // A valid one starts, becomes ready and reports.
