@@ -215,13 +215,7 @@ enum Tolerance {
 }
 
 /// Families of collectors Vantage runs that it does not produce yet.
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    ("node_disk_ata_rotation_rate_rpm", "diskstats: udev ID_ATA_ROTATION_RATE_RPM not read"),
-    ("node_disk_ata_write_cache", "diskstats: udev ID_ATA_WRITE_CACHE not read"),
-    ("node_disk_ata_write_cache_enabled", "diskstats: udev ID_ATA_WRITE_CACHE_ENABLED not read"),
-    ("node_disk_device_mapper_info", "diskstats: udev DM_* properties not read"),
-    ("node_disk_filesystem_info", "diskstats: udev ID_FS_* properties not read"),
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 /// The sample lines `end-to-end-test.sh` strips (its `skip_re`).
 fn skip_re(name: &str) -> bool {
@@ -462,7 +456,9 @@ fn every_collector_matches_node_exporter_fixtures() {
          cpu_info_bugs_include = \"^(cpu_meltdown|spectre_.*|mds)$\"\n\
          cpu_info_flags_include = \"^(aes|avx.?|constant_tsc)$\"\n\
          # --collector.stat.softirq\n\
-         stat_softirq = true\n",
+         stat_softirq = true\n\
+         # --collector.bcache.priorityStats\n\
+         bcache_priority_stats = true\n",
         quoted(&mut enable.iter()),
         quoted(&mut E2E_DISABLED.iter()),
     );

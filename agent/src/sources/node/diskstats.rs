@@ -79,8 +79,8 @@ const INFO: &str = "node_disk_info";
 /// What is known of one device between collections.
 struct Disk {
     excluded: bool,
-    /// udev's ID_PATH, ID_WWN, ID_MODEL, ID_SERIAL_SHORT, ID_REVISION.
-    udev: [String; 5],
+    /// udev's properties, in [`UDEV_KEYS`] order ("" when absent).
+    udev: [String; UDEV_KEYS.len()],
     seen: u64,
 }
 
@@ -105,20 +105,44 @@ impl Diskstats {
     }
 }
 
+/// The udev properties node_exporter reads: node_disk_info's (0-4),
+/// node_disk_filesystem_info's (5-8), node_disk_device_mapper_info's
+/// (9-13), ID_ATA (14) and the ATA values (15-17).
+const UDEV_KEYS: [&str; 18] = [
+    "ID_PATH",
+    "ID_WWN",
+    "ID_MODEL",
+    "ID_SERIAL_SHORT",
+    "ID_REVISION",
+    "ID_FS_TYPE",
+    "ID_FS_USAGE",
+    "ID_FS_UUID",
+    "ID_FS_VERSION",
+    "DM_NAME",
+    "DM_UUID",
+    "DM_VG_NAME",
+    "DM_LV_NAME",
+    "DM_LV_LAYER",
+    "ID_ATA",
+    "ID_ATA_WRITE_CACHE",
+    "ID_ATA_WRITE_CACHE_ENABLED",
+    "ID_ATA_ROTATION_RATE_RPM",
+];
+
+/// The ATA gauges: (udev slot, metric, help).
+const ATA: [(usize, &str, &str); 3] = [
+    (15, "node_disk_ata_write_cache", "ATA disk has a write cache."),
+    (16, "node_disk_ata_write_cache_enabled", "ATA disk has its write cache enabled."),
+    (17, "node_disk_ata_rotation_rate_rpm", "ATA disk rotation rate in RPMs (0 for SSDs)."),
+];
+
 /// Reads udev's database entry `b<major>:<minor>` (E:KEY=value lines).
-fn udev_props(dir: &std::path::Path, major: &str, minor: &str) -> [String; 5] {
-    let mut props: [String; 5] = Default::default();
+fn udev_props(dir: &std::path::Path, major: &str, minor: &str) -> [String; UDEV_KEYS.len()] {
+    let mut props: [String; UDEV_KEYS.len()] = Default::default();
     let Ok(text) = std::fs::read_to_string(dir.join(format!("b{major}:{minor}"))) else { return props };
     for line in text.lines() {
         let Some((k, v)) = line.strip_prefix("E:").and_then(|kv| kv.split_once('=')) else { continue };
-        let slot = match k {
-            "ID_PATH" => 0,
-            "ID_WWN" => 1,
-            "ID_MODEL" => 2,
-            "ID_SERIAL_SHORT" => 3,
-            "ID_REVISION" => 4,
-            _ => continue,
-        };
+        let Some(slot) = UDEV_KEYS.iter().position(|key| *key == k) else { continue };
         props[slot] = v.to_string();
     }
     props
@@ -192,6 +216,37 @@ impl Sub for Diskstats {
                 let v = if *scale == MS { v / 1000.0 } else { v * scale };
                 out.add_to(from, metric, *kind, help, &[("device", name)], v);
             }
+            if !u[5].is_empty() {
+                let labels = [("device", name), ("type", &u[5]), ("usage", &u[6]), ("uuid", &u[7]), ("version", &u[8])];
+                out.add_to(
+                    from,
+                    "node_disk_filesystem_info",
+                    MetricType::Gauge,
+                    "Info about disk filesystem.",
+                    &labels,
+                    1.0,
+                );
+            }
+            if !u[9].is_empty() {
+                let labels = [
+                    ("device", name),
+                    ("name", &u[9]),
+                    ("uuid", &u[10]),
+                    ("vg_name", &u[11]),
+                    ("lv_name", &u[12]),
+                    ("lv_layer", &u[13]),
+                ];
+                let help = "Info about disk device mapper.";
+                out.add_to(from, "node_disk_device_mapper_info", MetricType::Gauge, help, &labels, 1.0);
+            }
+            if !u[14].is_empty() {
+                // node_exporter logs and skips a value that is not a number.
+                for (slot, metric, help) in ATA {
+                    if let Ok(v) = u[slot].parse::<f64>() {
+                        out.add_to(from, metric, MetricType::Gauge, help, &[("device", name)], v);
+                    }
+                }
+            }
         }
         if self.disks.len() > 64 {
             self.disks.retain(|_, d| d.seen == generation);
@@ -236,6 +291,39 @@ mod tests {
         assert_eq!(value(&got, "node_disk_io_time_seconds_total{device=\"sdb\"}"), 0.009);
         assert!(!got.iter().any(|(s, _)| s.starts_with("node_disk_discard") && s.contains("sdb")));
         assert_eq!(got.len(), 18 + 12);
+    }
+
+    #[test]
+    fn udev_filesystem_device_mapper_and_ata_families() {
+        let t = Tree::new("disk-udev");
+        t.write(
+            "proc/diskstats",
+            " 8 0 sda 1 2 3 4 5 6 7 8 0 9 10
+ 252 0 dm-0 1 2 3 4 5 6 7 8 0 9 10
+",
+        );
+        t.write(
+            "run/udev/data/b8:0",
+            "E:ID_ATA=1\nE:ID_ATA_WRITE_CACHE=1\nE:ID_ATA_WRITE_CACHE_ENABLED=0\nE:ID_ATA_ROTATION_RATE_RPM=\n\
+             E:ID_FS_TYPE=LVM2_member\nE:ID_FS_USAGE=raid\nE:ID_FS_UUID=cVVv6j\nE:ID_FS_VERSION=LVM2 001\n",
+        );
+        t.write("run/udev/data/b252:0", "E:DM_NAME=vg-root\nE:DM_UUID=LVM-x\nE:DM_VG_NAME=vg\nE:DM_LV_NAME=root\n");
+        let got = run(&mut Diskstats::new(&t.config())).unwrap();
+        assert_eq!(value(&got, "node_disk_ata_write_cache{device=\"sda\"}"), 1.0);
+        assert_eq!(value(&got, "node_disk_ata_write_cache_enabled{device=\"sda\"}"), 0.0);
+        assert!(!got.iter().any(|(s, _)| s.starts_with("node_disk_ata_rotation")), "an empty value is skipped");
+        assert_eq!(
+            value(&got, "node_disk_filesystem_info{device=\"sda\", type=\"LVM2_member\", usage=\"raid\", uuid=\"cVVv6j\", version=\"LVM2 001\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&got, "node_disk_device_mapper_info{device=\"dm-0\", lv_name=\"root\", name=\"vg-root\", uuid=\"LVM-x\", vg_name=\"vg\"}"),
+            1.0
+        );
+        assert!(
+            !got.iter().any(|(s, _)| s.starts_with("node_disk_ata") && s.contains("dm-0")),
+            "no ID_ATA, no ATA series"
+        );
     }
 
     #[test]

@@ -239,6 +239,19 @@ unused devices: <none>
     }
 
     #[test]
+    fn no_data_is_success_0_and_not_a_failure() {
+        use crate::sources::Collector;
+        let t = Tree::new("mdadm-collector");
+        let config = NodeConfig { enable: vec!["mdadm".into()], instance: "h".into(), ..t.config() };
+        let mut c = super::super::NodeCollector::new(config);
+        let families = c.collect(1).unwrap();
+        let success = families.iter().find(|f| f.name == "node_scrape_collector_success").unwrap();
+        assert_eq!(success.samples[0].labels.get("collector"), Some("mdadm"));
+        assert_eq!(success.samples[0].value, 0.0, "node_exporter reports ErrNoData as success 0");
+        assert_eq!(c.failing, [false], "an absent subsystem is not logged as a failing collector");
+    }
+
+    #[test]
     fn absent_mdstat_is_no_data_and_a_bad_one_names_the_file() {
         let t = Tree::new("mdadm-none");
         let (families, r) = run_families(&mut Mdadm::new(&t.config()));

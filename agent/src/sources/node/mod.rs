@@ -6,13 +6,18 @@
 //! collection cheap.
 
 mod arp;
+mod bcache;
 mod bonding;
+mod btrfs;
 mod cpu;
 mod cpufreq;
 mod diskstats;
+mod dmi;
 mod edac;
+mod fibrechannel;
 mod filesystem;
 mod hwmon;
+mod infiniband;
 mod ipvs;
 mod kernel;
 mod mdadm;
@@ -25,8 +30,10 @@ mod nvme;
 mod powersupply;
 mod processes;
 mod rapl;
+mod selinux;
 mod stat;
 mod system;
+mod tapestats;
 mod textfile;
 mod thermal;
 mod udp_queues;
@@ -54,16 +61,21 @@ type Factory = fn(&NodeConfig) -> Box<dyn Sub>;
 /// here, like node_exporter's `registerCollector`.
 const REGISTRY: &[(&str, bool, Factory)] = &[
     ("arp", true, |c| Box::new(arp::Arp::new(c))),
+    ("bcache", true, |c| Box::new(bcache::Bcache::new(c))),
     ("bonding", true, |c| Box::new(bonding::Bonding::new(c))),
+    ("btrfs", true, |c| Box::new(btrfs::Btrfs::new(c))),
     ("conntrack", true, |c| Box::new(kernel::Conntrack::new(c))),
     ("cpu", true, |c| Box::new(cpu::Cpu::new(c))),
     ("cpufreq", true, |c| Box::new(cpufreq::Cpufreq::new(c))),
     ("diskstats", true, |c| Box::new(diskstats::Diskstats::new(c))),
+    ("dmi", true, |c| Box::new(dmi::Dmi::new(c))),
     ("edac", true, |c| Box::new(edac::Edac::new(c))),
     ("entropy", true, |c| Box::new(kernel::Entropy::new(c))),
+    ("fibrechannel", true, |c| Box::new(fibrechannel::Fibrechannel::new(c))),
     ("filefd", true, |c| Box::new(kernel::Filefd::new(c))),
     ("filesystem", true, |c| Box::new(filesystem::Filesystem::new(c))),
     ("hwmon", true, |c| Box::new(hwmon::Hwmon::new(c))),
+    ("infiniband", true, |c| Box::new(infiniband::Infiniband::new(c))),
     ("ipvs", true, |c| Box::new(ipvs::Ipvs::new(c))),
     ("loadavg", true, |c| Box::new(stat::Loadavg::new(c))),
     ("mdadm", true, |c| Box::new(mdadm::Mdadm::new(c))),
@@ -80,9 +92,11 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("processes", false, |c| Box::new(processes::Processes::new(c))),
     ("rapl", true, |c| Box::new(rapl::Rapl::new(c))),
     ("schedstat", true, |c| Box::new(kernel::Schedstat::new(c))),
+    ("selinux", true, |c| Box::new(selinux::Selinux::new(c))),
     ("sockstat", true, |c| Box::new(netstat::Sockstat::new(c))),
     ("softnet", true, |c| Box::new(kernel::Softnet::new(c))),
     ("stat", true, |c| Box::new(stat::Stat::new(c))),
+    ("tapestats", true, |c| Box::new(tapestats::Tapestats::new(c))),
     ("textfile", true, |c| Box::new(textfile::Textfile::new(c))),
     ("thermal_zone", true, |c| Box::new(thermal::ThermalZone::new(c))),
     ("time", true, |c| Box::new(system::Time::new(c))),
@@ -103,17 +117,12 @@ pub fn collector_names() -> impl Iterator<Item = &'static str> {
 /// node_exporter 1.5 collectors Vantage does not have: accepted in
 /// `enable`/`disable` (seed configs name them) with one warning.
 pub const FOREIGN_COLLECTORS: &[&str] = &[
-    "bcache",
-    "btrfs",
     "buddyinfo",
     "cgroups",
     "devstat",
-    "dmi",
     "drbd",
     "drm",
     "ethtool",
-    "fibrechannel",
-    "infiniband",
     "interrupts",
     "ksmd",
     "lnstat",
@@ -125,13 +134,11 @@ pub const FOREIGN_COLLECTORS: &[&str] = &[
     "perf",
     "qdisc",
     "runit",
-    "selinux",
     "slabinfo",
     "softirqs",
     "supervisord",
     "sysctl",
     "systemd",
-    "tapestats",
     "tcpstat",
     "wifi",
     "zoneinfo",
@@ -243,6 +250,11 @@ pub struct NodeConfig {
     /// `node_softirqs_total` per softirq type from /proc/stat (`stat.softirq`).
     #[serde(default)]
     pub stat_softirq: bool,
+    /// bcache's per-cache priority_stats (node_exporter's
+    /// `--collector.bcache.priorityStats`): off by default, as they are
+    /// expensive for the kernel to produce.
+    #[serde(default)]
+    pub bcache_priority_stats: bool,
 }
 
 fn yes() -> bool {
@@ -295,6 +307,7 @@ impl Default for NodeConfig {
             cpu_info_flags_include: None,
             cpu_info_bugs_include: None,
             stat_softirq: false,
+            bcache_priority_stats: false,
         }
     }
 }
