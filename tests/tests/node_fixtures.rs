@@ -449,8 +449,6 @@ fn every_collector_matches_node_exporter_fixtures() {
          netclass_ignored_devices = \"(dmz|int)\"\n\
          # --collector.netdev.device-include=\"lo\", as an exclude of every other name\n\
          netdev_device_exclude = \"^([^l]|l$|l[^o]|lo.)\"\n\
-         # --collector.bcache.priorityStats\n\
-         bcache_priority_stats = true\n\
          # --collector.arp.device-exclude=\"nope\"\n\
          arp_device_exclude = \"nope\"\n\
          # --collector.cpu.info with its bugs-include and flags-include\n\
@@ -458,7 +456,9 @@ fn every_collector_matches_node_exporter_fixtures() {
          cpu_info_bugs_include = \"^(cpu_meltdown|spectre_.*|mds)$\"\n\
          cpu_info_flags_include = \"^(aes|avx.?|constant_tsc)$\"\n\
          # --collector.stat.softirq\n\
-         stat_softirq = true\n",
+         stat_softirq = true\n\
+         # --collector.bcache.priorityStats\n\
+         bcache_priority_stats = true\n",
         quoted(&mut enable.iter()),
         quoted(&mut E2E_DISABLED.iter()),
     );
