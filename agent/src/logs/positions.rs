@@ -322,4 +322,26 @@ mod tests {
         assert!(!dir.join("positions.tmp").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_damaged_file_is_set_aside_and_removed_containers_are_pruned() {
+        let dir = std::env::temp_dir().join(format!("vantage-pos-damaged-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("positions.json");
+        std::fs::write(&file, b"{\"files\": [{\"path\": ").unwrap();
+        let p = Positions::load(&file).unwrap();
+        assert!(p.was_damaged());
+        assert!(dir.join("positions.json.damaged").exists() && !file.exists());
+        let live = p.track(CursorKey::Container { id: "live".into(), name: "a".into() }, 5);
+        let gone = p.track(CursorKey::Container { id: "gone".into(), name: "b".into() }, 5);
+        assert_eq!(p.prune_containers(|id| id == "live", |_| Some(9)), 1);
+        gone.acked.fetch_max(9, Ordering::AcqRel);
+        live.acked.fetch_max(9, Ordering::AcqRel);
+        p.save().unwrap();
+        let q = Positions::load(&file).unwrap();
+        assert!(!q.was_damaged());
+        assert_eq!((q.claim_container("live"), q.claim_container("gone")), (Some(9), None));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

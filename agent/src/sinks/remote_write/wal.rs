@@ -439,17 +439,11 @@ impl Wal {
             );
         }
         inner.file = None;
+        // The disk segment stays, sealed, even if empty: numbers are never
+        // reused (a reader may hold the old file open) and the sequence on
+        // disk has no gap. It goes once the reader has passed it.
         let cur = inner.current;
-        if inner.segments.get(&cur).is_some_and(|s| !s.in_memory && s.bytes <= SEG_HEADER) {
-            // An empty segment: its number goes to the memory segment, so
-            // the sequence on disk has no gap.
-            inner.segments.remove(&cur);
-            inner.total_bytes -= SEG_HEADER;
-            let _ = fs::remove_file(seg_path(&self.dir, cur));
-            self.new_memory_segment(inner, cur);
-        } else {
-            self.new_memory_segment(inner, cur + 1);
-        }
+        self.new_memory_segment(inner, cur + 1);
         inner.fault = Some(Fault { error, retry_at: Instant::now() + DISK_RETRY });
     }
 
