@@ -8,9 +8,11 @@ use anyhow::{bail, Context as _};
 
 fn main() -> anyhow::Result<()> {
     // The static binary's memcpy and memmove are the agent's own (see
-    // src/memory/copy.rs): every reference to musl's goes to the wrappers.
+    // src/memory/copy.rs; feature own-memcpy): every reference to musl's
+    // goes to the wrappers.
     let var = |k: &str| std::env::var(k).unwrap_or_default();
-    if var("CARGO_CFG_TARGET_ENV") == "musl" && var("CARGO_CFG_TARGET_ARCH") == "x86_64" {
+    let own_memcpy = std::env::var_os("CARGO_FEATURE_OWN_MEMCPY").is_some();
+    if own_memcpy && var("CARGO_CFG_TARGET_ENV") == "musl" && var("CARGO_CFG_TARGET_ARCH") == "x86_64" {
         println!("cargo:rustc-link-arg=-Wl,--wrap=memcpy,--wrap=memmove");
     }
     let hint =

@@ -12,6 +12,13 @@
 //! every x86_64 processor with ERMS, i.e. since 2012) or 16-byte blocks
 //! backwards.
 //!
+//! The wrappers are in the build with the `own-memcpy` feature (default).
+//! They stay although the scrape cache removed the scrape's own label
+//! copies: remote_write still encodes every label name and value of every
+//! sample into its WAL record, a dozen short copies per sample. The fuzz
+//! target `copy` (fuzz/fuzz_targets/copy.rs) compares both routines with a
+//! byte loop.
+//!
 //! Nothing here may call memcpy or memmove, or hold a loop the compiler
 //! could turn into such a call: with `--wrap`, that call would land here
 //! again. The only loop is in assembly.
@@ -68,7 +75,7 @@ unsafe fn up_to_64(dst: *mut u8, src: *const u8, n: usize) {
 /// Copies `n` bytes front to back: right for distinct ranges and for
 /// `dst < src` (rep movsb is defined byte by byte, in order).
 #[inline(always)]
-unsafe fn forward(dst: *mut u8, src: *const u8, n: usize) {
+pub(crate) unsafe fn forward(dst: *mut u8, src: *const u8, n: usize) {
     if n <= 64 {
         // SAFETY: as the caller's.
         unsafe { up_to_64(dst, src, n) };
@@ -143,7 +150,7 @@ pub unsafe extern "C" fn __wrap_memmove(dst: *mut u8, src: *const u8, n: usize) 
 /// memmove's work: backwards only where a forward copy would overwrite
 /// source bytes before reading them.
 #[inline(always)]
-unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) {
+pub(crate) unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) {
     let overlapping_above = (dst as usize).wrapping_sub(src as usize) < n;
     // SAFETY: as the caller's.
     unsafe {

@@ -1,6 +1,7 @@
 //! The agent's own memory: the C library's allocator tuned for a small,
 //! long-lived process, freed start-up memory handed back to the kernel,
-//! and, for the static (musl) binary, memcpy and memmove of its own.
+//! and, for the static (musl) binary, memcpy and memmove of its own
+//! (feature `own-memcpy`, on by default).
 //!
 //! glibc raises its mmap threshold each time a large block is freed, up to
 //! 32 MiB, so after the eBPF load (which reads the kernel's BTF, several
@@ -14,7 +15,7 @@
 //! was as fast as glibc but held 8 MiB more on the full host (README,
 //! dependencies), so it is not used.
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "own-memcpy"))]
 pub mod copy;
 
 /// Blocks from this size up get a mapping of their own (glibc's default

@@ -453,6 +453,44 @@ mod tests {
     }
 
     #[test]
+    fn a_body_fed_line_by_line_is_the_whole_body() {
+        let target = Labels::from_pairs([("job", "j")]);
+        let none = Relabeler::default();
+        let bodies = [
+            (Format::Prometheus, "# HELP a Help.\n# TYPE a counter\na_total{x=\"1\"} 1\n\nb 2 5000\nc 3"),
+            (Format::OpenMetrics, "# TYPE a counter\n# HELP a Help.\na_total{x=\"1\"} 1\nb 2\n# EOF\n"),
+        ];
+        for (format, body) in bodies {
+            let mut o = opts(&target, &none);
+            o.format = format;
+            let whole = ingest(body.as_bytes(), &o, &mut Cache::default()).unwrap();
+            let mut cache = Cache::default();
+            let mut fed = Ingest::new(&o, &mut cache);
+            for line in body.split_inclusive('\n') {
+                fed.feed(line.as_bytes()).unwrap();
+            }
+            let fed = fed.finish().unwrap();
+            assert_eq!(series(&fed), series(&whole), "{format:?}");
+            assert_eq!((fed.scraped, fed.families[0].help.as_str()), (whole.scraped, "Help."));
+        }
+        // Errors name the line of the whole body; OpenMetrics still needs # EOF.
+        let o = opts(&target, &none);
+        let mut cache = Cache::default();
+        let mut fed = Ingest::new(&o, &mut cache);
+        fed.feed(b"a 1\n").unwrap();
+        fed.feed(b"b 2\n").unwrap();
+        let err = fed.feed(b"c{ 3\n").unwrap_err();
+        assert!(err.to_string().starts_with("parse error at line 3"), "{err}");
+        assert_eq!(err.scraped(), 2);
+        let mut o = opts(&target, &none);
+        o.format = Format::OpenMetrics;
+        let mut fed = Ingest::new(&o, &mut cache);
+        fed.feed(b"a 1\n").unwrap();
+        let err = fed.finish().unwrap_err();
+        assert_eq!(err.to_string(), "parse error at line 2: missing # EOF at the end");
+    }
+
+    #[test]
     fn limits_and_parse_errors_discard_the_body() {
         let target = Labels::from_pairs([("job", "j")]);
         let none = Relabeler::default();
