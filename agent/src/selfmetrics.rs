@@ -169,9 +169,16 @@ impl ProcessStat {
     }
 }
 
+/// getrlimit's resource type: glibc's own enum type, musl's plain int (the
+/// static binary).
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
 /// The soft limit of `resource`; "unlimited" is u64::MAX, as the client
 /// libraries report it (1.8446744073709552e+19).
-fn soft_limit(resource: libc::__rlimit_resource_t) -> Option<f64> {
+fn soft_limit(resource: RlimitResource) -> Option<f64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass.
     (unsafe { libc::getrlimit(resource, &mut lim) } == 0).then_some(lim.rlim_cur as f64)
