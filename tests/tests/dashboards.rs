@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
+use vantage_tests::promql::{exposed_names, metric_names};
 use vantage_tests::{free_port, http_get, vantage, vantage_bin, wait_for, workspace, Proc, TempDir};
 
 fn dashboards() -> Vec<(String, serde_json::Value)> {
@@ -40,105 +41,6 @@ fn exprs(dashboard: &serde_json::Value) -> Vec<String> {
         }
     }
     out
-}
-
-/// Words that are never metric names: operators, modifiers, and the
-/// aggregation operators (`sum by (le) (..)` puts a clause before the
-/// parenthesis).
-const KEYWORDS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "offset",
-    "bool",
-    "and",
-    "or",
-    "unless",
-    "inf",
-    "nan",
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "count",
-    "group",
-    "stddev",
-    "stdvar",
-    "topk",
-    "bottomk",
-    "quantile",
-    "count_values",
-];
-
-/// Metric names in a PromQL expression: identifiers outside strings, label
-/// matchers `{..}`, ranges `[..]` and grouping clauses, not followed by `(`.
-fn metric_names(expr: &str) -> Vec<String> {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut names = Vec::new();
-    let mut i = 0;
-    let mut skip_group = false;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '"' | '\'' | '`' => {
-                i += 1;
-                while i < chars.len() && chars[i] != c {
-                    i += if chars[i] == '\\' { 2 } else { 1 };
-                }
-                i += 1;
-            }
-            '{' | '[' => {
-                let close = if c == '{' { '}' } else { ']' };
-                while i < chars.len() && chars[i] != close {
-                    i += 1;
-                }
-                i += 1;
-            }
-            '(' if skip_group => {
-                while i < chars.len() && chars[i] != ')' {
-                    i += 1;
-                }
-                i += 1;
-                skip_group = false;
-            }
-            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
-                let start = i;
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
-                    i += 1;
-                }
-                let word: String = chars[start..i].iter().collect();
-                let mut j = i;
-                while j < chars.len() && chars[j] == ' ' {
-                    j += 1;
-                }
-                let lower = word.to_ascii_lowercase();
-                if KEYWORDS.contains(&lower.as_str()) {
-                    skip_group =
-                        ["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&lower.as_str());
-                } else if chars.get(j) != Some(&'(') {
-                    names.push(word);
-                }
-            }
-            c if c.is_ascii_digit() || c == '.' => {
-                // Numbers and durations (5m) are not names.
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                    i += 1;
-                }
-            }
-            '$' => {
-                // Grafana variables ($__rate_interval) outside ranges.
-                i += 1;
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
-                    i += 1;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    names
 }
 
 #[test]
@@ -230,14 +132,6 @@ fn balanced(expr: &str) -> bool {
         }
     }
     stack.is_empty() && !in_str
-}
-
-/// Series names in exposition text (`x_bucket`, `x_sum`, ... as written).
-fn exposed_names(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
-        .collect()
 }
 
 /// What `vantage collect --once` prints on the embedded default (node,
