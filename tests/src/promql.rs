@@ -113,6 +113,40 @@ pub fn exposed_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// What `vantage collect --once` prints on the embedded default (node,
+/// eBPF, Docker).
+pub fn collected_names() -> BTreeSet<String> {
+    // Traffic while the programs count, until the collection is printed:
+    // refused loopback connections (the kernel drops the SYNs, reason
+    // no_socket, so ebpf_skb_drops_total has a series) and fsynced writes
+    // (requests on the disk under the temp dir, so the block histograms
+    // have one), as on any host that does anything. A quiet CI machine
+    // otherwise may see no disk request in the 300 ms window.
+    let port = crate::free_port();
+    let dir = crate::TempDir::new("collect-io");
+    let file = dir.path().join("poke");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poke = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&file).unwrap();
+            let block = vec![7u8; 4096];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+                f.write_all(&block).unwrap();
+                f.sync_all().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+        })
+    };
+    let out = crate::vantage(&["collect", "--once"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    poke.join().unwrap();
+    assert!(out.status.success(), "collect --once: {}", String::from_utf8_lossy(&out.stderr));
+    exposed_names(&String::from_utf8_lossy(&out.stdout))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

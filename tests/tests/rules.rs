@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use vantage_tests::promql::{exposed_names, metric_names};
-use vantage_tests::{free_port, http_get, require_program, vantage, vantage_bin, wait_for, workspace, Proc, TempDir};
+use vantage_tests::promql::{collected_names, exposed_names, metric_names};
+use vantage_tests::{free_port, http_get, require_program, vantage_bin, wait_for, workspace, Proc, TempDir};
 
 fn yaml_files(dir: &str) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(workspace().join(dir))
@@ -130,35 +130,6 @@ fn every_alert_is_tested_firing_and_not_firing() {
         );
     }
     assert!(alerts >= 14, "only {alerts} alerts");
-}
-
-/// What `vantage collect --once` prints, with traffic while the eBPF
-/// programs count (as in dashboards.rs): refused loopback connections (skb
-/// drops) and fsynced writes (block requests).
-fn collected_names() -> BTreeSet<String> {
-    let port = free_port();
-    let dir = TempDir::new("rules-io");
-    let file = dir.path().join("poke");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let poke = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&file).unwrap();
-            let block = vec![7u8; 4096];
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = std::net::TcpStream::connect(("127.0.0.1", port));
-                f.write_all(&block).unwrap();
-                f.sync_all().unwrap();
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        })
-    };
-    let out = vantage(&["collect", "--once"]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    poke.join().unwrap();
-    assert!(out.status.success(), "collect --once: {}", String::from_utf8_lossy(&out.stderr));
-    exposed_names(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// /metrics of a running agent with a remote_write endpoint, Loki (both
