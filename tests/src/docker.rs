@@ -21,24 +21,38 @@ pub fn docker(args: &[&str]) -> String {
 }
 
 /// Makes sure dockerd answers, starting it (detached, left running for
-/// other tests) when it does not.
+/// other tests) when it does not. `cargo xtask docker` does the same
+/// (xtask/src/docker.rs), so the test command starts it before the tests.
 pub fn ensure_dockerd() {
     crate::require_program("docker", "docker.io");
     if docker_ok(&["info"]) {
         return;
     }
     let dockerd = crate::require_program("dockerd", "docker.io");
-    let log = std::fs::File::create("/tmp/vantage-tests-dockerd.log").expect("dockerd log");
-    // Deliberately not waited for: dockerd outlives this test for the others.
-    #[allow(clippy::zombie_processes)]
-    Command::new(dockerd)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start dockerd");
-    let up = crate::wait_for(Duration::from_secs(30), || docker_ok(&["info"]).then_some(()));
-    assert!(up.is_some(), "dockerd did not come up; see /tmp/vantage-tests-dockerd.log");
+    // The lock xtask takes too: one daemon starts, the others wait for it.
+    let lock = std::fs::File::create("/run/vantage-dockerd.lock").expect("create /run/vantage-dockerd.lock");
+    lock.lock().expect("lock /run/vantage-dockerd.lock");
+    if docker_ok(&["info"]) {
+        return;
+    }
+    let log_path = "/var/log/vantage-xtask-dockerd.log";
+    let running = std::fs::read_to_string("/var/run/docker.pid")
+        .ok()
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{}/comm", p.trim())).ok())
+        .is_some_and(|comm| comm.trim() == "dockerd");
+    if !running {
+        let log = std::fs::File::create(log_path).expect("dockerd log");
+        // Deliberately not waited for: dockerd outlives this test for the others.
+        #[allow(clippy::zombie_processes)]
+        Command::new(dockerd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+    }
+    let up = crate::wait_for(Duration::from_secs(180), || docker_ok(&["info"]).then_some(()));
+    assert!(up.is_some(), "dockerd did not answer within 180 s; see {log_path}");
 }
 
 /// Builds (once) an image holding busybox-static as /bin/busybox with the

@@ -150,25 +150,72 @@ fn copy_if_changed(from: &Path, to: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("chmod {}", to.display()))
 }
 
+/// Serialises starting dockerd: tests and xtask runs beside one another may
+/// all find it down at once, and a second daemon started while the first is
+/// still coming up fails on its pid file and truncates the shared log.
+const DOCKERD_LOCK: &str = "/run/vantage-dockerd.lock";
+
+/// The system dockerd's pid file.
+const DOCKERD_PID: &str = "/var/run/docker.pid";
+
+/// How long a starting dockerd may take: its first start creates its data
+/// root and containerd's, which on a loaded two-core host took over 60 s.
+const DOCKERD_START: Duration = Duration::from_secs(180);
+
 /// Starts dockerd in the background when `docker info` cannot reach it.
 pub fn ensure_dockerd() -> anyhow::Result<()> {
     if docker_reachable() {
         return Ok(());
     }
     apt_install(&[("docker.io", "/usr/sbin/dockerd")])?;
-    eprintln!("starting dockerd (log: {DOCKERD_LOG})");
-    let log = std::fs::File::create(DOCKERD_LOG).with_context(|| format!("create {DOCKERD_LOG}"))?;
-    let err = log.try_clone()?;
-    // Detached on purpose: the daemon outlives this task, like a service.
-    Command::new("dockerd").stdin(Stdio::null()).stdout(log).stderr(err).spawn().context("cannot start dockerd")?;
+    let lock = std::fs::File::create(DOCKERD_LOCK).with_context(|| format!("create {DOCKERD_LOCK}"))?;
+    lock.lock().with_context(|| format!("lock {DOCKERD_LOCK}"))?;
+    if docker_reachable() {
+        return Ok(());
+    }
+    let mut child = None;
+    if let Some(pid) = running_dockerd() {
+        eprintln!("dockerd (pid {pid}) is running but not answering yet; waiting for it");
+    } else {
+        eprintln!("starting dockerd (log: {DOCKERD_LOG})");
+        let log = std::fs::File::create(DOCKERD_LOG).with_context(|| format!("create {DOCKERD_LOG}"))?;
+        let err = log.try_clone()?;
+        // Detached on purpose: the daemon outlives this task, like a service.
+        child = Some(
+            Command::new("dockerd")
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(err)
+                .spawn()
+                .context("cannot start dockerd")?,
+        );
+    }
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
+    while start.elapsed() < DOCKERD_START {
         if docker_reachable() {
+            eprintln!("dockerd answers after {:.1} s", start.elapsed().as_secs_f64());
             return Ok(());
+        }
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            bail!("dockerd exited ({status}) before answering; the end of {DOCKERD_LOG}:\n{}", log_tail());
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    bail!("dockerd did not answer within 60 s; see {DOCKERD_LOG}")
+    bail!("dockerd did not answer within {} s; the end of {DOCKERD_LOG}:\n{}", DOCKERD_START.as_secs(), log_tail())
+}
+
+/// The pid in dockerd's pid file, when that process is alive.
+fn running_dockerd() -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(DOCKERD_PID).ok()?.trim().parse().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "dockerd").then_some(pid)
+}
+
+/// The last lines of dockerd's log, for an error.
+fn log_tail() -> String {
+    let text = std::fs::read_to_string(DOCKERD_LOG).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 fn docker_reachable() -> bool {

@@ -38,6 +38,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     // Habits before behaviour: one format, and no lint left standing.
     status(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
     status(Command::new("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // dockerd runs like the service it is on a host, before any test needs
+    // it: tests running in parallel would otherwise race to start it.
+    crate::docker::ensure_dockerd()?;
     // The end-to-end tests run the real binary.
     status(Command::new("cargo").args(["build", "-p", "vantage"]))?;
     status(Command::new("cargo").args(["test", "--no-fail-fast"]).args(args))?;
