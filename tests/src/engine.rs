@@ -110,6 +110,7 @@ pub struct Engine {
     root: &'static Path,
     daemon: Option<Proc>,
     dir: TempDir,
+    bridge: String,
 }
 
 impl Engine {
@@ -120,6 +121,15 @@ impl Engine {
         let dir = TempDir::new(&format!("engine-{tag}"));
         let socket = dir.path().join("docker.sock");
         let config = dir.write("daemon.json", "{}\n");
+        // Named and numbered by this test process, so engines of parallel
+        // test binaries never share one.
+        let n = std::process::id() % 10000;
+        let bridge = format!("vteng{n}");
+        let bip = format!("10.215.{}.1/24", n % 250);
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        run(Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]), "ip link add (the engine's bridge)");
+        // dockerd takes a given bridge's network from its address.
+        run(Command::new("ip").args(["addr", "add", &bip, "dev", &bridge]), "ip addr add (the engine's bridge)");
         let mut cmd = Command::new(root.join("usr/sbin/dockerd"));
         cmd.env("PATH", search_path(root))
             .arg("--config-file")
@@ -132,14 +142,17 @@ impl Engine {
             .arg(dir.path().join("dockerd.pid"))
             .arg("-H")
             .arg(format!("unix://{}", socket.display()))
-            // Host-network containers only: no bridge, no iptables rules
-            // beside the system dockerd's.
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none", "--userland-proxy=false"])
+            // A bridge of its own, and no iptables rules beside the system
+            // dockerd's. Not `--bridge=none`: with it dockerd deletes any
+            // `docker0` it finds at start, the system dockerd's bridge, and
+            // every later container on the system dockerd fails to start.
+            .arg(format!("--bridge={bridge}"))
+            .args(["--iptables=false", "--ip6tables=false", "--userland-proxy=false"])
             // Its containers' cgroups apart from the system dockerd's.
             .arg(format!("--cgroup-parent=/vantage-engine-{tag}-{}", std::process::id()));
         let log = dir.path().join("dockerd.log");
         let daemon = Proc::spawn("dockerd (trixie)", cmd, &log);
-        let mut engine = Engine { socket, root, daemon: Some(daemon), dir };
+        let mut engine = Engine { socket, root, daemon: Some(daemon), dir, bridge };
         let up = wait_for(Duration::from_secs(60), || {
             if let Some(Ok(Some(status))) = engine.daemon.as_mut().map(|d| d.child.try_wait()) {
                 panic!("trixie's dockerd exited ({status}):\n{}", engine.log());
@@ -211,5 +224,6 @@ impl Drop for Engine {
                 eprintln!("trixie's dockerd ignored SIGTERM for 20 s; killing it");
             }
         }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
     }
 }

@@ -174,14 +174,17 @@ fn run_delay_ns(tid: i32) -> f64 {
 }
 
 #[test]
-fn run_queue_latency_sum_agrees_with_the_kernels_run_delay() {
+fn run_queue_latency_sum_covers_the_kernels_run_delay_of_spinning_threads() {
     let _one = SCHEDULER.lock().unwrap_or_else(|e| e.into_inner());
     let before = value(&scrape(), "ebpf_runqueue_latency_seconds_sum", &[]);
     // Twice as many spinning threads as CPUs for a second: each waits on
     // a run queue about half the time, seconds in all, which the kernel
-    // adds up per thread. Every other task's waits come on top of that in
-    // the agent's histogram (it sees the whole host), so the histogram's
-    // sum must be at least the threads' total and not wildly more.
+    // adds up per thread. The host-wide histogram holds those waits and
+    // every other task's besides (on a busy machine, many more), so here
+    // it must hold at least the threads' total. The two-sided comparison,
+    // within 10 %, is the container test below
+    // (`the_bpf_ktime_fallback_agrees_with_the_run_queue_clock`), where the
+    // per-container histogram holds exactly the measured processes' waits.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let spinners: Vec<_> = (0..2 * cpus)
         .map(|_| {
@@ -202,10 +205,6 @@ fn run_queue_latency_sum_agrees_with_the_kernels_run_delay() {
     assert!(waited > 0.2, "the spinners waited only {waited} s; was the kernel's run_delay counted?");
     let grown = wait_growth("ebpf_runqueue_latency_seconds_sum", &[], before, 0.9 * waited) - before;
     eprintln!("run-queue latency sum +{grown:.3} s; the spinners' run_delay {waited:.3} s");
-    assert!(
-        grown < 2.0 * waited + 1.0,
-        "run-queue latency sum grew by {grown} s while the spinners alone waited {waited} s"
-    );
 }
 
 #[test]
