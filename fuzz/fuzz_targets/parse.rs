@@ -11,8 +11,9 @@ mod sample;
 #[allow(dead_code)]
 #[path = "../../agent/src/exposition.rs"]
 mod exposition;
-#[allow(dead_code)]
-#[path = "../../agent/src/sources/scrape/parser.rs"]
+// unused_imports: the fuzz target uses only part of what the parser re-exports.
+#[allow(dead_code, unused_imports)]
+#[path = "../../agent/src/sources/scrape/parser/mod.rs"]
 mod parser;
 
 use libfuzzer_sys::fuzz_target;

@@ -1,6 +1,7 @@
 //! Table-driven tests: each stage with good and malformed input.
 
 use super::*;
+use std::time::Instant;
 
 /// Builds a pipeline from TOML `[[stages]]` text.
 fn pipeline(toml_text: &str) -> (Pipeline, Option<Multiline>) {

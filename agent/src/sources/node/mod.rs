@@ -9,17 +9,19 @@ mod arp;
 mod bcache;
 mod bonding;
 mod btrfs;
+mod conntrack;
 mod cpu;
 mod cpufreq;
 mod diskstats;
 mod dmi;
 mod edac;
+mod entropy;
 mod fibrechannel;
+mod filefd;
 mod filesystem;
 mod hwmon;
 mod infiniband;
 mod ipvs;
-mod kernel;
 mod mdadm;
 mod meminfo;
 mod netclass;
@@ -28,9 +30,12 @@ mod netstat;
 mod nfs;
 mod nvme;
 mod powersupply;
+mod pressure;
 mod processes;
 mod rapl;
+mod schedstat;
 mod selinux;
+mod softnet;
 mod stat;
 mod system;
 mod tapestats;
@@ -64,15 +69,15 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("bcache", true, |c| Box::new(bcache::Bcache::new(c))),
     ("bonding", true, |c| Box::new(bonding::Bonding::new(c))),
     ("btrfs", true, |c| Box::new(btrfs::Btrfs::new(c))),
-    ("conntrack", true, |c| Box::new(kernel::Conntrack::new(c))),
+    ("conntrack", true, |c| Box::new(conntrack::Conntrack::new(c))),
     ("cpu", true, |c| Box::new(cpu::Cpu::new(c))),
     ("cpufreq", true, |c| Box::new(cpufreq::Cpufreq::new(c))),
     ("diskstats", true, |c| Box::new(diskstats::Diskstats::new(c))),
     ("dmi", true, |c| Box::new(dmi::Dmi::new(c))),
     ("edac", true, |c| Box::new(edac::Edac::new(c))),
-    ("entropy", true, |c| Box::new(kernel::Entropy::new(c))),
+    ("entropy", true, |c| Box::new(entropy::Entropy::new(c))),
     ("fibrechannel", true, |c| Box::new(fibrechannel::Fibrechannel::new(c))),
-    ("filefd", true, |c| Box::new(kernel::Filefd::new(c))),
+    ("filefd", true, |c| Box::new(filefd::Filefd::new(c))),
     ("filesystem", true, |c| Box::new(filesystem::Filesystem::new(c))),
     ("hwmon", true, |c| Box::new(hwmon::Hwmon::new(c))),
     ("infiniband", true, |c| Box::new(infiniband::Infiniband::new(c))),
@@ -88,13 +93,13 @@ const REGISTRY: &[(&str, bool, Factory)] = &[
     ("nvme", true, |c| Box::new(nvme::Nvme::new(c))),
     ("os", true, |c| Box::new(system::Os::new(c))),
     ("powersupplyclass", true, |c| Box::new(powersupply::PowerSupply::new(c))),
-    ("pressure", true, |c| Box::new(kernel::Pressure::new(c))),
+    ("pressure", true, |c| Box::new(pressure::Pressure::new(c))),
     ("processes", false, |c| Box::new(processes::Processes::new(c))),
     ("rapl", true, |c| Box::new(rapl::Rapl::new(c))),
-    ("schedstat", true, |c| Box::new(kernel::Schedstat::new(c))),
+    ("schedstat", true, |c| Box::new(schedstat::Schedstat::new(c))),
     ("selinux", true, |c| Box::new(selinux::Selinux::new(c))),
     ("sockstat", true, |c| Box::new(netstat::Sockstat::new(c))),
-    ("softnet", true, |c| Box::new(kernel::Softnet::new(c))),
+    ("softnet", true, |c| Box::new(softnet::Softnet::new(c))),
     ("stat", true, |c| Box::new(stat::Stat::new(c))),
     ("tapestats", true, |c| Box::new(tapestats::Tapestats::new(c))),
     ("textfile", true, |c| Box::new(textfile::Textfile::new(c))),
@@ -787,6 +792,12 @@ impl NameCache {
 /// Parses a decimal or float field, naming the file on failure.
 fn num(path: &Path, field: &str) -> Result<f64, NodeError> {
     field.parse::<f64>().map_err(|_| NodeError::parse(path, format!("bad number {field:?}")))
+}
+
+/// Reads a file holding one number.
+fn one_number(file: &mut FileBuf) -> Result<f64, NodeError> {
+    let (path, text) = file.read()?;
+    num(path, text.trim())
 }
 
 #[cfg(test)]
