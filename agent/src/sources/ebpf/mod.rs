@@ -181,6 +181,7 @@ pub struct Names {
 pub struct EbpfCollector {
     ebpf: Option<Ebpf>,
     names: Names,
+    interval: Option<Duration>,
 }
 
 impl EbpfCollector {
@@ -195,7 +196,7 @@ impl EbpfCollector {
     }
 
     fn load(config: &EbpfConfig, registry: &Registry) -> Self {
-        let mut collector = EbpfCollector { ebpf: None, names: Names::default() };
+        let mut collector = EbpfCollector { ebpf: None, names: Names::default(), interval: config.interval };
         let unavailable = |reason: String| {
             tracing::warn!(error = %reason, "eBPF is unavailable (needs CAP_BPF and CAP_PERFMON, or root, and a kernel with BTF); running without kernel metrics");
             for p in PROGRAMS {
@@ -350,6 +351,10 @@ fn raise_memlock_limit() {
 impl super::Collector for EbpfCollector {
     fn name(&self) -> &str {
         "ebpf"
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        self.interval
     }
 
     fn collect(&mut self, now_ms: i64) -> Result<Vec<Family>, String> {
