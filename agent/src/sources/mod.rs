@@ -39,9 +39,8 @@ pub trait Collector: Send + 'static {
 }
 
 /// Runs `collector` on its interval (the agent's when it has none of its
-/// own) until `ctx.shutdown`, sending each
-/// collection (with stale markers for series that went away) to
-/// `ctx.metrics`. Stopped by a reload, it leaves its staleness state in
+/// own) until `ctx.shutdown`, sending each collection (with stale markers
+/// for series that went away) to `ctx.metrics`. Stopped by a reload, it leaves its staleness state in
 /// `ctx.handover` for the collector that replaces it (or for the stale
 /// markers of a source that is gone).
 pub async fn run_collector(collector: Box<dyn Collector>, ctx: crate::Context) {
