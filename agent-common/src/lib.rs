@@ -212,6 +212,32 @@ pub struct KernelOffsets {
     pub request_rq_disk: u32,
 }
 
+impl KernelOffsets {
+    /// Every offset 0: the build-time value of the programs' `OFFSETS`
+    /// global, which the agent overrides at load time. A new field needs
+    /// no edit in agent-ebpf.
+    pub const ZERO: KernelOffsets = KernelOffsets {
+        task_pid: 0,
+        request_q: 0,
+        request_cmd_flags: 0,
+        queue_disk: 0,
+        disk_major: 0,
+        disk_first_minor: 0,
+        sock_protocol: 0,
+        tcp_srtt_us: 0,
+        sock_cgroup: 0,
+        task_cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kernfs_id: 0,
+        task_cfs_rq: 0,
+        cfs_rq_rq: 0,
+        rq_clock: 0,
+        task_state: 0,
+        request_rq_disk: 0,
+    };
+}
+
 /// The `SKB_DROPS` slot where `kfree_skb_no_reason` (kernels whose
 /// tracepoint has no drop reason, before 5.17, and no `enum
 /// skb_drop_reason` either) counts every drop; the collector names it

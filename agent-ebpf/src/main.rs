@@ -37,26 +37,7 @@ mod shared {
     /// for the programs (it lives in .rodata, which aya freezes), so the
     /// verifier knows each value as a constant.
     #[no_mangle]
-    static OFFSETS: KernelOffsets = KernelOffsets {
-        task_pid: 0,
-        request_q: 0,
-        request_cmd_flags: 0,
-        queue_disk: 0,
-        disk_major: 0,
-        disk_first_minor: 0,
-        sock_protocol: 0,
-        tcp_srtt_us: 0,
-        sock_cgroup: 0,
-        task_cgroups: 0,
-        css_set_dfl_cgrp: 0,
-        cgroup_kn: 0,
-        kernfs_id: 0,
-        task_cfs_rq: 0,
-        cfs_rq_rq: 0,
-        rq_clock: 0,
-        task_state: 0,
-        request_rq_disk: 0,
-    };
+    static OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 
     /// Nonzero when the agent wants per-cgroup counts (`[ebpf]
     /// container_label = true`) and the kernel has the fields to find them.

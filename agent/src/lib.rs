@@ -6,7 +6,8 @@
 //! - [`config`]: the TOML configuration, `${VAR}` interpolation, validation.
 //! - [`sample`]: the sample model (labels, samples, families, batches).
 //! - [`sources`]: one module per metric source (`node`, `ebpf`, `docker`,
-//!   `scrape`), each producing [`sample::Batch`]es on its own interval.
+//!   `scrape`), each producing [`sample::Batch`]es on the interval it
+//!   carries; `sources::ebpf::programs` describes every kernel program.
 //! - [`relabel`]: Prometheus relabeling, used by scrape jobs and sinks.
 //! - [`sinks`]: `remote_write` (WAL, shards, HTTP), `loki`, and `latest`
 //!   (the newest samples, served on `/metrics` in pull mode).

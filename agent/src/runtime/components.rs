@@ -282,10 +282,10 @@ impl Agent {
                 tasks.extend(docker.tasks);
                 self.docker_targets = Some(docker.targets);
             }
-            Kind::Node => tasks.push(self.spawn_collector(node_collector(config), config.node.interval, &ctx)),
+            Kind::Node => tasks.push(self.spawn_collector(node_collector(config), &ctx)),
             Kind::Ebpf => {
                 if let Some(c) = ebpf_collector(config, &self.registry).await {
-                    tasks.push(self.spawn_collector(c, config.ebpf.interval, &ctx));
+                    tasks.push(self.spawn_collector(c, &ctx));
                 }
             }
             Kind::Scrape(i) => {
@@ -306,10 +306,11 @@ impl Agent {
         })
     }
 
-    fn spawn_collector(&self, collector: Box<dyn Collector>, every: Option<Duration>, ctx: &Context) -> JoinHandle<()> {
-        let every = every.unwrap_or(ctx.config.agent.scrape_interval);
+    /// Starts a collector that must collect once before /-/ready; it runs
+    /// on the interval it carries.
+    fn spawn_collector(&self, collector: Box<dyn Collector>, ctx: &Context) -> JoinHandle<()> {
         self.registry.register_source(collector.name(), collector.name(), true);
-        tokio::spawn(crate::sources::run_collector(collector, every, ctx.clone()))
+        tokio::spawn(crate::sources::run_collector(collector, ctx.clone()))
     }
 
     /// Stops one component and waits for it: sources leave their staleness

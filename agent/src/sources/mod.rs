@@ -21,6 +21,12 @@ pub trait Collector: Send + 'static {
     /// Name of the source, as shown in status and self-metrics.
     fn name(&self) -> &str;
 
+    /// Its own collection interval from its configuration section; `None`
+    /// runs it on the agent's `scrape_interval`.
+    fn interval(&self) -> Option<Duration> {
+        None
+    }
+
     /// One collection at `now_ms`. An error means nothing useful came out;
     /// partial failures are reported inside the families instead.
     fn collect(&mut self, now_ms: i64) -> Result<Vec<Family>, String>;
@@ -32,12 +38,13 @@ pub trait Collector: Send + 'static {
     }
 }
 
-/// Runs `collector` every `interval` until `ctx.shutdown`, sending each
-/// collection (with stale markers for series that went away) to
-/// `ctx.metrics`. Stopped by a reload, it leaves its staleness state in
+/// Runs `collector` on its interval (the agent's when it has none of its
+/// own) until `ctx.shutdown`, sending each collection (with stale markers
+/// for series that went away) to `ctx.metrics`. Stopped by a reload, it leaves its staleness state in
 /// `ctx.handover` for the collector that replaces it (or for the stale
 /// markers of a source that is gone).
-pub async fn run_collector(collector: Box<dyn Collector>, interval: Duration, ctx: crate::Context) {
+pub async fn run_collector(collector: Box<dyn Collector>, ctx: crate::Context) {
+    let interval = collector.interval().unwrap_or(ctx.config.agent.scrape_interval);
     let (out, registry, shutdown) = (ctx.metrics.clone(), ctx.registry.clone(), ctx.shutdown.clone());
     let name: Arc<str> = collector.name().into();
     let mut collector = Some(collector);

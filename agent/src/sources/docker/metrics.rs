@@ -97,6 +97,7 @@ pub struct ContainerCollector {
     host: Host,
     inventory: watch::Receiver<Inventory>,
     container_labels: bool,
+    interval: Option<std::time::Duration>,
     job: String,
     instance: String,
     /// Cgroup directories by container id, found once per container.
@@ -128,6 +129,7 @@ impl ContainerCollector {
             host: Host::new(&sys, &proc),
             inventory,
             container_labels: config.container_labels,
+            interval: config.interval,
             job: config.job.clone(),
             instance: if config.instance.is_empty() { crate::hostname() } else { config.instance.clone() },
             located: HashMap::new(),
@@ -242,6 +244,10 @@ fn put_stats(families: &mut [Family], base: &Labels, s: &Stats, ts: i64) {
 impl Collector for ContainerCollector {
     fn name(&self) -> &str {
         "docker"
+    }
+
+    fn interval(&self) -> Option<std::time::Duration> {
+        self.interval
     }
 
     fn collect(&mut self, now_ms: i64) -> Result<Vec<Family>, String> {

@@ -186,10 +186,9 @@ pub fn start(ctx: &crate::Context) -> Started {
     ))];
     if config.container_metrics {
         let collector = metrics::ContainerCollector::new(config, inventory.clone());
-        let every = config.interval.unwrap_or(ctx.config.agent.scrape_interval);
         // Not required for readiness: the agent is ready without dockerd.
         ctx.registry.register_source(collector.name(), "docker", false);
-        tasks.push(tokio::spawn(crate::sources::run_collector(Box::new(collector), every, ctx.clone())));
+        tasks.push(tokio::spawn(crate::sources::run_collector(Box::new(collector), ctx.clone())));
     }
     Started { tasks, targets, inventory }
 }

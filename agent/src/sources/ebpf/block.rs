@@ -10,7 +10,8 @@ use agent_common::{
 use aya::maps::{PerCpuArray, PerCpuHashMap};
 use aya::Ebpf;
 
-use super::{histogram, push_histogram, Buckets, LATENCY_NS};
+use super::programs::Reader;
+use super::{histogram, push_histogram, Buckets, Names, LATENCY_NS};
 use crate::sample::Family;
 
 /// Byte slots exported from 512 B to 16 MiB (smaller requests count in the
@@ -73,13 +74,10 @@ fn add(total: &mut BlockHists, part: &BlockHists) {
     }
 }
 
-/// Adds `ebpf_block_io_latency_seconds` and `ebpf_block_io_size_bytes`.
-pub(super) fn collect(
-    ebpf: &Ebpf,
-    devices: &mut DeviceNames,
-    now_ms: i64,
-    out: &mut Vec<Family>,
-) -> Result<(), String> {
+/// `ebpf_block_io_latency_seconds` and `ebpf_block_io_size_bytes`.
+pub(super) static BLOCK_IO: Reader = Reader { maps: &["BLOCK_IO", "BLOCK_IO_FIRST"], read };
+
+fn read(ebpf: &Ebpf, names: &mut Names, now_ms: i64, out: &mut Vec<Family>) -> Result<(), String> {
     let Some(map) = ebpf.map("BLOCK_IO") else {
         return Ok(());
     };
@@ -110,7 +108,7 @@ pub(super) fn collect(
     let mut size = histogram("ebpf_block_io_size_bytes", "Block I/O request sizes, per disk and operation.");
     for (key, hists) in &totals {
         let Some(op) = op_name(key.op) else { continue };
-        let device = devices.name(key.major, key.minor);
+        let device = names.devices.name(key.major, key.minor);
         let labels = [("device", device.as_str()), ("op", op)];
         push_histogram(&mut latency, &labels, &hists.latency, &LATENCY_NS, now_ms);
         push_histogram(&mut size, &labels, &hists.size, &SIZE_BYTES, now_ms);

@@ -1,8 +1,10 @@
 //! Kernel metrics from the programs in agent-ebpf. The programs aggregate
 //! in maps; this collector reads each map once per collection.
 //!
+//! - `programs`: every program described once (switch, tracepoint,
+//!   variants per kernel, members, maps, readers); the rest iterates it
 //! - `btf`: offsets and enum names from the running kernel's BTF
-//! - `sched`, `block`, `net`: reading each area's maps into families
+//! - `sched`, `block`, `net`: each area's readers, from maps to families
 //!
 //! A program that fails to load or attach is reported once (log and
 //! `vantage_ebpf_program_up`), and the others keep running; without BPF at
@@ -13,6 +15,7 @@ pub mod btf;
 mod containers;
 mod kernel_log;
 mod net;
+pub mod programs;
 mod sched;
 
 use std::collections::BTreeMap;
@@ -79,20 +82,7 @@ impl Default for EbpfConfig {
     }
 }
 
-/// Every program in agent-ebpf, by the name of its function (which is also
-/// the kernel tracepoint it attaches to as a BTF tracepoint).
-pub const PROGRAMS: &[&str] = &[
-    "sched_switch",
-    "sched_wakeup",
-    "sched_wakeup_new",
-    "block_rq_issue",
-    "block_rq_complete",
-    "tcp_retransmit_skb",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-    "inet_sock_set_state",
-    "kfree_skb",
-];
+pub use programs::PROGRAMS;
 
 impl EbpfConfig {
     /// Adds this section's problems to `problems`.
@@ -105,83 +95,22 @@ impl EbpfConfig {
             ));
         }
         for name in self.programs.keys() {
-            if !PROGRAMS.contains(&name.as_str()) {
-                problems.push(format!("ebpf.programs: unknown program {name:?} (known: {})", PROGRAMS.join(", ")));
+            if programs::program(name).is_none() {
+                let known: Vec<&str> = programs::names().collect();
+                problems.push(format!("ebpf.programs: unknown program {name:?} (known: {})", known.join(", ")));
             }
         }
     }
 
     /// One line for `vantage check`.
     pub fn describe(&self) -> String {
-        let on: Vec<&str> = PROGRAMS.iter().copied().filter(|p| self.program_enabled(p)).collect();
+        let on: Vec<&str> = programs::names().filter(|p| self.program_enabled(p)).collect();
         format!("programs {}", on.join(", "))
     }
 
     fn program_enabled(&self, name: &str) -> bool {
         self.programs.get(name).copied().unwrap_or(true)
     }
-}
-
-/// Which of agent-ebpf's functions serves a program on this kernel, and
-/// the kernel structure members it reads. A kernel without one of them
-/// leaves the program unloaded (with the reason) rather than reading
-/// garbage.
-#[derive(Debug)]
-struct Variant {
-    /// The function in the object (the program's own name, or the
-    /// variant for an older prototype).
-    function: &'static str,
-    members: Vec<(&'static str, &'static str)>,
-}
-
-/// Chooses `program`'s variant from the running kernel's BTF: the
-/// tracepoint's prototype (`btf_trace_<name>`) for the arguments, struct
-/// members for what they point to. Never from a version number: distributions
-/// backport.
-fn variant(program: &'static str, btf: &KernelBtf) -> Result<Variant, String> {
-    use btf::Param;
-    let params = btf.tracepoint(program).ok_or_else(|| format!("the kernel has no BTF tracepoint {program}"))?;
-    let request = Param::Ptr("request".into());
-    let pick = |function, members: &[(&'static str, &'static str)]| Ok(Variant { function, members: members.to_vec() });
-    match program {
-        "sched_switch" if params.len() >= 4 => pick("sched_switch", &[("task_struct", "pid")]),
-        // Before 5.18: no prev_state argument; the state is the task's
-        // `__state` (`state` before 5.14).
-        "sched_switch" => {
-            let state = if btf.member_offset("task_struct", "__state").is_ok() { "__state" } else { "state" };
-            pick("sched_switch_no_state", &[("task_struct", "pid"), ("task_struct", state)])
-        }
-        "sched_wakeup" | "sched_wakeup_new" => pick(program, &[("task_struct", "pid")]),
-        "block_rq_issue" => match params.iter().position(|p| *p == request) {
-            Some(0) => pick("block_rq_issue", &[]),
-            // Before 5.11: (struct request_queue *q, struct request *rq).
-            Some(1) => pick("block_rq_issue_queue_first", &[]),
-            _ => Err(format!("block_rq_issue's prototype {params:?} has no struct request first or second")),
-        },
-        "block_rq_complete" => {
-            if params.first() != Some(&request) {
-                return Err(format!("block_rq_complete's prototype {params:?} does not start with a struct request"));
-            }
-            let mut members = vec![("request", "cmd_flags"), ("gendisk", "major"), ("gendisk", "first_minor")];
-            members.extend_from_slice(if disk_in_request(btf) {
-                &[("request", "rq_disk")][..]
-            } else {
-                &[("request", "q"), ("request_queue", "disk")][..]
-            });
-            Ok(Variant { function: "block_rq_complete", members })
-        }
-        "kfree_skb" if params.get(2) == Some(&Param::Enum("skb_drop_reason".into())) => pick("kfree_skb", &[]),
-        // Before 5.17: (struct sk_buff *skb, void *location).
-        "kfree_skb" => pick("kfree_skb_no_reason", &[]),
-        "inet_sock_set_state" => pick(program, &[("sock", "sk_protocol"), ("tcp_sock", "srtt_us")]),
-        _ => pick(program, &[]),
-    }
-}
-
-/// Whether a request's disk is `request.rq_disk`: kernels before 5.11
-/// have no `request_queue.disk`.
-fn disk_in_request(btf: &KernelBtf) -> bool {
-    btf.member_offset("request_queue", "disk").is_err() && btf.member_offset("request", "rq_disk").is_ok()
 }
 
 /// The environment switch that makes the scheduler programs time waits
@@ -233,15 +162,26 @@ const CGROUP_MEMBERS: &[(&str, &str)] = &[
     ("kernfs_node", "id"),
 ];
 
-/// The eBPF source: the loaded object and what the maps' keys mean.
-pub struct EbpfCollector {
-    ebpf: Option<Ebpf>,
+/// The programs whose switches together turn run-queue latency on:
+/// `sched_switch` times the waits the wakeups start.
+const RUNQ_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
+
+/// What the maps' keys mean, for the readers.
+#[derive(Default)]
+pub struct Names {
     /// `enum skb_drop_reason` names by value, as label values.
     drop_reasons: Vec<String>,
     /// "major:minor" -> kernel device name, from /sys/class/block.
     devices: block::DeviceNames,
     /// Container names by cgroup id, when `container_label` is on.
     containers: Option<containers::Containers>,
+}
+
+/// The eBPF source: the loaded object and what the maps' keys mean.
+pub struct EbpfCollector {
+    ebpf: Option<Ebpf>,
+    names: Names,
+    interval: Option<Duration>,
 }
 
 impl EbpfCollector {
@@ -256,16 +196,11 @@ impl EbpfCollector {
     }
 
     fn load(config: &EbpfConfig, registry: &Registry) -> Self {
-        let mut collector = EbpfCollector {
-            ebpf: None,
-            drop_reasons: Vec::new(),
-            devices: block::DeviceNames::default(),
-            containers: None,
-        };
+        let mut collector = EbpfCollector { ebpf: None, names: Names::default(), interval: config.interval };
         let unavailable = |reason: String| {
             tracing::warn!(error = %reason, "eBPF is unavailable (needs CAP_BPF and CAP_PERFMON, or root, and a kernel with BTF); running without kernel metrics");
             for p in PROGRAMS {
-                registry.set_program(p, false, reason.clone());
+                registry.set_program(p.name, false, reason.clone());
             }
         };
         raise_memlock_limit();
@@ -284,10 +219,8 @@ impl EbpfCollector {
             }
         };
         let offsets = kernel_offsets(&kernel_btf);
-        collector.drop_reasons = net::drop_reason_names(&kernel_btf);
-        let wakeups = ["sched_wakeup", "sched_wakeup_new"];
-        let runq = config.program_enabled("sched_switch")
-            && wakeups.iter().all(|p| config.program_enabled(p))
+        collector.names.drop_reasons = net::drop_reason_names(&kernel_btf);
+        let runq = RUNQ_PROGRAMS.iter().all(|p| config.program_enabled(p))
             && kernel_btf.member_offset("task_struct", "pid").is_ok();
         let runq_enabled: u32 = runq.into();
         let forced_ktime = std::env::var(CLOCK_ENV).is_ok_and(|v| v == "ktime");
@@ -297,7 +230,7 @@ impl EbpfCollector {
         } else if runq && !rq_clock {
             tracing::info!("ebpf: the kernel has no task_struct.se.cfs_rq->rq->clock (CONFIG_FAIR_GROUP_SCHED); run-queue latency uses bpf_ktime_get_ns");
         }
-        let disk_in_request: u32 = disk_in_request(&kernel_btf).into();
+        let disk_in_request: u32 = programs::disk_in_request(&kernel_btf).into();
         let rq_clock: u32 = rq_clock.into();
         let mut label = config.container_label;
         if label {
@@ -312,7 +245,7 @@ impl EbpfCollector {
         }
         let container_label: u32 = label.into();
         if label {
-            collector.containers = Some(containers::Containers::default());
+            collector.names.containers = Some(containers::Containers::default());
         }
         let log_level = KERNEL_LOG_LEVELS.iter().position(|l| *l == config.kernel_log).unwrap_or(0) as u8;
         let mut ebpf = match EbpfLoader::new()
@@ -332,27 +265,17 @@ impl EbpfCollector {
             }
         };
         let mut attached = 0;
-        for &name in PROGRAMS {
+        for program in PROGRAMS {
+            let name = program.name;
             if !config.program_enabled(name) {
                 registry.set_program(name, false, "disabled in the configuration".into());
                 continue;
             }
-            let result = variant(name, &kernel_btf).and_then(|v| {
-                let missing: Vec<String> = v
-                    .members
-                    .iter()
-                    .filter_map(|(s, m)| kernel_btf.member_offset(s, m).err().map(|e| e.to_string()))
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(missing.join("; "));
+            let result = programs::choose(program, &kernel_btf).and_then(|v| {
+                if let Some(chosen) = v.chosen {
+                    chosen(&mut collector.names);
                 }
-                if v.function == "kfree_skb_no_reason" {
-                    tracing::info!("ebpf: this kernel's kfree_skb tracepoint has no drop reason (before 5.17): drops are counted with reason=\"not_specified\"");
-                    if let Some(n) = collector.drop_reasons.get_mut(agent_common::SKB_DROP_NO_REASON_SLOT as usize) {
-                        *n = "not_specified".into();
-                    }
-                }
-                attach_btf_tracepoint(&mut ebpf, v.function, name, &btf)
+                attach_btf_tracepoint(&mut ebpf, v.function, program.tracepoint, &btf)
             });
             match result {
                 Ok(()) => {
@@ -430,18 +353,21 @@ impl super::Collector for EbpfCollector {
         "ebpf"
     }
 
+    fn interval(&self) -> Option<Duration> {
+        self.interval
+    }
+
     fn collect(&mut self, now_ms: i64) -> Result<Vec<Family>, String> {
         let Some(ebpf) = &self.ebpf else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        if let Some(c) = &mut self.containers {
+        if let Some(c) = &mut self.names.containers {
             c.refresh();
         }
-        let containers = self.containers.as_ref();
-        sched::collect(ebpf, containers, now_ms, &mut out)?;
-        block::collect(ebpf, &mut self.devices, now_ms, &mut out)?;
-        net::collect(ebpf, &self.drop_reasons, containers, now_ms, &mut out)?;
+        for reader in programs::readers() {
+            (reader.read)(ebpf, &mut self.names, now_ms, &mut out)?;
+        }
         Ok(out)
     }
 }
@@ -514,24 +440,6 @@ const _: () = assert!(LOG2_SLOTS > 24);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn this_kernel_gets_the_newest_variants() {
-        // 6.18 has every argument and member the newest prototypes read.
-        let btf = KernelBtf::from_sys().expect("this test needs /sys/kernel/btf/vmlinux");
-        let function = |p| variant(p, &btf).map(|v| v.function);
-        assert_eq!(function("sched_switch"), Ok("sched_switch"));
-        assert_eq!(function("block_rq_issue"), Ok("block_rq_issue"));
-        assert_eq!(function("kfree_skb"), Ok("kfree_skb"));
-        assert!(!disk_in_request(&btf));
-        for p in PROGRAMS {
-            let v = variant(p, &btf).unwrap_or_else(|e| panic!("{p}: {e}"));
-            for (s, m) in v.members {
-                assert!(btf.member_offset(s, m).is_ok(), "{p}: {s}.{m}");
-            }
-        }
-        assert!(variant("no_such_tracepoint", &btf).unwrap_err().contains("no BTF tracepoint"));
-    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_end_at_count() {

@@ -1,20 +1,18 @@
 //! Reads the TCP counters, the RTT histogram and skb drops by reason.
 
-use agent_common::{
-    Log2Hist, SKB_DROP_SLOTS, TCP_CONN_ACTIVE, TCP_CONN_FAILED, TCP_CONN_PASSIVE, TCP_COUNTER_SLOTS,
-    TCP_RESETS_RECEIVED, TCP_RESETS_SENT, TCP_RETRANSMITS,
-};
 use std::collections::BTreeMap;
 
-use aya::maps::PerCpuArray;
+use agent_common::{
+    CgroupSlot, Log2Hist, SKB_DROP_NO_REASON_SLOT, SKB_DROP_SLOTS, TCP_CONN_ACTIVE, TCP_CONN_FAILED, TCP_CONN_PASSIVE,
+    TCP_COUNTER_SLOTS, TCP_RESETS_RECEIVED, TCP_RESETS_SENT, TCP_RETRANSMITS,
+};
+use aya::maps::{HashMap, PerCpuArray};
 use aya::Ebpf;
-
-use agent_common::CgroupSlot;
-use aya::maps::HashMap;
 
 use super::btf::KernelBtf;
 use super::containers::Containers;
-use super::{histogram, merge, push_histogram, Buckets};
+use super::programs::Reader;
+use super::{histogram, merge, push_histogram, Buckets, Names};
 use crate::sample::{Family, MetricType};
 
 /// Microsecond slots from 1 µs to about 16.8 s; the kernel sums in µs.
@@ -88,17 +86,29 @@ fn push_split(
     f.push(labels, rest as f64, now_ms);
 }
 
-/// Adds the `ebpf_tcp_*` and `ebpf_skb_drops_total` families.
-pub(super) fn collect(
-    ebpf: &Ebpf,
-    drop_reasons: &[String],
-    containers: Option<&Containers>,
-    now_ms: i64,
-    out: &mut Vec<Family>,
-) -> Result<(), String> {
+/// `ebpf_tcp_retransmits_total`, `ebpf_tcp_resets_total`,
+/// `ebpf_tcp_connections_total` and `ebpf_tcp_connection_failures_total`;
+/// retransmits and resets split by container when labels are on.
+pub(super) static TCP_COUNTERS: Reader = Reader { maps: &["TCP_COUNTERS", "CGROUP_EVENTS"], read: tcp_counters };
+
+/// `ebpf_tcp_rtt_seconds`.
+pub(super) static TCP_RTT: Reader = Reader { maps: &["TCP_RTT"], read: tcp_rtt };
+
+/// `ebpf_skb_drops_total{reason}`.
+pub(super) static SKB_DROPS: Reader = Reader { maps: &["SKB_DROPS"], read: skb_drops };
+
+/// `kfree_skb_no_reason` was chosen: its one slot reads as `not_specified`.
+pub(super) fn no_drop_reason(names: &mut Names) {
+    tracing::info!("ebpf: this kernel's kfree_skb tracepoint has no drop reason (before 5.17): drops are counted with reason=\"not_specified\"");
+    if let Some(n) = names.drop_reasons.get_mut(SKB_DROP_NO_REASON_SLOT as usize) {
+        *n = "not_specified".into();
+    }
+}
+
+fn tcp_counters(ebpf: &Ebpf, names: &mut Names, now_ms: i64, out: &mut Vec<Family>) -> Result<(), String> {
     // Containers' counts first: every event they hold is already in the
     // totals read after, so the unlabeled rest never goes below zero.
-    let split = match containers {
+    let split = match &names.containers {
         Some(containers) => container_counts(ebpf, containers)?,
         None => BTreeMap::new(),
     };
@@ -134,6 +144,10 @@ pub(super) fn collect(
         f.push(&[], at(TCP_CONN_FAILED), now_ms);
         out.push(f);
     }
+    Ok(())
+}
+
+fn tcp_rtt(ebpf: &Ebpf, _: &mut Names, now_ms: i64, out: &mut Vec<Family>) -> Result<(), String> {
     if let Some(map) = ebpf.map("TCP_RTT") {
         let array: PerCpuArray<_, Log2Hist> = PerCpuArray::try_from(map).map_err(|e| format!("TCP_RTT: {e}"))?;
         let mut total = Log2Hist::ZERO;
@@ -144,17 +158,21 @@ pub(super) fn collect(
         push_histogram(&mut f, &[], &total, &RTT_US, now_ms);
         out.push(f);
     }
+    Ok(())
+}
+
+/// Only reasons that occurred: a series per possible reason would be a
+/// hundred zeros. Unnamed values share "other".
+fn skb_drops(ebpf: &Ebpf, names: &mut Names, now_ms: i64, out: &mut Vec<Family>) -> Result<(), String> {
     if let Some(drops) = per_cpu_sums(ebpf, "SKB_DROPS", SKB_DROP_SLOTS)? {
         let mut f = Family::new(
             "ebpf_skb_drops_total",
             MetricType::Counter,
             "Packets freed as dropped, by kernel drop reason.",
         );
-        // Only reasons that occurred: a series per possible reason would be
-        // a hundred zeros. Unnamed values share "other".
         let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
         for (slot, count) in drops.iter().enumerate().filter(|(_, c)| **c > 0) {
-            *by_name.entry(drop_reasons.get(slot).map_or("other", String::as_str)).or_default() += count;
+            *by_name.entry(names.drop_reasons.get(slot).map_or("other", String::as_str)).or_default() += count;
         }
         for (reason, count) in by_name {
             f.push(&[("reason", reason)], count as f64, now_ms);

@@ -1,27 +1,23 @@
 //! Reads the scheduler maps: context switches per CPU and the run-queue
 //! latency histogram (merged over CPUs).
 
-use agent_common::{Log2Hist, CONTEXT_SWITCHES_SLOT};
-use aya::maps::PerCpuArray;
-use aya::Ebpf;
-
 use std::collections::BTreeMap;
 
-use aya::maps::HashMap;
+use agent_common::{Log2Hist, CONTEXT_SWITCHES_SLOT};
+use aya::maps::{HashMap, PerCpuArray};
+use aya::Ebpf;
 
-use super::containers::Containers;
-use super::{histogram, merge, push_histogram, subtract, LATENCY_NS};
+use super::programs::Reader;
+use super::{histogram, merge, push_histogram, subtract, Names, LATENCY_NS};
 use crate::sample::{Family, MetricType};
 
-/// Adds `ebpf_cpu_context_switches_total` and `ebpf_runqueue_latency_seconds`.
-/// With `containers`, run-queue latency splits into one histogram per
-/// container plus the rest (no `container` label), which sum to the total.
-pub(super) fn collect(
-    ebpf: &Ebpf,
-    containers: Option<&Containers>,
-    now_ms: i64,
-    out: &mut Vec<Family>,
-) -> Result<(), String> {
+/// `ebpf_cpu_context_switches_total{cpu}`.
+pub(super) static CONTEXT_SWITCHES: Reader = Reader { maps: &["CPU_CONTEXT_SWITCHES"], read: context_switches };
+
+/// `ebpf_runqueue_latency_seconds`, split by container when labels are on.
+pub(super) static RUNQ_LATENCY: Reader = Reader { maps: &["RUNQ_LATENCY", "CGROUP_RUNQ"], read: runq_latency };
+
+fn context_switches(ebpf: &Ebpf, _: &mut Names, now_ms: i64, out: &mut Vec<Family>) -> Result<(), String> {
     if let Some(map) = ebpf.map("CPU_CONTEXT_SWITCHES") {
         let array: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(|e| format!("CPU_CONTEXT_SWITCHES: {e}"))?;
@@ -39,6 +35,12 @@ pub(super) fn collect(
         }
         out.push(f);
     }
+    Ok(())
+}
+
+/// With container labels, run-queue latency splits into one histogram per
+/// container plus the rest (no `container` label), which sum to the total.
+fn runq_latency(ebpf: &Ebpf, names: &mut Names, now_ms: i64, out: &mut Vec<Family>) -> Result<(), String> {
     if let Some(map) = ebpf.map("RUNQ_LATENCY") {
         let array: PerCpuArray<_, Log2Hist> = PerCpuArray::try_from(map).map_err(|e| format!("RUNQ_LATENCY: {e}"))?;
         let values = array.get(&0, 0).map_err(|e| format!("RUNQ_LATENCY: {e}"))?;
@@ -50,7 +52,7 @@ pub(super) fn collect(
             "ebpf_runqueue_latency_seconds",
             "Time tasks waited in a run queue, from wakeup (or preemption) to running.",
         );
-        if let (Some(containers), Some(map)) = (containers, ebpf.map("CGROUP_RUNQ")) {
+        if let (Some(containers), Some(map)) = (&names.containers, ebpf.map("CGROUP_RUNQ")) {
             let map: HashMap<_, u64, Log2Hist> = HashMap::try_from(map).map_err(|e| format!("CGROUP_RUNQ: {e}"))?;
             let mut by_name: BTreeMap<&str, Log2Hist> = BTreeMap::new();
             for (cgroup, h) in map.iter().filter_map(Result::ok) {

@@ -674,6 +674,7 @@ impl Out<'_> {
 /// success and duration as node_exporter does.
 pub struct NodeCollector {
     job: String,
+    interval: Option<Duration>,
     instance: String,
     subs: Vec<Box<dyn Sub>>,
     /// Whether each collector failed last time, to log on change only.
@@ -699,13 +700,25 @@ impl NodeCollector {
         }
         let subs: Vec<Box<dyn Sub>> = config.active().map(|(_, make)| make(&config)).collect();
         let failing = vec![false; subs.len()];
-        NodeCollector { job: config.job, instance, subs, failing, errors: Vec::new(), cache: LabelCache::default() }
+        NodeCollector {
+            job: config.job,
+            interval: config.interval,
+            instance,
+            subs,
+            failing,
+            errors: Vec::new(),
+            cache: LabelCache::default(),
+        }
     }
 }
 
 impl super::Collector for NodeCollector {
     fn name(&self) -> &str {
         "node"
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        self.interval
     }
 
     fn collect(&mut self, now_ms: i64) -> Result<Vec<Family>, String> {
