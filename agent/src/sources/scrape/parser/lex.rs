@@ -55,29 +55,9 @@ pub(super) fn name_len(s: &[u8], start: fn(u8) -> bool, rest: fn(u8) -> bool) ->
 }
 
 /// Undoes label-value escapes: `\\`, `\"`, `\n`; other backslashes stay.
+/// The same three escapes as an OpenMetrics HELP text.
 pub(super) fn unescape_label(raw: &str) -> Cow<'_, str> {
-    if !raw.contains('\\') {
-        return Cow::Borrowed(raw);
-    }
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('\\') => out.push('\\'),
-            Some('"') => out.push('"'),
-            Some('n') => out.push('\n'),
-            Some(other) => {
-                out.push('\\');
-                out.push(other);
-            }
-            None => out.push('\\'),
-        }
-    }
-    Cow::Owned(out)
+    unescape_help(raw, true)
 }
 
 /// Undoes HELP escapes: `\\` and `\n` (and `\"` in OpenMetrics).
