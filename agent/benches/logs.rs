@@ -132,6 +132,10 @@ fn bench(c: &mut Criterion) {
                         ..Default::default()
                     };
                     let sink = loki::start(&cfg, &Default::default(), &registry, shutdown.clone()).unwrap();
+                    // The agent's own wiring: the log path, routed to the one sink.
+                    let (sender, entries) = vantage::logline::channel(cfg.buffer_size);
+                    let sinks: Vec<Arc<dyn vantage::sinks::LogSink>> = vec![Arc::new(sink.sink)];
+                    tokio::spawn(vantage::runtime::route_logs(entries, sinks, shutdown.clone(), vec![sink.task]));
                     let positions = Arc::new(Positions::load(&sub.join("positions.json")).unwrap());
                     let fcfg = FileSourceConfig {
                         name: "bench".into(),
@@ -144,7 +148,7 @@ fn bench(c: &mut Criterion) {
                         stages: stages(),
                     };
                     let stats = LogStats::default().source("bench");
-                    let src = FileSource::new(&fcfg, positions, sink.sender.clone(), stats, shutdown.clone()).unwrap();
+                    let src = FileSource::new(&fcfg, positions, sender.clone(), stats, shutdown.clone()).unwrap();
                     tokio::spawn(src.run());
                     while sink.stats.entries_sent.load(Ordering::SeqCst) < LINES {
                         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -25,6 +25,7 @@ pub mod config;
 pub mod exposition;
 pub mod failure_log;
 pub mod http;
+pub mod logline;
 pub mod logs;
 pub mod memory;
 pub mod relabel;
@@ -38,4 +39,6 @@ pub mod status;
 pub mod status_page;
 pub mod web;
 
-pub use runtime::{collect_once, hostname, run, Context, Reload, ReloadHandle, RunError, SHUTDOWN_GRACE};
+pub use runtime::{
+    collect_once, hostname, run, run_with_log_sinks, Context, Reload, ReloadHandle, RunError, SHUTDOWN_GRACE,
+};

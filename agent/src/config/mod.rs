@@ -200,7 +200,31 @@ impl Config {
         }
         self.loki.validate(&mut problems);
         self.logs.validate(&mut problems);
+        if self.docker.enabled && self.logs.docker.enabled {
+            let (discovery, logs) = (
+                crate::sources::docker::socket_url(&self.docker.host),
+                crate::sources::docker::socket_url(self.docker_socket()),
+            );
+            if discovery != logs {
+                problems.push(format!(
+                    "logs.docker.host ({logs}) and docker.host ({discovery}) name different Docker sockets; \
+                     the agent keeps one container inventory: set them to the same socket or leave logs.docker.host empty"
+                ));
+            }
+        }
         problems
+    }
+
+    /// The Docker socket of the agent's one container inventory (discovery,
+    /// container metrics and container logs): `logs.docker.host` when
+    /// container logs set it, else `docker.host` (validation refuses two
+    /// different ones while both are enabled).
+    pub fn docker_socket(&self) -> &str {
+        if self.logs.docker.enabled && !self.logs.docker.host.is_empty() {
+            &self.logs.docker.host
+        } else {
+            &self.docker.host
+        }
     }
 
     /// The remote_write endpoints that are on (an empty url turns one off).

@@ -1,7 +1,9 @@
-//! Container logs through the Docker API: every running container is
-//! followed (stdout and stderr, with Docker's own nanosecond timestamps).
+//! Container logs through the Docker API: every running container of the
+//! agent's one inventory (Docker discovery's [`Feed`]) is followed (stdout
+//! and stderr, with Docker's own nanosecond timestamps); containers are
+//! followed as discovery's events report them, never by polling the list.
 //! The positions keep, per container, the timestamp of the newest line
-//! Loki acknowledged; a follow resumes after it (Docker's `since` only takes
+//! every log sink acknowledged; a follow resumes after it (Docker's `since` only takes
 //! whole seconds, so the rest is filtered here), which is what keeps
 //! `docker stop`/`start`/`restart` from re-sending history. Lines Docker
 //! split at 16 KiB are joined back.
@@ -12,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
+use bollard::query_parameters::LogsOptionsBuilder;
 use futures_util::StreamExt;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -22,8 +24,9 @@ use super::positions::{CursorKey, Positions};
 use super::stages::{Multiline, MultilineState, Pipeline, Record, StageConfig};
 use super::{repair_utf8, SourceStats};
 use crate::config::common;
+use crate::logline::{Ack, LogEntry, LogSender};
 use crate::sample::Labels;
-use crate::sinks::loki::{Ack, LogEntry, LogSender};
+use crate::sources::docker::Feed;
 
 /// `[logs.docker]`: container logs.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -44,7 +47,8 @@ pub struct DockerLogsConfig {
     /// Labels of every line (`job` defaults to "docker").
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// How often the container list is refreshed.
+    /// No longer used: containers are followed as Docker discovery's events
+    /// report them. Still accepted so that existing files load.
     #[serde(default = "default_refresh", with = "common::duration")]
     pub refresh_interval: Duration,
     /// Longer lines are cut to this many bytes (and counted).
@@ -123,7 +127,7 @@ struct Shared {
     shutdown: CancellationToken,
     /// Per container, the timestamp of the newest line read in this run:
     /// a follow that restarts (container restarted) resumes after it even
-    /// when Loki has not acknowledged it yet.
+    /// when the sinks have not acknowledged it yet.
     read_up_to: Mutex<HashMap<String, u64>>,
 }
 
@@ -132,22 +136,27 @@ pub struct DockerLogs {
     shared: Arc<Shared>,
     include: Option<Regex>,
     exclude: Option<Regex>,
-    refresh: Duration,
+    feed: Feed,
 }
 
+/// Wait after a follow ends before the inventory is looked at again, so a
+/// container whose log stream keeps failing is not asked in a tight loop.
+const REFOLLOW_DELAY: Duration = Duration::from_millis(500);
+
 impl DockerLogs {
-    /// Prepares the source; `fallback_host` is `[docker].host`.
+    /// Prepares the source: `host` is the socket of the inventory `feed`
+    /// comes from (the one the logs are read from too).
     pub fn new(
         cfg: &DockerLogsConfig,
-        fallback_host: &str,
+        host: &str,
+        feed: Feed,
         positions: Arc<Positions>,
         sender: LogSender,
         stats: Arc<SourceStats>,
         shutdown: CancellationToken,
     ) -> Result<DockerLogs, String> {
         let (pipeline, multiline) = Pipeline::new(&cfg.stages, "logs.docker").map_err(|e| e.join("; "))?;
-        let docker = crate::sources::docker::connect(if cfg.host.is_empty() { fallback_host } else { &cfg.host })
-            .map_err(|e| format!("docker logs: {e}"))?;
+        let docker = crate::sources::docker::connect(host).map_err(|e| format!("docker logs: {e}"))?;
         let opt_re = |s: &str| -> Result<Option<Regex>, String> {
             if s.is_empty() {
                 Ok(None)
@@ -162,7 +171,7 @@ impl DockerLogs {
         Ok(DockerLogs {
             include: opt_re(&cfg.include)?,
             exclude: opt_re(&cfg.exclude)?,
-            refresh: cfg.refresh_interval,
+            feed,
             shared: Arc::new(Shared {
                 docker,
                 pipeline,
@@ -178,48 +187,51 @@ impl DockerLogs {
         })
     }
 
-    /// Follows running containers until shutdown.
-    pub async fn run(self) {
+    /// Follows the inventory's running containers until shutdown: looked
+    /// at again when discovery publishes and when a follow ends (a
+    /// container that restarted before its old stream ended is followed
+    /// anew).
+    pub async fn run(mut self) {
         let mut follows: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-        let mut warned = false;
+        let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel::<()>();
         loop {
-            follows.retain(|_, t| !t.is_finished());
-            let opts = ListContainersOptionsBuilder::new().all(false).build();
-            match self.shared.docker.list_containers(Some(opts)).await {
-                Ok(list) => {
-                    warned = false;
-                    for c in list {
-                        let Some(id) = c.id.clone() else { continue };
-                        let name = c
-                            .names
-                            .as_ref()
-                            .and_then(|n| n.first())
-                            .map(|n| n.trim_start_matches('/').to_string())
-                            .unwrap_or_default();
-                        if self.include.as_ref().is_some_and(|r| !r.is_match(&name))
-                            || self.exclude.as_ref().is_some_and(|r| r.is_match(&name))
-                        {
-                            continue;
-                        }
-                        if follows.contains_key(&id) {
-                            continue;
-                        }
-                        let image = c.image.clone().unwrap_or_default();
-                        let shared = self.shared.clone();
-                        follows.insert(id.clone(), tokio::spawn(follow(shared, id, name, image)));
+            if *self.feed.listed.borrow_and_update() {
+                let inventory = self.feed.inventory.borrow_and_update().clone();
+                follows.retain(|_, t| !t.is_finished());
+                // What `docker ps` lists (paused and restarting included), as the
+                // container list this source once polled did.
+                let listed = |c: &&crate::sources::docker::Container| {
+                    matches!(c.state.as_str(), "running" | "paused" | "restarting")
+                };
+                for c in inventory.iter().filter(listed) {
+                    let name = c.name.trim_start_matches('/').to_string();
+                    if self.include.as_ref().is_some_and(|r| !r.is_match(&name))
+                        || self.exclude.as_ref().is_some_and(|r| r.is_match(&name))
+                        || follows.contains_key(&c.id)
+                    {
+                        continue;
                     }
-                    self.shared.stats.containers.store(follows.len() as u64, Ordering::Relaxed);
-                    self.prune_removed().await;
+                    let (shared, ended_tx) = (self.shared.clone(), ended_tx.clone());
+                    let (id, image) = (c.id.clone(), c.image.clone());
+                    follows.insert(
+                        c.id.clone(),
+                        tokio::spawn(async move {
+                            follow(shared.clone(), id, name, image).await;
+                            tokio::select! {
+                                _ = shared.shutdown.cancelled() => {}
+                                _ = tokio::time::sleep(REFOLLOW_DELAY) => { let _ = ended_tx.send(()); }
+                            }
+                        }),
+                    );
                 }
-                Err(e) if !warned => {
-                    tracing::warn!(error = %e, "docker logs: cannot list containers; retrying");
-                    warned = true;
-                }
-                Err(_) => {}
+                self.shared.stats.containers.store(follows.len() as u64, Ordering::Relaxed);
+                self.prune_removed(&inventory);
             }
             tokio::select! {
                 _ = self.shared.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(self.refresh) => {}
+                r = self.feed.inventory.changed() => if r.is_err() { break },
+                r = self.feed.listed.changed() => if r.is_err() { break },
+                _ = ended.recv() => {}
             }
         }
         for (_, t) in follows {
@@ -231,16 +243,14 @@ impl DockerLogs {
 impl DockerLogs {
     /// Drops the positions of removed containers (stopped ones keep theirs:
     /// a restart continues after them), so the file does not grow forever.
-    async fn prune_removed(&self) {
-        let opts = ListContainersOptionsBuilder::new().all(true).build();
-        let Ok(all) = self.shared.docker.list_containers(Some(opts)).await else { return };
-        let ids: std::collections::HashSet<String> = all.into_iter().filter_map(|c| c.id).collect();
+    fn prune_removed(&self, inventory: &crate::sources::docker::Inventory) {
+        let ids: std::collections::HashSet<&str> = inventory.iter().map(|c| c.id.as_str()).collect();
         let read = self.shared.read_up_to.lock().unwrap().clone();
         let n = self.shared.positions.prune_containers(|id| ids.contains(id), |id| read.get(id).copied());
         if n > 0 {
             tracing::debug!(containers = n, "positions of removed containers dropped");
             let mut r = self.shared.read_up_to.lock().unwrap();
-            r.retain(|id, _| ids.contains(id));
+            r.retain(|id, _| ids.contains(id.as_str()));
         }
     }
 }

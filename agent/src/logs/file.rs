@@ -11,7 +11,7 @@
 //!   bytes, so a re-created file that reuses an inode is not mistaken for
 //!   the old one even when it is already longer than the old offset.
 //!
-//! Positions record what Loki acknowledged; on start each saved file is
+//! Positions record what every log sink acknowledged; on start each saved file is
 //! found again (at its path, or renamed or copied beside it) and resumed.
 
 use std::collections::{BTreeMap, HashSet};
@@ -30,8 +30,8 @@ use super::positions::{Cursor, CursorKey, FileId, Positions, SavedFile};
 use super::stages::{Multiline, MultilineState, Pipeline, Record, StageConfig};
 use super::{now_ns, repair_utf8, SourceStats};
 use crate::config::common;
+use crate::logline::{Ack, LogEntry, LogSender};
 use crate::sample::Labels;
-use crate::sinks::loki::{Ack, LogEntry, LogSender};
 
 /// Bytes of a file's beginning that identify it.
 pub const FINGERPRINT_MAX: u32 = 1024;

@@ -1,6 +1,7 @@
 //! Log sources (files, container logs) and their processing stages. Lines
-//! go through the stages and on to the Loki sink; the positions file keeps,
-//! per file and per container, what Loki has acknowledged.
+//! go through the stages and on, as [`crate::logline`] entries, to every
+//! log sink (the composition root wires them); the positions file keeps,
+//! per file and per container, what every sink has acknowledged.
 //!
 //! - [`file`]: tailing with globs, rotation, truncation, fingerprints.
 //! - [`docker`]: container logs through the Docker API.
@@ -20,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::common;
+use crate::logline::LogSender;
 use crate::sample::{now_ms, Family, MetricType};
 use crate::selfmetrics as m;
 use crate::status::SelfMetrics;
@@ -173,49 +175,40 @@ pub fn repair_utf8(bytes: Vec<u8>) -> (String, bool) {
     (s, bad)
 }
 
-/// Starts the log sources and the Loki sink.
-pub fn start(ctx: &crate::Context) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+/// Starts the log sources, sending to `sender`, and the positions writer.
+/// `feed` is the Docker inventory and its socket (for container logs),
+/// `sinks_done` ends once the log sinks have made their last
+/// acknowledgements: the positions are saved one last time after it.
+pub fn start(
+    ctx: &crate::Context,
+    sender: &LogSender,
+    feed: Option<(&str, crate::sources::docker::Feed)>,
+    sinks_done: tokio::task::JoinHandle<()>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let cfg = &ctx.config.logs;
-    if !cfg.any_source() {
-        return Ok(Vec::new());
-    }
-    if ctx.config.loki.url.trim().is_empty() {
-        tracing::warn!("log sources are configured but loki.url is empty: logs are not collected");
-        return Ok(Vec::new());
-    }
     let pos_file = cfg.positions_file.clone().unwrap_or_else(|| ctx.config.agent.data_dir.join("positions.json"));
     let positions = Arc::new(positions::Positions::load(&pos_file).map_err(|e| e.to_string())?);
-    let sink = crate::sinks::loki::start(
-        &ctx.config.loki,
-        &ctx.config.agent.external_labels,
-        &ctx.registry,
-        ctx.shutdown.clone(),
-    )
-    .map_err(|e| e.to_string())?;
     let stats = Arc::new(LogStats::default());
     ctx.registry.add_provider(stats.clone());
     let mut tasks = Vec::new();
     for f in &cfg.files {
-        let source = file::FileSource::new(
-            f,
-            positions.clone(),
-            sink.sender.clone(),
-            stats.source(&f.name),
-            ctx.shutdown.clone(),
-        )?;
+        let source =
+            file::FileSource::new(f, positions.clone(), sender.clone(), stats.source(&f.name), ctx.shutdown.clone())?;
         tasks.push(tokio::spawn(source.run()));
     }
     if cfg.docker.enabled {
+        let (host, feed) = feed.ok_or("logs.docker: no Docker inventory to follow")?;
         let d = docker::DockerLogs::new(
             &cfg.docker,
-            &ctx.config.docker.host,
+            host,
+            feed,
             positions.clone(),
-            sink.sender.clone(),
+            sender.clone(),
             stats.source("docker"),
             ctx.shutdown.clone(),
         )?;
         tasks.push(tokio::spawn(d.run()));
     }
-    tasks.push(tokio::spawn(positions.clone().run_writer(cfg.positions_sync_period, ctx.shutdown.clone(), sink.task)));
+    tasks.push(tokio::spawn(positions.clone().run_writer(cfg.positions_sync_period, ctx.shutdown.clone(), sinks_done)));
     Ok(tasks)
 }

@@ -9,16 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{send_stale, Context, Handover, SinkList};
 use crate::config::common::fingerprint;
 use crate::config::Config;
-use crate::sample::{Batch, Labels};
+use crate::sample::Batch;
 use crate::sinks::latest::Latest;
 use crate::sinks::remote_write::Stats;
+use crate::sinks::LogSink;
+use crate::sources::docker::{Feed, Publisher};
 use crate::sources::Collector;
 use crate::status::{Registry, SelfMetrics};
 
@@ -45,13 +47,15 @@ struct Planned {
 
 /// The components of `config`, in start order: sinks first so nothing a
 /// source sends is missed, Docker before the scrape jobs that follow it.
+/// `extra_log_sinks` says whether log sinks beyond Loki were given.
 /// Fails when two components would share a key.
-fn plan(config: &Config) -> Result<Vec<Planned>, String> {
+fn plan(config: &Config, extra_log_sinks: bool) -> Result<Vec<Planned>, String> {
     let interval = fingerprint(&config.agent.scrape_interval);
     // A collector with an interval of its own does not depend on the agent's.
     let every = |own: Option<Duration>| fingerprint(&own.unwrap_or(config.agent.scrape_interval));
     let outbound = json!([fingerprint(&config.agent.data_dir), fingerprint(&config.agent.external_labels)]);
-    let docker = json!([fingerprint(&config.docker), every(config.docker.interval)]);
+    let docker = json!([fingerprint(&config.docker), every(config.docker.interval), config.docker_socket()]);
+    let log_sinks = extra_log_sinks || !config.loki.url.trim().is_empty();
     let mut out = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, rw) in config.remote_write.iter().enumerate().filter(|(_, rw)| !rw.url.trim().is_empty()) {
@@ -73,7 +77,8 @@ fn plan(config: &Config) -> Result<Vec<Planned>, String> {
             fingerprint: json!([fingerprint(&config.logs), fingerprint(&config.loki), outbound, docker_host]),
         });
     }
-    if config.docker.enabled {
+    // Discovery keeps the one inventory: container logs need it too.
+    if config.docker.enabled || (config.logs.docker.enabled && log_sinks) {
         out.push(Planned { key: "docker".into(), kind: Kind::Docker, fingerprint: docker.clone() });
     }
     if config.node.enabled {
@@ -133,7 +138,12 @@ pub struct Agent {
     latest: Latest,
     serve_collected: Arc<AtomicBool>,
     running: BTreeMap<String, Running>,
-    docker_targets: Option<watch::Receiver<Vec<Labels>>>,
+    /// The one Docker inventory, made once: discovery publishes into it
+    /// whenever it runs, and every consumer is handed its end at start, so
+    /// none depends on the order components start in.
+    docker: (Arc<Publisher>, Feed),
+    /// Log sinks given beside the configured ones.
+    extra_log_sinks: Vec<Arc<dyn LogSink>>,
 }
 
 impl Agent {
@@ -145,6 +155,7 @@ impl Agent {
         sinks: SinkList,
         latest: Latest,
         serve_collected: Arc<AtomicBool>,
+        extra_log_sinks: Vec<Arc<dyn LogSink>>,
     ) -> Agent {
         Agent {
             config: None,
@@ -155,7 +166,8 @@ impl Agent {
             latest,
             serve_collected,
             running: BTreeMap::new(),
-            docker_targets: None,
+            docker: crate::sources::docker::feed(),
+            extra_log_sinks,
         }
     }
 
@@ -167,7 +179,7 @@ impl Agent {
     /// Checks what `config` would change without touching anything: the
     /// part of a reload that can refuse it whole.
     pub fn check(&self, config: &Config) -> Result<(), String> {
-        plan(config).map(|_| ())
+        plan(config, !self.extra_log_sinks.is_empty()).map(|_| ())
     }
 
     /// Makes `config` the one in effect, sinks first, then sources: the
@@ -178,7 +190,7 @@ impl Agent {
     /// the new ones start, Docker before the jobs that follow it.
     /// Unchanged components are not touched.
     pub async fn apply(&mut self, config: Arc<Config>) -> Result<Changes, String> {
-        let planned = plan(&config)?;
+        let planned = plan(&config, !self.extra_log_sinks.is_empty())?;
         let mut changes = Changes::default();
         self.serve_collected.store(config.agent.serve_collected, Ordering::Relaxed);
         {
@@ -256,7 +268,6 @@ impl Agent {
             shutdown: stop.clone(),
             agent_shutdown: self.shutdown.clone(),
             handover: handover.clone(),
-            docker_targets: self.docker_targets.clone(),
         };
         let providers_before = self.registry.provider_count();
         let mut tasks = Vec::new();
@@ -276,11 +287,12 @@ impl Agent {
                 tasks.push(task);
                 carried_stats = Some(stats);
             }
-            Kind::Logs => tasks.extend(crate::logs::start(&ctx)?),
+            Kind::Logs => tasks.extend(self.start_logs(&ctx).inspect_err(|_| stop.cancel())?),
             Kind::Docker => {
-                let docker = crate::sources::docker::start(&ctx);
-                tasks.extend(docker.tasks);
-                self.docker_targets = Some(docker.targets);
+                let (publisher, feed) = &self.docker;
+                let metrics = config.docker.enabled && config.docker.container_metrics;
+                let socket = config.docker_socket();
+                tasks.extend(crate::sources::docker::start(&ctx, socket, publisher.clone(), feed, metrics));
             }
             Kind::Node => tasks.push(self.spawn_collector(node_collector(config), &ctx)),
             Kind::Ebpf => {
@@ -292,7 +304,9 @@ impl Agent {
                 let job = &config.scrape[i];
                 let j = crate::sources::scrape::target::Job::new(job.clone(), config.agent.scrape_interval)
                     .map_err(|e| format!("scrape job {}: {e}", job.job_name))?;
-                tasks.push(tokio::spawn(crate::sources::scrape::target::run_job(j, ctx)));
+                // Without discovery a docker_sd job has static targets only.
+                let docker = (job.docker_sd && config.docker.enabled).then(|| self.docker.1.targets.clone());
+                tasks.push(tokio::spawn(crate::sources::scrape::target::run_job(j, ctx, docker)));
             }
         }
         Ok(Running {
@@ -304,6 +318,37 @@ impl Agent {
             providers: self.registry.providers_since(providers_before),
             stats: carried_stats,
         })
+    }
+
+    /// Starts the log path: the log sinks (Loki when `loki.url` is set,
+    /// and the extra ones), the log router to them, and the log sources
+    /// sending into it. Without any log sink nothing starts.
+    fn start_logs(&self, ctx: &Context) -> Result<Vec<JoinHandle<()>>, String> {
+        let config = &ctx.config;
+        let mut sinks = Vec::new();
+        let mut sink_tasks = Vec::new();
+        let mut capacity = crate::sinks::loki::LokiConfig::default().buffer_size;
+        if !config.loki.url.trim().is_empty() {
+            let loki = crate::sinks::loki::start(
+                &config.loki,
+                &config.agent.external_labels,
+                &self.registry,
+                ctx.shutdown.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+            sinks.push(Arc::new(loki.sink) as Arc<dyn LogSink>);
+            sink_tasks.push(loki.task);
+            capacity = config.loki.buffer_size;
+        }
+        sinks.extend(self.extra_log_sinks.iter().cloned());
+        if sinks.is_empty() {
+            tracing::warn!("log sources are configured but loki.url is empty: logs are not collected");
+            return Ok(Vec::new());
+        }
+        let (sender, entries) = crate::logline::channel(capacity);
+        let routed = tokio::spawn(super::route_logs(entries, sinks, ctx.shutdown.clone(), sink_tasks));
+        let feed = config.logs.docker.enabled.then(|| (config.docker_socket(), self.docker.1.clone()));
+        crate::logs::start(ctx, &sender, feed, routed)
     }
 
     /// Starts a collector that must collect once before /-/ready; it runs
@@ -339,7 +384,8 @@ impl Agent {
             Kind::Logs => self.registry.remove_sink("loki"),
             Kind::Docker => {
                 self.registry.remove_source(crate::sources::docker::discovery::SOURCE);
-                self.docker_targets = None;
+                // What it published may not hold for its successor.
+                self.docker.0.reset();
             }
             Kind::Ebpf => self.registry.clear_programs(),
             _ => {}
@@ -387,7 +433,7 @@ mod tests {
     }
 
     fn keys(text: &str) -> BTreeMap<String, Value> {
-        plan(&config(text)).unwrap().into_iter().map(|p| (p.key, p.fingerprint)).collect()
+        plan(&config(text), false).unwrap().into_iter().map(|p| (p.key, p.fingerprint)).collect()
     }
 
     #[test]
@@ -426,6 +472,6 @@ mod tests {
         let c = config(
             "[[remote_write]]\nurl = \"http://a:1/w\"\nname = \"x\"\n[[remote_write]]\nurl = \"http://b:1/w\"\nname = \"x\"\n",
         );
-        assert!(plan(&c).unwrap_err().contains("two endpoints are named \"x\""));
+        assert!(plan(&c, false).unwrap_err().contains("two endpoints are named \"x\""));
     }
 }

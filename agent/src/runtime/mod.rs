@@ -1,5 +1,6 @@
-//! The composition root: what starts in which order, the router from the
-//! metrics channel to every sink, the HTTP server, reloads and shutdown.
+//! The composition root: what starts in which order, the routers from the
+//! metrics channel to every metric sink and from the log channel to every
+//! log sink, the HTTP server, reloads and shutdown.
 //!
 //! Every source and sink runs as a component ([`components`]) with its own
 //! stop token, so a reload ([`reload`]) stops and starts only the ones
@@ -16,9 +17,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::logline::LogReceiver;
 use crate::sample::Batch;
 use crate::sinks::latest::Latest;
-use crate::sinks::MetricSink;
+use crate::sinks::{LogSink, MetricSink};
 use crate::stale::Carry;
 use crate::status::Registry;
 
@@ -57,9 +59,6 @@ pub struct Context {
     /// Staleness state a source stopped by a reload leaves for the source
     /// that replaces it.
     pub handover: Handover,
-    /// Targets found by Docker discovery (`__address__` and `__meta_docker_*`
-    /// labels), for scrape jobs that take targets from Docker.
-    pub docker_targets: Option<tokio::sync::watch::Receiver<Vec<crate::sample::Labels>>>,
 }
 
 /// The series a stopped source had, by key (a collector's name, a scrape
@@ -106,6 +105,49 @@ pub async fn send_stale(handover: &Handover, metrics: &mpsc::Sender<Batch>) {
 /// hands one batch over (sinks never wait on the network in `accept`).
 pub type SinkList = Arc<RwLock<Vec<(String, Arc<dyn MetricSink>)>>>;
 
+/// The log router, the log side of the metrics router in [`run`]: every
+/// entry goes to every log sink, each with its own receipt, so an entry's
+/// position is committed once every sink has it. On `stop` it hands on
+/// what the sources had queued, then drops the sinks (which makes them push
+/// what they hold) and waits for their `sink_tasks`.
+pub async fn route_logs(
+    mut entries: LogReceiver,
+    sinks: Vec<Arc<dyn LogSink>>,
+    stop: CancellationToken,
+    sink_tasks: Vec<tokio::task::JoinHandle<()>>,
+) {
+    let n = sinks.len();
+    let forward = |(entry, receipts): (crate::logline::LogEntry, Vec<crate::logline::Receipt>)| {
+        let mut receipts = receipts.into_iter();
+        // Every sink but the last gets a copy; the last takes the entry.
+        for sink in &sinks[..n.saturating_sub(1)] {
+            sink.accept(entry.clone(), receipts.next().expect("one receipt per sink"));
+        }
+        if let (Some(sink), Some(receipt)) = (sinks.last(), receipts.next()) {
+            sink.accept(entry, receipt);
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => {
+                while let Some(e) = entries.try_recv(n) {
+                    forward(e);
+                }
+                break;
+            }
+            e = entries.recv(n) => match e {
+                Some(e) => forward(e),
+                None => break,
+            },
+        }
+    }
+    drop(sinks);
+    for task in sink_tasks {
+        let _ = task.await;
+    }
+}
+
 /// The machine's host name, the default `instance` of built-in sources.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -128,6 +170,19 @@ pub async fn run(
     shutdown: CancellationToken,
     reload: Reload,
 ) -> Result<(), RunError> {
+    run_with_log_sinks(config, listener, shutdown, reload, Vec::new()).await
+}
+
+/// [`run`] with `log_sinks` beside the configured ones (Loki): each gets
+/// every log line, and a line's position is committed only once all have
+/// acknowledged it. For embedding the agent and for tests.
+pub async fn run_with_log_sinks(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+    reload: Reload,
+    log_sinks: Vec<Arc<dyn LogSink>>,
+) -> Result<(), RunError> {
     let registry = Registry::default();
     let (metrics_tx, mut metrics_rx) = mpsc::channel::<Batch>(METRICS_CHANNEL_BATCHES);
     let sinks: SinkList = Arc::default();
@@ -140,6 +195,7 @@ pub async fn run(
         sinks.clone(),
         latest.clone(),
         serve_collected.clone(),
+        log_sinks,
     );
     let origin = config.origin.clone();
     // The web configuration's file is fixed at start; its content

@@ -1,9 +1,10 @@
 //! Loki push API sink: log entries are batched per stream, encoded as
 //! `logproto.PushRequest`, snappy-compressed and POSTed to
 //! /loki/api/v1/push. A batch is retried until Loki takes it (a 400 is the
-//! one exception); only then are its entries acknowledged to their sources,
-//! which is what the positions file records. Sources wait, rather than
-//! memory growing, once the bounded buffer is full.
+//! one exception); only then does it finish its entries' receipts (the
+//! log model, [`crate::logline`]), and the positions file records what
+//! every log sink has finished. Sources wait, rather than memory growing,
+//! once the bounded buffer (`buffer_size`) is full.
 
 pub mod proto;
 
@@ -14,20 +15,17 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::common::{self, BasicAuth, TlsConfig};
+use crate::logline::{LogEntry, Receipt};
 use crate::sample::{now_ms, Family, Labels, MetricType};
 use crate::selfmetrics as m;
 use crate::status::{Registry, SelfMetrics};
 
 /// The path Loki serves pushes on.
 pub const PUSH_PATH: &str = "/loki/api/v1/push";
-
-/// Bookkeeping bytes counted per entry on top of its line, so that a flood
-/// of empty lines is bounded too.
-const ENTRY_OVERHEAD: usize = 64;
 
 /// `[loki]`: where log lines go.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -174,56 +172,6 @@ impl LokiConfig {
     }
 }
 
-/// Where an entry's acknowledgement goes: its source's cursor (a file
-/// offset or a container's timestamp), advanced once Loki has the entry.
-#[derive(Clone, Debug)]
-pub struct Ack {
-    pub cursor: Arc<AtomicU64>,
-    pub value: u64,
-}
-
-/// One log line on its way to Loki.
-#[derive(Clone, Debug)]
-pub struct LogEntry {
-    /// The stream's labels (external labels are added by the sink).
-    pub labels: Labels,
-    /// Unix nanoseconds.
-    pub timestamp_ns: i64,
-    /// The line; None for an entry that only carries an acknowledgement (a
-    /// line a stage dropped), so that positions move past it in order.
-    pub line: Option<String>,
-    pub ack: Option<Ack>,
-}
-
-impl LogEntry {
-    fn cost(&self) -> usize {
-        self.line.as_ref().map_or(0, |l| l.len()) + ENTRY_OVERHEAD
-    }
-}
-
-/// The sink is gone (shutdown).
-#[derive(Debug, thiserror::Error)]
-#[error("the Loki sink has stopped")]
-pub struct Closed;
-
-/// The sources' handle on the sink. `send` waits while the buffer is full:
-/// that is how a Loki outage pauses reading instead of growing memory.
-#[derive(Clone)]
-pub struct LogSender {
-    tx: mpsc::UnboundedSender<LogEntry>,
-    budget: Arc<Semaphore>,
-    capacity: usize,
-}
-
-impl LogSender {
-    /// Queues `entry`, waiting for buffer space first.
-    pub async fn send(&self, entry: LogEntry) -> Result<(), Closed> {
-        let cost = entry.cost().min(self.capacity) as u32;
-        self.budget.acquire_many(cost).await.map_err(|_| Closed)?.forget();
-        self.tx.send(entry).map_err(|_| Closed)
-    }
-}
-
 /// Counters of the sink, exported as `vantage_loki_*`.
 #[derive(Default)]
 pub struct LokiStats {
@@ -332,11 +280,27 @@ fn client(cfg: &LokiConfig) -> Result<reqwest::Client, LokiError> {
     Ok(b.build()?)
 }
 
-/// The running sink: the sender for sources and the task that pushes.
+/// The running sink: the [`crate::sinks::LogSink`] the fan-out hands
+/// entries to, and the task that pushes. The task ends once `sink` is
+/// dropped (after one last push) or, while retrying, on shutdown.
 pub struct Sink {
-    pub sender: LogSender,
+    pub sink: LokiSink,
     pub task: tokio::task::JoinHandle<()>,
     pub stats: Arc<LokiStats>,
+}
+
+/// The Loki sink's intake: entries wait here for the pusher. Unbounded
+/// because the log path's buffer ([`crate::logline::channel`]) bounds it.
+pub struct LokiSink {
+    tx: mpsc::UnboundedSender<(LogEntry, Receipt)>,
+}
+
+impl crate::sinks::LogSink for LokiSink {
+    fn accept(&self, entry: LogEntry, receipt: Receipt) {
+        // A send fails only once the pusher stopped (shutdown): the receipt
+        // is dropped unfinished and the line is read again after a restart.
+        let _ = self.tx.send((entry, receipt));
+    }
 }
 
 /// Starts the sink for `cfg`; `external` labels go on every stream.
@@ -354,7 +318,6 @@ pub fn start(
     let mut extra: Vec<(String, String)> = external.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     extra.extend(cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
     let (tx, rx) = mpsc::unbounded_channel();
-    let budget = Arc::new(Semaphore::new(cfg.buffer_size));
     let stats = Arc::new(LokiStats::default());
     registry.add_provider(stats.clone());
     let endpoint = cfg.push_url();
@@ -368,14 +331,13 @@ pub fn start(
         http,
         auth,
         extra,
-        budget: budget.clone(),
         stats: stats.clone(),
         registry: registry.clone(),
         shutdown,
         failures: Default::default(),
     };
     let task = tokio::spawn(pusher.run(rx));
-    Ok(Sink { sender: LogSender { tx, budget, capacity: cfg.buffer_size }, task, stats })
+    Ok(Sink { sink: LokiSink { tx }, task, stats })
 }
 
 /// Streams per batch up to which a stream is found by comparison.
@@ -386,7 +348,7 @@ const LINEAR_STREAMS: usize = 16;
 struct Pending {
     streams: HashMap<Labels, usize>,
     entries: Vec<(Labels, Vec<(i64, String)>)>,
-    acks: Vec<Ack>,
+    receipts: Vec<Receipt>,
     /// Entries taken in, ack-only ones included.
     items: usize,
     /// Lines to send.
@@ -397,13 +359,11 @@ struct Pending {
 }
 
 impl Pending {
-    fn add(&mut self, e: LogEntry) {
+    fn add(&mut self, e: LogEntry, receipt: Option<Receipt>) {
         self.cost += e.cost();
         self.items += 1;
         self.first_at.get_or_insert_with(Instant::now);
-        if let Some(ack) = e.ack {
-            self.acks.push(ack);
-        }
+        self.receipts.extend(receipt);
         let Some(line) = e.line else { return };
         self.count += 1;
         self.bytes += line.len();
@@ -504,7 +464,6 @@ struct Pusher {
     http: reqwest::Client,
     auth: Option<(String, crate::config::Secret)>,
     extra: Vec<(String, String)>,
-    budget: Arc<Semaphore>,
     stats: Arc<LokiStats>,
     registry: Registry,
     shutdown: CancellationToken,
@@ -512,18 +471,19 @@ struct Pusher {
 }
 
 impl Pusher {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<LogEntry>) {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<(LogEntry, Receipt)>) {
         let mut pending = Pending::default();
         loop {
             let deadline = pending.first_at.map(|t| t + self.cfg.batch_wait);
+            // Shutdown is seen as the intake closing: the fan-out forwards
+            // what the sources had queued, then drops the sink.
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => break,
                 e = rx.recv() => match e {
-                    Some(e) => {
+                    Some((e, receipt)) => {
                         self.stats.pending_entries.fetch_add(1, Ordering::Relaxed);
                         self.stats.pending_bytes.fetch_add(e.cost() as i64, Ordering::Relaxed);
-                        pending.add(e);
+                        pending.add(e, Some(receipt));
                         if pending.bytes >= self.cfg.batch_size && !self.push(std::mem::take(&mut pending)).await {
                             return;
                         }
@@ -537,8 +497,8 @@ impl Pusher {
         }
         // Shutdown: one last attempt within the grace period; whatever is not
         // acknowledged stays unacknowledged in the positions and is read again.
-        while let Ok(e) = rx.try_recv() {
-            pending.add(e);
+        while let Ok((e, receipt)) = rx.try_recv() {
+            pending.add(e, Some(receipt));
         }
         if !pending.is_empty() {
             let _ = tokio::time::timeout(crate::SHUTDOWN_GRACE / 2, self.attempt_once(pending)).await;
@@ -558,7 +518,7 @@ impl Pusher {
                         let down_for_s = r.down_for.as_secs();
                         tracing::info!(url = %self.url, failures = r.failures, down_for_s, "loki push works again");
                     }
-                    self.done(&batch, body.len(), true);
+                    self.done(&mut batch, body.len(), true);
                     tracing::debug!(entries = batch.count, bytes = body.len(), took = ?started.elapsed(), "loki: pushed");
                     return true;
                 }
@@ -569,7 +529,7 @@ impl Pusher {
                     }
                     self.stats.entries_rejected.fetch_add(batch.count as u64, Ordering::Relaxed);
                     self.registry.update_sink("loki", |s| s.last_error = format!("HTTP {status}: {text}"));
-                    self.done(&batch, 0, false);
+                    self.done(&mut batch, 0, false);
                     return true;
                 }
                 Outcome::Retry(why, after) => {
@@ -595,16 +555,14 @@ impl Pusher {
     async fn attempt_once(&self, mut batch: Pending) {
         let body = encode(&mut batch.entries, &self.extra);
         if let Outcome::Ok = self.send(&body).await {
-            self.done(&batch, body.len(), true);
+            self.done(&mut batch, body.len(), true);
         }
     }
 
-    /// Acknowledges a finished batch and frees its buffer space.
-    fn done(&self, batch: &Pending, bytes: usize, sent: bool) {
-        for ack in &batch.acks {
-            ack.cursor.fetch_max(ack.value, Ordering::AcqRel);
-        }
-        self.budget.add_permits(batch.cost);
+    /// Finishes a batch's receipts, in the order the entries came (the
+    /// fan-out acknowledges and frees buffer space once every sink has).
+    fn done(&self, batch: &mut Pending, bytes: usize, sent: bool) {
+        batch.receipts.drain(..).for_each(Receipt::done);
         self.stats.pending_entries.fetch_sub(batch.items as i64, Ordering::Relaxed);
         self.stats.pending_bytes.fetch_sub(batch.cost as i64, Ordering::Relaxed);
         if sent {
@@ -715,7 +673,7 @@ mod tests {
         for round in 0..3 {
             for s in 0..40 {
                 let labels = Labels::from_pairs([("s", s.to_string())]);
-                p.add(LogEntry { labels, timestamp_ns: round, line: Some(format!("{s}-{round}")), ack: None });
+                p.add(LogEntry { labels, timestamp_ns: round, line: Some(format!("{s}-{round}")), ack: None }, None);
             }
         }
         assert_eq!(p.entries.len(), 40);

@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptions};
 use futures_util::StreamExt;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{socket_url, Container, Inventory, Network, Port};
+use super::{socket_url, Container, Inventory, Network, Port, Publisher};
 use crate::sample::Labels;
 use crate::status::Registry;
 
@@ -35,22 +34,17 @@ const CHANGING_ACTIONS: &[&str] =
 /// Networks by id, as the network list gives them.
 type Networks = HashMap<String, Network>;
 
-/// Keeps `inventory` (every container) and `targets` (Prometheus Docker SD
-/// label sets for running containers) current until `shutdown`.
-pub async fn run(
-    host: String,
-    inventory: watch::Sender<Inventory>,
-    targets: watch::Sender<Vec<Labels>>,
-    registry: Registry,
-    shutdown: CancellationToken,
-) {
+/// Keeps the inventory (every container) and the targets (Prometheus
+/// Docker SD label sets for running containers) of `publisher` current
+/// until `shutdown`.
+pub async fn run(host: String, publisher: Arc<Publisher>, registry: Registry, shutdown: CancellationToken) {
     let url = socket_url(&host);
     registry.register_source(SOURCE, "docker", false);
     let mut backoff = BACKOFF_MIN;
     let mut reported: Option<String> = None;
     loop {
         let started = std::time::Instant::now();
-        let error = match follow(&host, &inventory, &targets, &registry, &shutdown).await {
+        let error = match follow(&host, &publisher, &registry, &shutdown).await {
             Ok(()) => return,
             // Errors from the API calls do not say where dockerd was asked.
             Err(e) if e.contains(url.trim_start_matches("unix://")) => e,
@@ -61,7 +55,7 @@ pub async fn run(
             tracing::warn!(socket = %url, error = %error, "docker discovery: retrying with backoff");
             reported = Some(error.clone());
         }
-        registry.record_collection(SOURCE, crate::sample::now_ms(), 0.0, inventory.borrow().len(), Some(error));
+        registry.record_collection(SOURCE, crate::sample::now_ms(), 0.0, publisher.current().len(), Some(error));
         // A connection that lasted a while was healthy: start over quickly.
         if started.elapsed() > BACKOFF_MAX {
             backoff = BACKOFF_MIN;
@@ -78,8 +72,7 @@ pub async fn run(
 /// the reason when the connection fails or ends.
 async fn follow(
     host: &str,
-    inventory: &watch::Sender<Inventory>,
-    targets: &watch::Sender<Vec<Labels>>,
+    publisher: &Publisher,
     registry: &Registry,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
@@ -89,7 +82,7 @@ async fn follow(
     let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
     let mut networks = list_networks(&docker).await?;
     let mut containers = list_containers(&docker, &networks).await?;
-    publish(&containers, &networks, inventory, targets);
+    publish(&containers, &networks, publisher);
     registry.record_collection(SOURCE, crate::sample::now_ms(), 0.0, containers.len(), None);
     tracing::info!(socket = %socket_url(host), containers = containers.len(), "docker discovery connected");
     loop {
@@ -129,7 +122,7 @@ async fn follow(
             _ => false,
         };
         if changed {
-            publish(&containers, &networks, inventory, targets);
+            publish(&containers, &networks, publisher);
             registry.record_collection(SOURCE, crate::sample::now_ms(), 0.0, containers.len(), None);
         }
     }
@@ -265,22 +258,10 @@ fn parse_time(text: &str) -> f64 {
     }
 }
 
-fn publish(
-    containers: &BTreeMap<String, Container>,
-    networks: &Networks,
-    inventory: &watch::Sender<Inventory>,
-    targets: &watch::Sender<Vec<Labels>>,
-) {
+fn publish(containers: &BTreeMap<String, Container>, networks: &Networks, publisher: &Publisher) {
     let all: Vec<Container> = containers.values().cloned().collect();
     let found = target_labels(&all, networks);
-    inventory.send_replace(Arc::new(all));
-    targets.send_if_modified(|current| {
-        let changed = *current != found;
-        if changed {
-            *current = found;
-        }
-        changed
-    });
+    publisher.publish(Arc::new(all), found);
 }
 
 /// Prometheus's Docker service discovery: for each running container, one

@@ -1,11 +1,15 @@
 //! Docker: container discovery and per-container metrics (cAdvisor names).
 //!
-//! Discovery (`discovery`) keeps an inventory of containers from the Engine
-//! API (a list at start, then the events stream) and publishes it on a watch
-//! channel. Two consumers read it: scrape jobs with `docker_sd = true` get
-//! one target per container network and port (Prometheus's Docker SD meta
-//! labels), and the container metrics collector (`metrics`) reads each
-//! running container's cgroup and network counters.
+//! Discovery (`discovery`) keeps the agent's one inventory of containers
+//! from the Engine API (a list at start, then the events stream) and
+//! publishes it as a [`Feed`] of watch channels. Three consumers read it:
+//! scrape jobs with `docker_sd = true` get one target per container network
+//! and port (Prometheus's Docker SD meta labels), the container metrics
+//! collector (`metrics`) reads each running container's cgroup and network
+//! counters, and the container log source (`crate::logs::docker`) follows
+//! the running containers' logs. The composition root makes the channels
+//! once and hands each consumer its end, so no consumer depends on the
+//! order components start in.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -161,36 +165,87 @@ pub fn socket_url(host: &str) -> String {
     }
 }
 
-/// What [`start`] set running.
-pub struct Started {
-    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+/// What discovery publishes, as its consumers read it. Cheap to clone.
+#[derive(Clone)]
+pub struct Feed {
+    /// Every container discovery knows, sorted by id.
+    pub inventory: watch::Receiver<Inventory>,
     /// Scrape targets (Prometheus Docker SD label sets) of running containers.
     pub targets: watch::Receiver<Vec<Labels>>,
-    /// Every container discovery knows.
-    pub inventory: watch::Receiver<Inventory>,
+    /// True once discovery has listed the containers: before that an empty
+    /// inventory means "not known yet", not "no containers".
+    pub listed: watch::Receiver<bool>,
 }
 
-/// Starts discovery (and, when enabled, container metrics). Never fails:
-/// without a reachable dockerd, discovery retries in the background and
-/// every other source runs on.
-pub fn start(ctx: &crate::Context) -> Started {
-    let config = &ctx.config.docker;
+/// Discovery's end of the [`Feed`].
+pub struct Publisher {
+    inventory: watch::Sender<Inventory>,
+    targets: watch::Sender<Vec<Labels>>,
+    listed: watch::Sender<bool>,
+}
+
+/// The channels of the one inventory: discovery publishes, every
+/// consumer reads. Nothing is known until discovery first lists.
+pub fn feed() -> (Arc<Publisher>, Feed) {
     let (inventory_tx, inventory) = watch::channel(Inventory::default());
     let (targets_tx, targets) = watch::channel(Vec::new());
-    let mut tasks = vec![tokio::spawn(discovery::run(
-        config.host.clone(),
-        inventory_tx,
-        targets_tx,
-        ctx.registry.clone(),
-        ctx.shutdown.clone(),
-    ))];
-    if config.container_metrics {
-        let collector = metrics::ContainerCollector::new(config, inventory.clone());
+    let (listed_tx, listed) = watch::channel(false);
+    (
+        Arc::new(Publisher { inventory: inventory_tx, targets: targets_tx, listed: listed_tx }),
+        Feed { inventory, targets, listed },
+    )
+}
+
+impl Publisher {
+    /// Publishes a fresh inventory and its scrape targets (targets only
+    /// wake their readers when they changed).
+    pub fn publish(&self, inventory: Inventory, targets: Vec<Labels>) {
+        self.inventory.send_replace(inventory);
+        self.targets.send_if_modified(|current| {
+            let changed = *current != targets;
+            if changed {
+                *current = targets;
+            }
+            changed
+        });
+        self.listed.send_if_modified(|l| !std::mem::replace(l, true));
+    }
+
+    /// The inventory discovery last published.
+    pub fn current(&self) -> Inventory {
+        self.inventory.borrow().clone()
+    }
+
+    /// Back to "nothing known": discovery stopped, and what it published
+    /// may not hold for the next one (another socket).
+    pub fn reset(&self) {
+        self.listed.send_replace(false);
+        self.inventory.send_replace(Inventory::default());
+        self.targets.send_if_modified(|t| !std::mem::take(t).is_empty());
+    }
+}
+
+/// Starts discovery on the `host` socket, publishing to `publisher`, and
+/// container metrics reading `feed` when `container_metrics` is on. Never
+/// fails: without a reachable dockerd, discovery retries in the background
+/// and every other source runs on.
+pub fn start(
+    ctx: &crate::Context,
+    host: &str,
+    publisher: Arc<Publisher>,
+    feed: &Feed,
+    container_metrics: bool,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let config = &ctx.config.docker;
+    let mut tasks =
+        vec![tokio::spawn(discovery::run(host.to_string(), publisher, ctx.registry.clone(), ctx.shutdown.clone()))];
+    if container_metrics {
+        let collector = metrics::ContainerCollector::new(config, feed.inventory.clone());
         // Not required for readiness: the agent is ready without dockerd.
         ctx.registry.register_source(collector.name(), "docker", false);
         tasks.push(tokio::spawn(crate::sources::run_collector(Box::new(collector), ctx.clone())));
     }
-    Started { tasks, targets, inventory }
+    tasks
 }
 
 /// One collection of container metrics from a fresh list of the

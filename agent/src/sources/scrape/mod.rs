@@ -216,11 +216,14 @@ impl ScrapeConfig {
 }
 
 /// Starts one loop per target of every job.
-pub fn start(ctx: &crate::Context) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn start(
+    ctx: &crate::Context,
+    docker: Option<tokio::sync::watch::Receiver<Vec<crate::sample::Labels>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for job in &ctx.config.scrape {
         match target::Job::new(job.clone(), ctx.config.agent.scrape_interval) {
-            Ok(j) => tasks.push(tokio::spawn(target::run_job(j, ctx.clone()))),
+            Ok(j) => tasks.push(tokio::spawn(target::run_job(j, ctx.clone(), docker.clone()))),
             Err(e) => tracing::error!(job = %job.job_name, error = %e, "scrape job not started"),
         }
     }

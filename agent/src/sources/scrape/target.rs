@@ -540,11 +540,15 @@ async fn run_target(job: Job, target: Target, ctx: crate::Context, stop: Cancell
     }
 }
 
-/// Runs a job: one loop per target, following Docker discovery when the
-/// job asks for it.
-pub async fn run_job(job: Job, ctx: crate::Context) {
+/// Runs a job: one loop per target, following Docker discovery's
+/// `docker` targets when the job asks for it (None: discovery is off).
+pub async fn run_job(
+    job: Job,
+    ctx: crate::Context,
+    docker: Option<tokio::sync::watch::Receiver<Vec<crate::sample::Labels>>>,
+) {
     let statics = job.static_targets();
-    let mut docker = if job.inner.config.docker_sd { ctx.docker_targets.clone() } else { None };
+    let mut docker = if job.inner.config.docker_sd { docker } else { None };
     if job.inner.config.docker_sd && docker.is_none() {
         tracing::warn!(job = %job.name(), "docker_sd is set but Docker discovery is not enabled ([docker] enabled = false)");
     }
@@ -667,9 +671,8 @@ mod tests {
             shutdown: CancellationToken::new(),
             agent_shutdown: CancellationToken::new(),
             handover: Default::default(),
-            docker_targets: Some(targets_rx),
         };
-        let tasks = super::super::start(&ctx);
+        let tasks = super::super::start(&ctx, Some(targets_rx));
         targets_tx
             .send(vec![Labels::from_pairs([("__address__", addr.as_str()), ("__meta_docker_container_name", "/web")])])
             .unwrap();
