@@ -5,21 +5,26 @@
 //!
 //! - [`config`]: the TOML configuration, `${VAR}` interpolation, validation.
 //! - [`sample`]: the sample model (labels, samples, families, batches).
+//! - [`logline`]: the log model (entries, acknowledgements, the bounded
+//!   sender log sources wait on, the receipts log sinks give back).
 //! - [`sources`]: one module per metric source (`node`, `ebpf`, `docker`,
 //!   `scrape`), each producing [`sample::Batch`]es on the interval it
 //!   carries; `sources::ebpf::programs` describes every kernel program.
 //! - [`relabel`]: Prometheus relabeling, used by scrape jobs and sinks.
-//! - [`sinks`]: `remote_write` (WAL, shards, HTTP), `loki`, and `latest`
-//!   (the newest samples, served on `/metrics` in pull mode).
-//! - [`logs`]: log sources (files, container logs) and processing stages.
+//! - [`sinks`]: the `MetricSink` and `LogSink` traits; `remote_write` (WAL,
+//!   shards, HTTP), `loki`, and `latest` (the newest samples, served on
+//!   `/metrics` in pull mode).
+//! - [`logs`]: log sources (files, container logs) and processing stages;
+//!   container logs follow Docker discovery's inventory.
 //! - [`http`]: health, readiness, `/metrics`, the status page and API.
 //! - [`status`] and [`selfmetrics`]: what the agent reports about itself.
 //! - [`memory`]: allocator tuning that keeps the agent's RSS small.
 //! - [`runtime`]: the composition root: start order, the router, reloads
 //!   (SIGHUP, `POST /-/reload`) and shutdown.
 //!
-//! Data flows one way: sources -> one bounded channel -> the router in
-//! [`runtime`] -> every metric sink. Logs have their own path to Loki.
+//! Data flows one way, the same for both signals: sources -> one bounded
+//! channel -> a router in [`runtime`] -> every sink of that signal (metric
+//! sinks for batches, log sinks for log lines).
 
 pub mod config;
 pub mod exposition;

@@ -280,6 +280,28 @@ mod tests {
     }
 
     #[test]
+    fn logs_and_discovery_on_two_sockets_are_refused() {
+        let mut c = Config::default();
+        c.docker.enabled = true;
+        c.docker.host = "unix:///run/a.sock".into();
+        c.logs.docker.enabled = true;
+        c.logs.docker.host = "unix:///run/b.sock".into();
+        let problems = c.validate();
+        let p = problems.iter().find(|p| p.contains("logs.docker.host")).expect("refused");
+        assert!(p.contains("docker.host") && p.contains("/run/a.sock") && p.contains("/run/b.sock"), "{p}");
+        assert_eq!(c.docker_socket(), "unix:///run/b.sock");
+
+        c.logs.docker.host = "unix:///run/a.sock".into();
+        assert!(!c.validate().iter().any(|p| p.contains("logs.docker.host")), "one socket named twice is fine");
+        c.logs.docker.host.clear();
+        assert!(!c.validate().iter().any(|p| p.contains("logs.docker.host")), "empty takes docker.host");
+        assert_eq!(c.docker_socket(), "unix:///run/a.sock");
+        c.docker.enabled = false;
+        c.logs.docker.host = "unix:///run/b.sock".into();
+        assert!(!c.validate().iter().any(|p| p.contains("logs.docker.host")), "discovery off: no conflict");
+    }
+
+    #[test]
     fn unknown_key_names_its_line() {
         let err =
             Config::from_text("[agent]\nlisten_addr = \"127.0.0.1:1\"\nbogus = 1\n", "x.toml", &vars()).unwrap_err();
