@@ -195,8 +195,9 @@ impl DockerLogs {
         let mut follows: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel::<()>();
         loop {
+            // Both marked seen on every turn, or a change would wake the loop forever.
+            let inventory = self.feed.inventory.borrow_and_update().clone();
             if *self.feed.listed.borrow_and_update() {
-                let inventory = self.feed.inventory.borrow_and_update().clone();
                 follows.retain(|_, t| !t.is_finished());
                 // What `docker ps` lists (paused and restarting included), as the
                 // container list this source once polled did.
