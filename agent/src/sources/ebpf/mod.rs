@@ -211,13 +211,6 @@ impl EbpfCollector {
                 return collector;
             }
         };
-        let btf = match Btf::from_sys_fs() {
-            Ok(b) => b,
-            Err(e) => {
-                unavailable(format!("kernel BTF unavailable ({}): {e}", btf::VMLINUX));
-                return collector;
-            }
-        };
         let offsets = kernel_offsets(&kernel_btf);
         collector.names.drop_reasons = net::drop_reason_names(&kernel_btf);
         let runq = RUNQ_PROGRAMS.iter().all(|p| config.program_enabled(p))
@@ -248,7 +241,19 @@ impl EbpfCollector {
             collector.names.containers = Some(containers::Containers::default());
         }
         let log_level = KERNEL_LOG_LEVELS.iter().position(|l| *l == config.kernel_log).unwrap_or(0) as u8;
+        // Everything the kernel's BTF decides is decided now, so that the
+        // parsed BTF (several MiB) is gone before aya allocates its own.
+        let choices: Vec<_> = PROGRAMS.iter().map(|p| (p, programs::choose(p, &kernel_btf))).collect();
+        let attach_points: Vec<(&str, u32)> = PROGRAMS
+            .iter()
+            .filter_map(|p| Some((p.tracepoint, kernel_btf.tracepoint_type_id(p.tracepoint)?)))
+            .collect();
+        drop(kernel_btf);
+        // aya's loader parses the whole kernel BTF when it is made (18 MiB
+        // at its peak, gone again here): the programs need no CO-RE
+        // relocations (offsets come in as globals), so it keeps none.
         let mut ebpf = match EbpfLoader::new()
+            .btf(None)
             // aya-log's records are on unless this says otherwise.
             .override_global("AYA_LOG_LEVEL", &log_level, true)
             .override_global("OFFSETS", &offsets, true)
@@ -264,14 +269,23 @@ impl EbpfCollector {
                 return collector;
             }
         };
+        // tp_btf attach points, by the kernel's type ids, without a second
+        // parse of the kernel's BTF.
+        let btf = match Btf::parse(&btf::attach_blob(&attach_points), aya::Endianness::default()) {
+            Ok(b) => b,
+            Err(e) => {
+                unavailable(format!("building the tracepoints' BTF: {}", error_chain(&e)));
+                return collector;
+            }
+        };
         let mut attached = 0;
-        for program in PROGRAMS {
+        for (program, choice) in choices {
             let name = program.name;
             if !config.program_enabled(name) {
                 registry.set_program(name, false, "disabled in the configuration".into());
                 continue;
             }
-            let result = programs::choose(program, &kernel_btf).and_then(|v| {
+            let result = choice.and_then(|v| {
                 if let Some(chosen) = v.chosen {
                     chosen(&mut collector.names);
                 }
