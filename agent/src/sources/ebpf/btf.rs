@@ -8,6 +8,9 @@ use std::collections::HashMap;
 /// Where the kernel publishes its own BTF.
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
+/// Where the kernel publishes BTF: its own and its modules'.
+pub const BTF_DIR: &str = "/sys/kernel/btf";
+
 /// Why the kernel's BTF could not be read or lacks something.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {

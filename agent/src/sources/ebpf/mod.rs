@@ -14,11 +14,13 @@ mod block;
 pub mod btf;
 mod containers;
 mod kernel_log;
+mod landlock;
 mod net;
 pub mod programs;
 mod sched;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use agent_common::{KernelOffsets, Log2Hist, LOG2_SLOTS};
@@ -249,20 +251,25 @@ impl EbpfCollector {
             .filter_map(|p| Some((p.tracepoint, kernel_btf.tracepoint_type_id(p.tracepoint)?)))
             .collect();
         drop(kernel_btf);
-        // aya's loader parses the whole kernel BTF when it is made (18 MiB
-        // at its peak, gone again here): the programs need no CO-RE
-        // relocations (offsets come in as globals), so it keeps none.
-        let mut ebpf = match EbpfLoader::new()
-            .btf(None)
-            // aya-log's records are on unless this says otherwise.
-            .override_global("AYA_LOG_LEVEL", &log_level, true)
-            .override_global("OFFSETS", &offsets, true)
-            .override_global("RUNQ_ENABLED", &runq_enabled, true)
-            .override_global("RQ_CLOCK", &rq_clock, true)
-            .override_global("CONTAINER_LABEL", &container_label, true)
-            .override_global("DISK_IN_REQUEST", &disk_in_request, true)
-            .load(OBJECT)
-        {
+        // The programs need no CO-RE relocations (offsets come in as
+        // globals), so the loader gets no BTF; and it runs where it cannot
+        // read the kernel's, which aya would otherwise parse (landlock.rs).
+        let (loaded, confined) = landlock::without_reading(Path::new(btf::BTF_DIR), || {
+            EbpfLoader::new()
+                .btf(None)
+                // aya-log's records are on unless this says otherwise.
+                .override_global("AYA_LOG_LEVEL", &log_level, true)
+                .override_global("OFFSETS", &offsets, true)
+                .override_global("RUNQ_ENABLED", &runq_enabled, true)
+                .override_global("RQ_CLOCK", &rq_clock, true)
+                .override_global("CONTAINER_LABEL", &container_label, true)
+                .override_global("DISK_IN_REQUEST", &disk_in_request, true)
+                .load(OBJECT)
+        });
+        if let Err(why) = confined {
+            tracing::info!(reason = %why, "ebpf: no Landlock; aya parses the kernel BTF once more while loading (a higher start-up peak)");
+        }
+        let mut ebpf = match loaded {
             Ok(ebpf) => ebpf,
             Err(e) => {
                 unavailable(error_chain(&e));
