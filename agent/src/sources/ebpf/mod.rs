@@ -14,11 +14,13 @@ mod block;
 pub mod btf;
 mod containers;
 mod kernel_log;
+mod landlock;
 mod net;
 pub mod programs;
 mod sched;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use agent_common::{KernelOffsets, Log2Hist, LOG2_SLOTS};
@@ -211,13 +213,6 @@ impl EbpfCollector {
                 return collector;
             }
         };
-        let btf = match Btf::from_sys_fs() {
-            Ok(b) => b,
-            Err(e) => {
-                unavailable(format!("kernel BTF unavailable ({}): {e}", btf::VMLINUX));
-                return collector;
-            }
-        };
         let offsets = kernel_offsets(&kernel_btf);
         collector.names.drop_reasons = net::drop_reason_names(&kernel_btf);
         let runq = RUNQ_PROGRAMS.iter().all(|p| config.program_enabled(p))
@@ -248,30 +243,56 @@ impl EbpfCollector {
             collector.names.containers = Some(containers::Containers::default());
         }
         let log_level = KERNEL_LOG_LEVELS.iter().position(|l| *l == config.kernel_log).unwrap_or(0) as u8;
-        let mut ebpf = match EbpfLoader::new()
-            // aya-log's records are on unless this says otherwise.
-            .override_global("AYA_LOG_LEVEL", &log_level, true)
-            .override_global("OFFSETS", &offsets, true)
-            .override_global("RUNQ_ENABLED", &runq_enabled, true)
-            .override_global("RQ_CLOCK", &rq_clock, true)
-            .override_global("CONTAINER_LABEL", &container_label, true)
-            .override_global("DISK_IN_REQUEST", &disk_in_request, true)
-            .load(OBJECT)
-        {
+        // Everything the kernel's BTF decides is decided now, so that the
+        // parsed BTF (several MiB) is gone before aya allocates its own.
+        let choices: Vec<_> = PROGRAMS.iter().map(|p| (p, programs::choose(p, &kernel_btf))).collect();
+        let attach_points: Vec<(&str, u32)> = PROGRAMS
+            .iter()
+            .filter_map(|p| Some((p.tracepoint, kernel_btf.tracepoint_type_id(p.tracepoint)?)))
+            .collect();
+        drop(kernel_btf);
+        // The programs need no CO-RE relocations (offsets come in as
+        // globals), so the loader gets no BTF; and it runs where it cannot
+        // read the kernel's, which aya would otherwise parse (landlock.rs).
+        let (loaded, confined) = landlock::without_reading(Path::new(btf::BTF_DIR), || {
+            EbpfLoader::new()
+                .btf(None)
+                // aya-log's records are on unless this says otherwise.
+                .override_global("AYA_LOG_LEVEL", &log_level, true)
+                .override_global("OFFSETS", &offsets, true)
+                .override_global("RUNQ_ENABLED", &runq_enabled, true)
+                .override_global("RQ_CLOCK", &rq_clock, true)
+                .override_global("CONTAINER_LABEL", &container_label, true)
+                .override_global("DISK_IN_REQUEST", &disk_in_request, true)
+                .load(OBJECT)
+        });
+        if let Err(why) = confined {
+            tracing::info!(reason = %why, "ebpf: no Landlock; aya parses the kernel BTF once more while loading (a higher start-up peak)");
+        }
+        let mut ebpf = match loaded {
             Ok(ebpf) => ebpf,
             Err(e) => {
                 unavailable(error_chain(&e));
                 return collector;
             }
         };
+        // tp_btf attach points, by the kernel's type ids, without a second
+        // parse of the kernel's BTF.
+        let btf = match Btf::parse(&btf::attach_blob(&attach_points), aya::Endianness::default()) {
+            Ok(b) => b,
+            Err(e) => {
+                unavailable(format!("building the tracepoints' BTF: {}", error_chain(&e)));
+                return collector;
+            }
+        };
         let mut attached = 0;
-        for program in PROGRAMS {
+        for (program, choice) in choices {
             let name = program.name;
             if !config.program_enabled(name) {
                 registry.set_program(name, false, "disabled in the configuration".into());
                 continue;
             }
-            let result = programs::choose(program, &kernel_btf).and_then(|v| {
+            let result = choice.and_then(|v| {
                 if let Some(chosen) = v.chosen {
                     chosen(&mut collector.names);
                 }
