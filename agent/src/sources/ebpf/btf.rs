@@ -35,14 +35,12 @@ const KIND_DATASEC: u32 = 15;
 const KIND_DECL_TAG: u32 = 17;
 const KIND_ENUM64: u32 = 19;
 
-/// A member of a struct or union: name, type id, bit offset, bitfield size.
-#[derive(Clone, Debug)]
-struct Member {
-    name: String,
-    type_id: u32,
-    bit_offset: u32,
-    bitfield: u32,
-}
+const KIND_PTR: u32 = 2;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
 
 /// A parameter of a tracepoint, as far as the programs care: what it
 /// points to, or which enum it is.
@@ -56,199 +54,169 @@ pub enum Param {
     Other,
 }
 
-/// The structs, unions, enums and tracepoint prototypes of one BTF blob,
-/// by name.
-#[derive(Debug, Default)]
+/// One BTF blob, read where asked rather than parsed into maps: the blob
+/// and one offset per type are all it holds (5.5 MiB and 0.5 MiB for a 6.18
+/// kernel), where maps of every struct and member by name took 15 MiB at
+/// start-up's peak. It lives only while the eBPF programs load, and the
+/// few dozen lookups it answers each scan the types once.
+#[derive(Debug)]
 pub struct KernelBtf {
-    /// Struct or union name -> members (first definition wins).
-    structs: HashMap<String, Vec<Member>>,
-    /// Anonymous structs and unions by type id, to look through them.
-    anonymous: HashMap<u32, Vec<Member>>,
-    /// Enum name -> (value name, value).
-    enums: HashMap<String, Vec<(String, i64)>>,
-    /// Tracepoint name -> the type id of its `btf_trace_<name>` typedef
-    /// and its arguments (from the typedef: a pointer to the prototype
-    /// whose first, hidden parameter is the probe's `void *` data, left
-    /// out here).
-    tracepoints: HashMap<String, (u32, Vec<Param>)>,
+    data: Vec<u8>,
+    big: bool,
+    /// Where the string section starts and ends in `data`.
+    strings: (usize, usize),
+    /// Index = type id (0 is void, no record): where the record starts in
+    /// `data`.
+    records: Vec<u32>,
 }
 
-/// What the prototype pass needs of every type: kind, name, the type it
-/// refers to, and for a prototype where its parameters' types are in the
-/// shared list (20 bytes a type: the pass is short-lived, but the kernel
-/// has 100,000 types or more).
-#[derive(Clone, Copy, Default)]
-struct Raw {
+/// The common header of a type record, and where its trailing data starts.
+#[derive(Clone, Copy, Debug)]
+struct Record {
     kind: u32,
     name_off: u32,
+    vlen: usize,
+    kind_flag: bool,
+    /// The size or the type it refers to, as the kind says.
     refers: u32,
-    params_at: u32,
-    params_len: u32,
+    /// Offset in `data` of what follows the header (members, values,
+    /// parameters).
+    extra: usize,
 }
 
-const KIND_PTR: u32 = 2;
-const KIND_TYPEDEF: u32 = 8;
-const KIND_VOLATILE: u32 = 9;
-const KIND_CONST: u32 = 10;
-const KIND_RESTRICT: u32 = 11;
-const KIND_TYPE_TAG: u32 = 18;
-
 impl KernelBtf {
-    /// Reads and parses the running kernel's BTF.
+    /// Reads the running kernel's BTF.
     pub fn from_sys() -> Result<Self, BtfError> {
         let data = std::fs::read(VMLINUX).map_err(|source| BtfError::Read { path: VMLINUX.into(), source })?;
-        Self::parse(&data).map_err(|what| BtfError::Malformed { path: VMLINUX.into(), what })
+        Self::parse(data).map_err(|what| BtfError::Malformed { path: VMLINUX.into(), what })
     }
 
-    /// Parses a BTF blob (little- or big-endian as its magic says).
-    pub fn parse(data: &[u8]) -> Result<Self, &'static str> {
+    /// Checks a BTF blob (little- or big-endian as its magic says) and
+    /// indexes its types.
+    pub fn parse(data: Vec<u8>) -> Result<Self, &'static str> {
         let big = match data.get(0..2) {
             Some([0x9f, 0xeb]) => false,
             Some([0xeb, 0x9f]) => true,
             _ => return Err("bad magic"),
         };
-        let u32_at = |at: usize| -> Result<u32, &'static str> {
-            let b: [u8; 4] = data.get(at..at + 4).ok_or("short read")?.try_into().unwrap();
-            Ok(if big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
-        };
-        let hdr_len = u32_at(4)? as usize;
-        let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
-        let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
-        let types = hdr_len + type_off;
-        let strings = data.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or("string section")?;
-        let name = |off: u32| -> String {
-            let s = strings.get(off as usize..).unwrap_or_default();
-            let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
-            String::from_utf8_lossy(&s[..end]).into_owned()
-        };
-        let mut out = KernelBtf::default();
-        // Index = type id (0 is void); only kinds the prototype pass follows
-        // keep more than their kind.
-        let mut raw: Vec<Raw> = vec![Raw::default()];
-        let mut param_types: Vec<u32> = Vec::new();
-        let mut at = types;
-        let end = types + type_len;
-        let mut id = 1u32;
+        let mut btf = KernelBtf { data, big, strings: (0, 0), records: vec![0] };
+        let hdr_len = btf.u32_at(4)? as usize;
+        let (type_off, type_len) = (btf.u32_at(8)? as usize, btf.u32_at(12)? as usize);
+        let (str_off, str_len) = (btf.u32_at(16)? as usize, btf.u32_at(20)? as usize);
+        let strings = (hdr_len + str_off, hdr_len + str_off + str_len);
+        if strings.1 > btf.data.len() {
+            return Err("string section");
+        }
+        btf.strings = strings;
+        let mut at = hdr_len + type_off;
+        let end = at + type_len;
+        if end > btf.data.len() {
+            return Err("type section");
+        }
         while at < end {
-            let name_off = u32_at(at)?;
-            let info = u32_at(at + 4)?;
-            let vlen = (info & 0xffff) as usize;
-            let kind = (info >> 24) & 0x1f;
-            let kind_flag = info >> 31 == 1;
-            let refers = u32_at(at + 8)?;
-            let mut entry = Raw { kind, name_off, refers, ..Raw::default() };
-            at += 12;
-            match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
-                KIND_ARRAY => at += 12,
-                KIND_STRUCT | KIND_UNION => {
-                    let mut members = Vec::with_capacity(vlen);
-                    for _ in 0..vlen {
-                        let offset = u32_at(at + 8)?;
-                        let (bit_offset, bitfield) =
-                            if kind_flag { (offset & 0xff_ffff, offset >> 24) } else { (offset, 0) };
-                        members.push(Member {
-                            name: name(u32_at(at)?),
-                            type_id: u32_at(at + 4)?,
-                            bit_offset,
-                            bitfield,
-                        });
-                        at += 12;
-                    }
-                    if name_off == 0 {
-                        out.anonymous.insert(id, members);
-                    } else {
-                        out.structs.entry(name(name_off)).or_insert(members);
-                    }
-                }
-                KIND_ENUM | KIND_ENUM64 => {
-                    let width = if kind == KIND_ENUM { 8 } else { 12 };
-                    let mut values = Vec::with_capacity(vlen);
-                    for _ in 0..vlen {
-                        let value = if kind == KIND_ENUM {
-                            u32_at(at + 4)? as i32 as i64
-                        } else {
-                            ((u32_at(at + 8)? as u64) << 32 | u32_at(at + 4)? as u64) as i64
-                        };
-                        values.push((name(u32_at(at)?), value));
-                        at += width;
-                    }
-                    if name_off != 0 {
-                        out.enums.entry(name(name_off)).or_insert(values);
-                    }
-                }
-                KIND_FUNC_PROTO => {
-                    entry.params_at = param_types.len() as u32;
-                    entry.params_len = vlen as u32;
-                    for i in 0..vlen {
-                        param_types.push(u32_at(at + 8 * i + 4)?);
-                    }
-                    at += 8 * vlen;
-                }
-                KIND_DATASEC => at += 12 * vlen,
-                // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT,
-                // TYPE_TAG: no data after the common header.
-                2 | 7..=12 | 16 | 18 => {}
-                _ => return Err("unknown type kind"),
-            }
-            if !matches!(
-                kind,
-                KIND_PTR | KIND_TYPEDEF | KIND_FUNC_PROTO | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64
-            ) && !is_modifier(kind)
-            {
-                entry = Raw { kind, ..Raw::default() };
-            }
-            raw.push(entry);
-            id += 1;
+            btf.records.push(at as u32);
+            let r = btf.record_at(at)?;
+            at = r.extra
+                + match r.kind {
+                    KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                    KIND_ARRAY => 12,
+                    KIND_STRUCT | KIND_UNION | KIND_DATASEC => 12 * r.vlen,
+                    KIND_ENUM | KIND_FUNC_PROTO => 8 * r.vlen,
+                    KIND_ENUM64 => 12 * r.vlen,
+                    // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC,
+                    // FLOAT, TYPE_TAG: no data after the common header.
+                    2 | 7..=12 | 16 | 18 => 0,
+                    _ => return Err("unknown type kind"),
+                };
         }
-        for (id, t) in raw.iter().enumerate() {
-            if t.kind != KIND_TYPEDEF {
-                continue;
-            }
-            let typedef = name(t.name_off);
-            let Some(tracepoint) = typedef.strip_prefix("btf_trace_") else { continue };
-            let proto =
-                raw.get(t.refers as usize).filter(|p| p.kind == KIND_PTR).and_then(|p| raw.get(p.refers as usize));
-            let Some(proto) = proto.filter(|p| p.kind == KIND_FUNC_PROTO) else { continue };
-            let ids = &param_types[proto.params_at as usize..(proto.params_at + proto.params_len) as usize];
-            let params = ids.iter().skip(1).map(|&id| param(&raw, id, &name)).collect();
-            out.tracepoints.insert(tracepoint.to_string(), (id as u32, params));
+        if at != end {
+            return Err("type section");
         }
-        Ok(out)
+        Ok(btf)
+    }
+
+    fn u32_at(&self, at: usize) -> Result<u32, &'static str> {
+        let b: [u8; 4] = self.data.get(at..at + 4).ok_or("short read")?.try_into().unwrap();
+        Ok(if self.big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+    }
+
+    /// A word the index has already checked is inside `data`.
+    fn word(&self, at: usize) -> u32 {
+        self.u32_at(at).unwrap_or(0)
+    }
+
+    fn record_at(&self, at: usize) -> Result<Record, &'static str> {
+        let info = self.u32_at(at + 4)?;
+        Ok(Record {
+            kind: (info >> 24) & 0x1f,
+            name_off: self.u32_at(at)?,
+            vlen: (info & 0xffff) as usize,
+            kind_flag: info >> 31 == 1,
+            refers: self.u32_at(at + 8)?,
+            extra: at + 12,
+        })
+    }
+
+    fn record(&self, id: u32) -> Option<Record> {
+        let at = *self.records.get(id as usize).filter(|_| id != 0)?;
+        self.record_at(at as usize).ok()
+    }
+
+    fn name(&self, off: u32) -> &str {
+        let (start, end) = self.strings;
+        let s = self.data.get(start + off as usize..end).unwrap_or_default();
+        let len = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+        std::str::from_utf8(&s[..len]).unwrap_or_default()
+    }
+
+    /// The first type of one of `kinds` named `name`, with its id.
+    fn named(&self, kinds: &[u32], name: &str) -> Option<(u32, Record)> {
+        (1..self.records.len() as u32)
+            .filter_map(|id| Some((id, self.record(id)?)))
+            .find(|(_, r)| kinds.contains(&r.kind) && r.name_off != 0 && self.name(r.name_off) == name)
     }
 
     /// The arguments of tracepoint `name` (without the hidden data
     /// pointer), `None` when the kernel has no such BTF tracepoint.
-    pub fn tracepoint(&self, name: &str) -> Option<&[Param]> {
-        self.tracepoints.get(name).map(|(_, params)| params.as_slice())
+    pub fn tracepoint(&self, name: &str) -> Option<Vec<Param>> {
+        // `btf_trace_<name>` is a typedef of a pointer to the prototype,
+        // whose first parameter is the probe's `void *` data.
+        let (_, typedef) = self.named(&[KIND_TYPEDEF], &format!("btf_trace_{name}"))?;
+        let proto = self.record(typedef.refers).filter(|p| p.kind == KIND_PTR)?;
+        let proto = self.record(proto.refers).filter(|p| p.kind == KIND_FUNC_PROTO)?;
+        Some((1..proto.vlen).map(|i| self.param(self.word(proto.extra + 8 * i + 4))).collect())
     }
 
     /// The kernel's type id of `btf_trace_<name>`: what a tp_btf program
     /// names as its attach point.
     pub fn tracepoint_type_id(&self, name: &str) -> Option<u32> {
-        self.tracepoints.get(name).map(|(id, _)| *id)
+        self.named(&[KIND_TYPEDEF], &format!("btf_trace_{name}")).map(|(id, _)| id)
     }
 
     /// Byte offset of `member` in `strct`, looking through anonymous
     /// structs and unions as C does. Bitfields are refused.
     pub fn member_offset(&self, strct: &str, member: &str) -> Result<u32, BtfError> {
-        let members = self.structs.get(strct).ok_or_else(|| BtfError::NoStruct(strct.into()))?;
-        self.find(members, member, 0)
+        let (_, record) =
+            self.named(&[KIND_STRUCT, KIND_UNION], strct).ok_or_else(|| BtfError::NoStruct(strct.into()))?;
+        self.find(record, member, 0, 0)
             .filter(|bits| bits % 8 == 0)
             .map(|bits| bits / 8)
             .ok_or_else(|| BtfError::NoMember(strct.into(), member.into()))
     }
 
-    fn find(&self, members: &[Member], wanted: &str, base: u32) -> Option<u32> {
-        for m in members {
-            if m.name == wanted {
-                return (m.bitfield == 0).then_some(base + m.bit_offset);
+    fn find(&self, strct: Record, wanted: &str, base: u32, depth: u32) -> Option<u32> {
+        for i in 0..strct.vlen {
+            let at = strct.extra + 12 * i;
+            let (name_off, type_id, offset) = (self.word(at), self.word(at + 4), self.word(at + 8));
+            let (bit_offset, bitfield) = if strct.kind_flag { (offset & 0xff_ffff, offset >> 24) } else { (offset, 0) };
+            if name_off != 0 && self.name(name_off) == wanted {
+                return (bitfield == 0).then_some(base + bit_offset);
             }
-            if m.name.is_empty() {
-                if let Some(inner) = self.anonymous.get(&m.type_id) {
-                    if let Some(found) = self.find(inner, wanted, base + m.bit_offset) {
-                        return Some(found);
-                    }
+            if name_off == 0 && depth < 16 {
+                let inner =
+                    self.record(type_id).filter(|t| matches!(t.kind, KIND_STRUCT | KIND_UNION) && t.name_off == 0);
+                if let Some(found) = inner.and_then(|t| self.find(t, wanted, base + bit_offset, depth + 1)) {
+                    return Some(found);
                 }
             }
         }
@@ -256,9 +224,53 @@ impl KernelBtf {
     }
 
     /// The values of a named enum, empty when the kernel has none by that name.
-    pub fn enum_values(&self, name: &str) -> &[(String, i64)] {
-        self.enums.get(name).map(Vec::as_slice).unwrap_or_default()
+    pub fn enum_values(&self, name: &str) -> Vec<(String, i64)> {
+        let Some((_, e)) = self.named(&[KIND_ENUM, KIND_ENUM64], name) else { return Vec::new() };
+        (0..e.vlen)
+            .map(|i| {
+                if e.kind == KIND_ENUM {
+                    let at = e.extra + 8 * i;
+                    (self.name(self.word(at)).to_string(), self.word(at + 4) as i32 as i64)
+                } else {
+                    let at = e.extra + 12 * i;
+                    let value = ((self.word(at + 8) as u64) << 32 | self.word(at + 4) as u64) as i64;
+                    (self.name(self.word(at)).to_string(), value)
+                }
+            })
+            .collect()
     }
+
+    /// Type `id` with typedefs and qualifiers looked through.
+    fn strip(&self, mut id: u32) -> Option<Record> {
+        for _ in 0..16 {
+            let t = self.record(id)?;
+            if !is_modifier(t.kind) {
+                return Some(t);
+            }
+            id = t.refers;
+        }
+        None
+    }
+
+    /// What a parameter of type `id` is.
+    fn param(&self, id: u32) -> Param {
+        match self.strip(id) {
+            Some(t) if t.kind == KIND_PTR => match self.strip(t.refers) {
+                Some(s) if matches!(s.kind, KIND_STRUCT | KIND_UNION) && s.name_off != 0 => {
+                    Param::Ptr(self.name(s.name_off).to_string())
+                }
+                _ => Param::Other,
+            },
+            Some(t) if matches!(t.kind, KIND_ENUM | KIND_ENUM64) && t.name_off != 0 => {
+                Param::Enum(self.name(t.name_off).to_string())
+            }
+            _ => Param::Other,
+        }
+    }
+}
+
+fn is_modifier(kind: u32) -> bool {
+    matches!(kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG)
 }
 
 /// A BTF blob holding only the `btf_trace_<name>` typedefs of
@@ -296,34 +308,6 @@ pub fn attach_blob(tracepoints: &[(&str, u32)]) -> Vec<u8> {
     }
     blob.extend_from_slice(&strings);
     blob
-}
-
-fn is_modifier(kind: u32) -> bool {
-    matches!(kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG)
-}
-
-/// Type `id` with typedefs and qualifiers looked through.
-fn strip(raw: &[Raw], mut id: u32) -> Option<&Raw> {
-    for _ in 0..16 {
-        let t = raw.get(id as usize)?;
-        if !is_modifier(t.kind) {
-            return Some(t);
-        }
-        id = t.refers;
-    }
-    None
-}
-
-/// What a parameter of type `id` is.
-fn param(raw: &[Raw], id: u32, name: &impl Fn(u32) -> String) -> Param {
-    match strip(raw, id) {
-        Some(t) if t.kind == KIND_PTR => match strip(raw, t.refers) {
-            Some(s) if matches!(s.kind, KIND_STRUCT | KIND_UNION) && s.name_off != 0 => Param::Ptr(name(s.name_off)),
-            _ => Param::Other,
-        },
-        Some(t) if matches!(t.kind, KIND_ENUM | KIND_ENUM64) && t.name_off != 0 => Param::Enum(name(t.name_off)),
-        _ => Param::Other,
-    }
 }
 
 #[cfg(test)]
@@ -378,10 +362,10 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_btf() {
-        assert_eq!(KernelBtf::parse(b"\x7fELF....").unwrap_err(), "bad magic");
+        assert_eq!(KernelBtf::parse(b"\x7fELF....".to_vec()).unwrap_err(), "bad magic");
         // The right magic but sections pointing past the end.
         let mut short = vec![0x9f, 0xeb, 1, 0, 24, 0, 0, 0];
         short.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        assert!(KernelBtf::parse(&short).is_err());
+        assert!(KernelBtf::parse(short).is_err());
     }
 }

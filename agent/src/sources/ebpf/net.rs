@@ -27,8 +27,8 @@ pub(super) fn drop_reason_names(btf: &KernelBtf) -> Vec<String> {
         let Some(short) = name.strip_prefix("SKB_DROP_REASON_") else {
             continue;
         };
-        if (0..SKB_DROP_SLOTS as i64 - 1).contains(value) {
-            names[*value as usize] = short.to_ascii_lowercase();
+        if (0..SKB_DROP_SLOTS as i64 - 1).contains(&value) {
+            names[value as usize] = short.to_ascii_lowercase();
         }
     }
     for n in names.iter_mut().filter(|n| n.is_empty()) {

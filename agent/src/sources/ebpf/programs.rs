@@ -222,7 +222,7 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 pub fn choose(program: &Program, btf: &KernelBtf) -> Result<&'static Variant, String> {
     let tracepoint = program.tracepoint;
     let params = btf.tracepoint(tracepoint).ok_or_else(|| format!("the kernel has no BTF tracepoint {tracepoint}"))?;
-    let variant = program.variants.iter().find(|v| (v.fits)(params, btf)).ok_or_else(|| {
+    let variant = program.variants.iter().find(|v| (v.fits)(&params, btf)).ok_or_else(|| {
         let functions: Vec<&str> = program.variants.iter().map(|v| v.function).collect();
         format!("{tracepoint}'s prototype {params:?} fits none of {}", functions.join(", "))
     })?;
