@@ -14,6 +14,8 @@
 //! - [`logs`]: log sources (files, container logs) and processing stages.
 //! - [`http`]: health, readiness, `/metrics`, the status page and API.
 //! - [`status`] and [`selfmetrics`]: what the agent reports about itself.
+//! - [`hash`] (the one stable hash, FNV-1a) and [`errors`] (error chains
+//!   for logs): small helpers written once.
 //! - [`memory`]: allocator tuning that keeps the agent's RSS small.
 //! - [`runtime`]: the composition root: start order, the router, reloads
 //!   (SIGHUP, `POST /-/reload`) and shutdown.
@@ -22,8 +24,10 @@
 //! [`runtime`] -> every metric sink. Logs have their own path to Loki.
 
 pub mod config;
+pub mod errors;
 pub mod exposition;
 pub mod failure_log;
+pub mod hash;
 pub mod http;
 pub mod logs;
 pub mod memory;

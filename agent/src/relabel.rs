@@ -369,13 +369,7 @@ impl Relabeler {
             .collect::<Result<Vec<_>, _>>()?;
         // FNV-1a of the rules as written: stable, and different rules
         // (order included) give different text.
-        let fingerprint = if rules.is_empty() {
-            0
-        } else {
-            format!("{configs:?}")
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-        };
+        let fingerprint = if rules.is_empty() { 0 } else { crate::hash::fnv1a(format!("{configs:?}").as_bytes()) };
         Ok(Relabeler { rules, fingerprint })
     }
 

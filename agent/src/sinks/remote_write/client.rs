@@ -202,15 +202,7 @@ fn truncate(s: &str) -> String {
 
 /// The error and its causes, without the request URL.
 fn error_chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    crate::errors::chain(&e.without_url())
 }
 
 #[cfg(test)]

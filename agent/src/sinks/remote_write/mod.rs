@@ -302,7 +302,7 @@ impl RemoteWriteConfig {
         if !self.name.is_empty() {
             return self.name.clone();
         }
-        format!("rw-{:08x}", fnv(client::display_url(&self.url).as_bytes()) as u32)
+        format!("rw-{:08x}", crate::hash::fnv1a(client::display_url(&self.url).as_bytes()) as u32)
     }
 
     /// One line for `vantage check`.
@@ -316,27 +316,18 @@ impl RemoteWriteConfig {
     }
 }
 
-/// FNV-1a, for series buckets and endpoint names: stable across runs and
-/// builds, which the WAL's acknowledgement masks rely on.
-pub fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// Hash of a label set (names and values with separators).
+/// Hash of a label set (names and values with separators), for series
+/// buckets: stable across runs and builds ([`crate::hash`]), which the
+/// WAL's acknowledgement masks rely on.
 pub fn series_hash<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = crate::hash::Fnv1a::new();
     for (n, v) in labels {
-        for &b in n.as_bytes().iter().chain(&[0xff]).chain(v.as_bytes()).chain(&[0xff]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        h.write(n.as_bytes());
+        h.write_u8(0xff);
+        h.write(v.as_bytes());
+        h.write_u8(0xff);
     }
-    h
+    h.finish()
 }
 
 /// Reasons of `vantage_remote_write_samples_dropped_total`.

@@ -73,20 +73,6 @@ pub struct Target {
     pub key: String,
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
 fn build_client(config: &ScrapeConfig) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("Vantage/", env!("CARGO_PKG_VERSION")))
@@ -288,9 +274,9 @@ impl Job {
         }
         let mut resp = req.send().await.map_err(|e| {
             if e.is_connect() {
-                ScrapeError::Connect(error_chain(&e))
+                ScrapeError::Connect(crate::errors::chain(&e))
             } else {
-                ScrapeError::Http(error_chain(&e))
+                ScrapeError::Http(crate::errors::chain(&e))
             }
         })?;
         if resp.status() != reqwest::StatusCode::OK {
@@ -312,7 +298,7 @@ impl Job {
         // the rest of its line.
         let mut partial: Vec<u8> = Vec::new();
         let mut read = 0u64;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| ScrapeError::Http(error_chain(&e)))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ScrapeError::Http(crate::errors::chain(&e)))? {
             read += chunk.len() as u64;
             if limit > 0 && read > limit {
                 return Err(ScrapeError::BodyTooLarge(limit));
@@ -387,7 +373,7 @@ impl Job {
     /// and keep their phase across restarts (as Prometheus does).
     pub fn first_delay(&self, target: &Target) -> Duration {
         let interval = self.inner.interval.as_millis().max(1) as u64;
-        let offset = fnv1a(target.key.as_bytes()) % interval;
+        let offset = crate::hash::fnv1a(target.key.as_bytes()) % interval;
         let now = now_ms().max(0) as u64 % interval;
         Duration::from_millis((offset + interval - now) % interval)
     }
@@ -415,15 +401,6 @@ fn report(target: &Target, values: [f64; 5], timestamp_ms: i64) -> Vec<Family> {
             f
         })
         .collect()
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h
 }
 
 fn dedup(targets: Vec<Target>) -> Vec<Target> {
