@@ -73,11 +73,11 @@ pub struct RemoteWriteConfig {
     #[serde(default)]
     pub queue_config: QueueConfig,
     /// Disk cap of this endpoint's WAL: bytes, or "512MiB", "1GiB", "2GB".
-    #[serde(default = "default_max_wal_size", with = "size")]
+    #[serde(default = "default_max_wal_size", with = "common::size")]
     pub max_wal_size: u64,
     /// Records held in memory while the WAL's disk refuses writes (full,
     /// quota, I/O error); past it the oldest are dropped and counted.
-    #[serde(default = "default_memory_buffer_size", with = "size")]
+    #[serde(default = "default_memory_buffer_size", with = "common::size")]
     pub memory_buffer_size: u64,
     /// How long pending samples may still go out at shutdown; the rest
     /// stays in the WAL. Below the agent's 4 s shutdown grace.
@@ -181,49 +181,6 @@ impl Default for RemoteWriteConfig {
             memory_buffer_size: default_memory_buffer_size(),
             flush_deadline: default_flush_deadline(),
         }
-    }
-}
-
-/// serde adapter for byte sizes: an integer, or a number with KB, MB, GB,
-/// KiB, MiB or GiB.
-pub mod size {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Parses "1GiB", "512MiB", "100MB", "4096".
-    pub fn parse(text: &str) -> Result<u64, String> {
-        let t = text.trim();
-        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let n: u64 =
-            t[..digits].parse().map_err(|_| format!("invalid size {text:?}: use forms like \"1GiB\" or \"512MiB\""))?;
-        let mult: u64 = match t[digits..].trim() {
-            "" | "B" => 1,
-            "KB" => 1000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            _ => return Err(format!("invalid size {text:?}: units are B, KB, MB, GB, KiB, MiB, GiB")),
-        };
-        n.checked_mul(mult).ok_or_else(|| format!("size {text:?} is too large"))
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Int(u64),
-        Text(String),
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(n),
-            Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
-        }
-    }
-
-    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(*n)
     }
 }
 
@@ -830,6 +787,7 @@ mod tests {
         .unwrap();
         c.validate("rw", &mut p);
         assert_eq!(p.len(), 3, "{p:?}");
-        assert!(size::parse("1GiB").unwrap() == 1 << 30 && size::parse("2GB").unwrap() == 2_000_000_000);
+        // Prometheus's meanings: every unit is a power of 1024.
+        assert!(common::parse_size("1GiB").unwrap() == 1 << 30 && common::parse_size("2GB").unwrap() == 2 << 30);
     }
 }

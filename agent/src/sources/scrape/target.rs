@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::cache::Cache;
 use super::ingest::{self, attach_target_labels, IngestError};
 use super::parser::{Format, ACCEPT};
-use super::{parse_size, ScrapeConfig};
-use crate::config::common::Secret;
+use super::ScrapeConfig;
+use crate::config::common::{parse_size, Secret};
 use crate::relabel::Relabeler;
 use crate::sample::{now_ms, stale_nan, Batch, Family, Labels, MetricType, METRIC_NAME};
 
