@@ -12,6 +12,8 @@
 //! - [`sinks`]: `remote_write` (WAL, shards, HTTP), `loki`, and `latest`
 //!   (the newest samples, served on `/metrics` in pull mode).
 //! - [`logs`]: log sources (files, container logs) and processing stages.
+//! - [`http_client`]: every outgoing HTTP client (TLS, auth, proxy,
+//!   timeouts, user agent), built one way.
 //! - [`http`]: health, readiness, `/metrics`, the status page and API.
 //! - [`status`] and [`selfmetrics`]: what the agent reports about itself.
 //! - [`hash`] (the one stable hash, FNV-1a) and [`errors`] (error chains
@@ -29,6 +31,7 @@ pub mod exposition;
 pub mod failure_log;
 pub mod hash;
 pub mod http;
+pub mod http_client;
 pub mod logs;
 pub mod memory;
 pub mod relabel;

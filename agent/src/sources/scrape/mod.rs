@@ -63,6 +63,11 @@ pub struct ScrapeConfig {
     pub bearer_token: Option<Secret>,
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
+    /// HTTP(S) proxy for this job's targets, as Prometheus's `proxy_url`;
+    /// unset: direct connections (proxy variables of the environment are
+    /// not used). It may carry credentials, so it is kept secret.
+    #[serde(default)]
+    pub proxy_url: Option<Secret>,
     /// TLS settings for `https` targets.
     #[serde(default, alias = "tls_config")]
     pub tls: Option<TlsConfig>,
