@@ -16,8 +16,12 @@
 //!   `/metrics` in pull mode).
 //! - [`logs`]: log sources (files, container logs) and processing stages;
 //!   container logs follow Docker discovery's inventory.
+//! - [`http_client`]: every outgoing HTTP client (TLS, auth, proxy,
+//!   timeouts, user agent), built one way.
 //! - [`http`]: health, readiness, `/metrics`, the status page and API.
 //! - [`status`] and [`selfmetrics`]: what the agent reports about itself.
+//! - [`hash`] (the one stable hash, FNV-1a) and [`errors`] (error chains
+//!   for logs): small helpers written once.
 //! - [`memory`]: allocator tuning that keeps the agent's RSS small.
 //! - [`runtime`]: the composition root: start order, the router, reloads
 //!   (SIGHUP, `POST /-/reload`) and shutdown.
@@ -27,9 +31,12 @@
 //! sinks for batches, log sinks for log lines).
 
 pub mod config;
+pub mod errors;
 pub mod exposition;
 pub mod failure_log;
+pub mod hash;
 pub mod http;
+pub mod http_client;
 pub mod logline;
 pub mod logs;
 pub mod memory;

@@ -369,13 +369,7 @@ impl Relabeler {
             .collect::<Result<Vec<_>, _>>()?;
         // FNV-1a of the rules as written: stable, and different rules
         // (order included) give different text.
-        let fingerprint = if rules.is_empty() {
-            0
-        } else {
-            format!("{configs:?}")
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-        };
+        let fingerprint = if rules.is_empty() { 0 } else { crate::hash::fnv1a(format!("{configs:?}").as_bytes()) };
         Ok(Relabeler { rules, fingerprint })
     }
 
@@ -395,50 +389,11 @@ impl Relabeler {
     }
 }
 
-/// MD5 digest of `data` (RFC 1321). Only `hashmod` needs it, for
-/// Prometheus-compatible shard numbers; not used for anything secret.
+/// MD5 digest of `data`. Only `hashmod` needs it, for Prometheus-compatible
+/// shard numbers; not used for anything secret.
 fn md5(data: &[u8]) -> [u8; 16] {
-    const S: [u32; 64] = [
-        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14,
-        20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6,
-        10, 15, 21,
-    ];
-    // K[i] = floor(abs(sin(i + 1)) * 2^32).
-    let k: [u32; 64] = std::array::from_fn(|i| (((i + 1) as f64).sin().abs() * 4_294_967_296.0) as u32);
-    let (mut a0, mut b0, mut c0, mut d0) = (0x6745_2301u32, 0xefcd_ab89u32, 0x98ba_dcfeu32, 0x1032_5476u32);
-    let mut msg = data.to_vec();
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&((data.len() as u64).wrapping_mul(8)).to_le_bytes());
-    for chunk in msg.chunks_exact(64) {
-        let m: [u32; 16] =
-            std::array::from_fn(|i| u32::from_le_bytes(chunk[i * 4..i * 4 + 4].try_into().unwrap_or_default()));
-        let (mut a, mut b, mut c, mut d) = (a0, b0, c0, d0);
-        for i in 0..64 {
-            let (f, g) = match i / 16 {
-                0 => ((b & c) | (!b & d), i),
-                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
-                2 => (b ^ c ^ d, (3 * i + 5) % 16),
-                _ => (c ^ (b | !d), (7 * i) % 16),
-            };
-            let f = f.wrapping_add(a).wrapping_add(k[i]).wrapping_add(m[g]);
-            a = d;
-            d = c;
-            c = b;
-            b = b.wrapping_add(f.rotate_left(S[i]));
-        }
-        a0 = a0.wrapping_add(a);
-        b0 = b0.wrapping_add(b);
-        c0 = c0.wrapping_add(c);
-        d0 = d0.wrapping_add(d);
-    }
-    let mut out = [0u8; 16];
-    for (i, word) in [a0, b0, c0, d0].iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&word.to_le_bytes());
-    }
-    out
+    use md5::Digest;
+    md5::Md5::digest(data).into()
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ fn collect_once_app_with_basic_auth_and_kafka_brokers() {
         assert_eq!(b.seen("/metrics").accept, PROMETHEUS_ACCEPT);
     }
     assert_eq!(app.seen("/system-stats").accept, PROMETHEUS_ACCEPT);
-    assert!(app.seen("/system-stats").user_agent.starts_with("Vantage/"));
+    assert!(app.seen("/system-stats").user_agent.starts_with("vantage/"));
 }
 
 #[test]

@@ -159,6 +159,66 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Parses a byte size with Prometheus's meanings (alecthomas/units
+/// `Base2Bytes`, which Prometheus uses for `body_size_limit` and
+/// `--storage.tsdb.retention.size`): every unit is a power of 1024, so
+/// KB = KiB = 1024, MB = MiB = 2^20, GB = GiB = 2^30, TB = TiB, PB = PiB,
+/// EB = EiB. The number may have decimals ("1.5GB"); a plain number or
+/// `B` is bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = |why: &str| format!("invalid size {text:?}: {why}");
+    let t = text.trim();
+    let end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = (&t[..end], t[end..].trim());
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || (number.contains('.') && frac.is_empty()) || frac.contains('.') {
+        return Err(bad("use forms like \"512\", \"10MB\", \"1.5GiB\""));
+    }
+    let shift = match unit {
+        "" | "B" => 0,
+        "KB" | "KiB" => 10,
+        "MB" | "MiB" => 20,
+        "GB" | "GiB" => 30,
+        "TB" | "TiB" => 40,
+        "PB" | "PiB" => 50,
+        "EB" | "EiB" => 60,
+        _ => return Err(bad("the unit must be B, KB, MB, GB, TB, PB or EB (or KiB, MiB, ...; all powers of 1024)")),
+    };
+    let too_large = || bad("too large");
+    let whole: u64 = whole.parse().map_err(|_| too_large())?;
+    let mut bytes = whole.checked_mul(1u64 << shift).ok_or_else(too_large)?;
+    if !frac.is_empty() {
+        // The fraction alone, so that large whole parts stay exact.
+        let part: f64 = format!("0.{frac}").parse().map_err(|_| bad("bad fraction"))?;
+        bytes = bytes.checked_add((part * (1u64 << shift) as f64).round() as u64).ok_or_else(too_large)?;
+    }
+    Ok(bytes)
+}
+
+/// serde adapter for byte sizes: an integer (bytes) or a string that
+/// [`parse_size`] reads ("1GiB", "512MB").
+pub mod size {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(n),
+            Raw::Text(t) => parse_size(&t).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n)
+    }
+}
+
 /// Formats a duration the way [`parse_duration`] reads it.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -219,6 +279,22 @@ mod tests {
         }
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");
         assert_eq!(format_duration(Duration::from_secs(60)), "1m");
+    }
+
+    #[test]
+    fn sizes_as_prometheus() {
+        assert_eq!(parse_size("10MB"), Ok(10_485_760));
+        assert_eq!(parse_size("10MiB"), Ok(10_485_760));
+        assert_eq!(parse_size("1.5GB"), Ok(1_610_612_736));
+        assert_eq!(parse_size("1KB"), Ok(1024));
+        assert_eq!(parse_size("2GB"), Ok(2 << 30));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("512B"), Ok(512));
+        assert_eq!(parse_size("0"), Ok(0));
+        for bad in ["", "MB", "10 parsecs", "10mb", "1.5.2GB", "1.GB", ".5GB", "-1MB", "99999999999EB"] {
+            let e = parse_size(bad).expect_err(bad);
+            assert!(e.contains(&format!("{bad:?}")), "{e} should name {bad:?}");
+        }
     }
 
     #[test]

@@ -153,17 +153,6 @@ fn walk_root(pattern: &str) -> (PathBuf, Option<usize>) {
     (root, depth)
 }
 
-/// FNV-1a: a stable hash for fingerprints (std's hasher may change between
-/// Rust releases, and positions outlive the binary).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// Hash of the first `len` bytes of `file`, None when it is shorter.
 fn fingerprint(file: &File, len: u32) -> Option<u64> {
     let mut buf = vec![0u8; len as usize];
@@ -175,7 +164,8 @@ fn fingerprint(file: &File, len: u32) -> Option<u64> {
             Err(_) => return None,
         }
     }
-    Some(fnv1a(&buf))
+    // A stable hash: positions outlive the binary.
+    Some(crate::hash::fnv1a(&buf))
 }
 
 /// A file being read.
@@ -754,7 +744,7 @@ mod tests {
         let p = dir.join("f");
         std::fs::write(&p, b"hello world").unwrap();
         let f = File::open(&p).unwrap();
-        assert_eq!(fingerprint(&f, 5), Some(fnv1a(b"hello")));
+        assert_eq!(fingerprint(&f, 5), Some(crate::hash::fnv1a(b"hello")));
         assert_eq!(fingerprint(&f, 50), None);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -128,9 +128,6 @@ impl LokiConfig {
         if self.min_backoff.is_zero() || self.max_backoff < self.min_backoff {
             problems.push("loki.min_backoff must be above zero and at most loki.max_backoff".into());
         }
-        if self.tls.server_name.is_some() {
-            problems.push("loki.tls.server_name is not supported by the Loki sink; point the URL at that name".into());
-        }
         for name in self.labels.keys() {
             if !crate::relabel::is_valid_label_name(name) {
                 problems.push(format!("loki.labels: {name:?} is not a valid label name"));
@@ -249,35 +246,22 @@ pub enum LokiError {
     Client(#[from] reqwest::Error),
 }
 
-/// Builds the HTTP client for `cfg` (timeout, TLS).
-fn client(cfg: &LokiConfig) -> Result<reqwest::Client, LokiError> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|source| LokiError::ReadFile { file: p.display().to_string(), source })
-    };
-    let mut b = reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .user_agent(concat!("vantage/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(60));
-    if let Some(ca) = &cfg.tls.ca_file {
-        for cert in reqwest::Certificate::from_pem_bundle(&read(ca)?)? {
-            b = b.add_root_certificate(cert);
-        }
-    }
-    match (&cfg.tls.cert_file, &cfg.tls.key_file) {
-        (Some(c), Some(k)) => {
-            let mut pem = read(c)?;
-            pem.push(b'\n');
-            pem.extend(read(k)?);
-            b = b.identity(reqwest::Identity::from_pem(&pem)?);
-        }
-        (None, None) => {}
-        _ => return Err(LokiError::Config("tls.cert_file and tls.key_file go together".into())),
-    }
+/// Builds the HTTP client for `cfg` ([`crate::http_client`]) and the push
+/// URL to use (renamed to `tls.server_name` when that is set).
+fn client(cfg: &LokiConfig) -> Result<(reqwest::Client, String), LokiError> {
     if cfg.tls.insecure_skip_verify {
         tracing::warn!(url = %cfg.push_url(), "loki: TLS certificate verification is OFF (tls.insecure_skip_verify)");
-        b = b.danger_accept_invalid_certs(true);
     }
-    Ok(b.build()?)
+    let push_url = cfg.push_url();
+    let built = crate::http_client::build(&crate::http_client::Settings {
+        url: Some(&push_url),
+        tls: Some(&cfg.tls),
+        timeout: Some(cfg.timeout),
+        pool_idle_timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    })
+    .map_err(LokiError::Config)?;
+    Ok((built.client, built.url.map(String::from).unwrap_or(push_url)))
 }
 
 /// The running sink: the [`crate::sinks::LogSink`] the fan-out hands
@@ -310,7 +294,7 @@ pub fn start(
     registry: &Registry,
     shutdown: CancellationToken,
 ) -> Result<Sink, LokiError> {
-    let http = client(cfg)?;
+    let (http, url) = client(cfg)?;
     let auth = match &cfg.basic_auth {
         Some(a) => a.credentials().map_err(LokiError::Config)?,
         None => None,
@@ -327,7 +311,7 @@ pub fn start(
     });
     let pusher = Pusher {
         cfg: cfg.clone(),
-        url: endpoint,
+        url,
         http,
         auth,
         extra,

@@ -3,13 +3,13 @@
 //! into acknowledged / retry / reject. Nothing here logs a secret: errors
 //! are printed without their URL, and the endpoint is shown without userinfo.
 
-use std::net::ToSocketAddrs;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 
 use super::RemoteWriteConfig;
-use crate::config::common::Secret;
+pub use crate::http_client::display_url;
+use crate::http_client::{self, Auth};
 
 /// Headers the protocol sets; a configured header cannot replace them.
 pub const RESERVED_HEADERS: [&str; 5] =
@@ -34,90 +34,28 @@ pub enum Outcome {
     Rejected { status: u16, body: String },
 }
 
-enum Auth {
-    None,
-    Basic(String, Secret),
-    Bearer(Secret),
-}
-
 /// An HTTP client for one endpoint.
 pub struct Client {
     http: reqwest::Client,
     url: reqwest::Url,
     headers: HeaderMap,
     auth: Auth,
-    user_agent: HeaderValue,
-}
-
-/// `url` without userinfo, query or fragment: safe to log and to show.
-pub fn display_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        }
-        Err(_) => "<invalid url>".into(),
-    }
 }
 
 impl Client {
     /// Builds the client; an error names the setting (file paths included,
     /// secrets never).
     pub fn new(cfg: &RemoteWriteConfig) -> Result<Client, String> {
-        let mut url = reqwest::Url::parse(&cfg.url).map_err(|e| format!("url {}: {e}", display_url(&cfg.url)))?;
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(30));
-        match cfg.proxy_url.as_ref().map(|p| p.expose()).filter(|p| !p.is_empty()) {
-            Some(p) => b = b.proxy(reqwest::Proxy::all(p).map_err(|e| format!("proxy_url {}: {e}", display_url(p)))?),
-            None => b = b.no_proxy(),
-        }
-        let tls = &cfg.tls;
-        if let Some(ca) = &tls.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
-            if certs.is_empty() {
-                return Err(format!("tls.ca_file {}: no PEM certificate in it", ca.display()));
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        match (&tls.cert_file, &tls.key_file) {
-            (Some(cert), Some(key)) => {
-                let mut pem = std::fs::read(cert).map_err(|e| format!("tls.cert_file {}: {e}", cert.display()))?;
-                pem.push(b'\n');
-                pem.extend(std::fs::read(key).map_err(|e| format!("tls.key_file {}: {e}", key.display()))?);
-                let id = reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| format!("tls.cert_file {} / key_file {}: {e}", cert.display(), key.display()))?;
-                b = b.identity(id);
-            }
-            (None, None) => {}
-            _ => return Err("tls.cert_file and tls.key_file must be set together".into()),
-        }
-        if tls.insecure_skip_verify {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        if let Some(name) = tls.server_name.as_deref().filter(|n| !n.is_empty()) {
-            // reqwest verifies the certificate against the URL's host, so
-            // the URL names `server_name` and the resolver maps it to the
-            // real address.
-            let host = url.host_str().ok_or_else(|| format!("url {} has no host", display_url(&cfg.url)))?.to_string();
-            let port = url.port_or_known_default().unwrap_or(443);
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-            let addrs: Vec<_> = (host.as_str(), port)
-                .to_socket_addrs()
-                .map_err(|e| format!("url host {host}: {e} (needed for tls.server_name)"))?
-                .collect();
-            b = b.resolve_to_addrs(name, &addrs);
-            url.set_host(Some(name)).map_err(|e| format!("tls.server_name {name}: {e}"))?;
-        }
+        let built = http_client::build(&http_client::Settings {
+            url: Some(&cfg.url),
+            tls: Some(&cfg.tls),
+            proxy_url: cfg.proxy_url.as_ref().map(|p| p.expose()),
+            timeout: Some(cfg.timeout),
+            connect_timeout: Some(cfg.timeout.min(Duration::from_secs(10))),
+            pool_idle_timeout: Some(Duration::from_secs(30)),
+            ..Default::default()
+        })?;
+        let (http, url) = (built.client, built.url.expect("built with a url"));
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
             let name =
@@ -129,23 +67,8 @@ impl Client {
         }
         // Protocol headers last, so that nothing configured replaces them.
         headers.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
-        let auth = if let Some(ba) = &cfg.basic_auth {
-            match ba.credentials().map_err(|e| format!("basic_auth: {e}"))? {
-                Some((user, pass)) => Auth::Basic(user, pass),
-                None => Auth::None,
-            }
-        } else {
-            Auth::None
-        };
-        let bearer = Secret::resolve(&cfg.bearer_token, &cfg.bearer_token_file, "bearer_token")?;
-        let auth = match (auth, bearer.is_empty()) {
-            (Auth::None, false) => Auth::Bearer(bearer),
-            (Auth::Basic(..), false) => return Err("basic_auth and bearer_token are both set; keep one".into()),
-            (a, _) => a,
-        };
-        let http = b.build().map_err(|e| format!("HTTP client: {e}"))?;
-        let user_agent = HeaderValue::from_str(&format!("vantage/{}", env!("CARGO_PKG_VERSION"))).unwrap();
-        Ok(Client { http, url, headers, auth, user_agent })
+        let auth = Auth::new(cfg.basic_auth.as_ref(), &cfg.bearer_token, &cfg.bearer_token_file)?;
+        Ok(Client { http, url, headers, auth })
     }
 
     /// POSTs one compressed body (`v2` selects the 2.0 content type and
@@ -155,13 +78,8 @@ impl Client {
         let (ctype, version) = if v2 { (CONTENT_TYPE_V2, "2.0.0") } else { (CONTENT_TYPE_V1, "0.1.0") };
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
         headers.insert("x-prometheus-remote-write-version", HeaderValue::from_static(version));
-        headers.insert(USER_AGENT, self.user_agent.clone());
-        let mut req = self.http.post(self.url.clone()).headers(headers).body(body);
-        req = match &self.auth {
-            Auth::None => req,
-            Auth::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
-            Auth::Bearer(t) => req.bearer_auth(t.expose()),
-        };
+        // The user agent is the client's (crate::http_client::USER_AGENT).
+        let req = self.auth.apply(self.http.post(self.url.clone()).headers(headers).body(body));
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return Outcome::Retry { after: None, reason: error_chain(e) },
@@ -202,28 +120,12 @@ fn truncate(s: &str) -> String {
 
 /// The error and its causes, without the request URL.
 fn error_chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    crate::errors::chain(&e.without_url())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn display_url_hides_userinfo_and_query() {
-        assert_eq!(
-            display_url("https://u:hunter2@example.com/api/v1/write?token=x"),
-            "https://example.com/api/v1/write"
-        );
-    }
 
     #[test]
     fn long_bodies_are_truncated_on_a_char_boundary() {

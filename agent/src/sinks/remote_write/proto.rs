@@ -169,16 +169,14 @@ pub fn split_record(body: &bytes::Bytes) -> Result<(Vec<RawSeries>, Vec<u8>), St
     fields(body, |tag, wt, payload, _| {
         match (tag, wt) {
             (1, 2) => {
-                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                let mut h = crate::hash::Fnv1a::new();
                 let (mut samples, mut max_ts) = (0u32, i64::MIN);
                 fields(payload, |tag, wt, inner, _| {
                     match (tag, wt) {
                         (1, 2) => fields(inner, |t, w, s, _| {
                             if w == 2 && (t == 1 || t == 2) {
-                                for &b in s.iter().chain(&[0xff]) {
-                                    h ^= b as u64;
-                                    h = h.wrapping_mul(0x0100_0000_01b3);
-                                }
+                                h.write(s);
+                                h.write_u8(0xff);
                             }
                             Ok(())
                         })?,
@@ -198,7 +196,12 @@ pub fn split_record(body: &bytes::Bytes) -> Result<(Vec<RawSeries>, Vec<u8>), St
                     Ok(())
                 })?;
                 let start = payload.as_ptr() as usize - base;
-                series.push(RawSeries { bytes: body.slice(start..start + payload.len()), hash: h, samples, max_ts });
+                series.push(RawSeries {
+                    bytes: body.slice(start..start + payload.len()),
+                    hash: h.finish(),
+                    samples,
+                    max_ts,
+                });
             }
             (2, 2) => kinds.extend_from_slice(payload),
             _ => {}

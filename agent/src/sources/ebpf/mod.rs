@@ -272,7 +272,7 @@ impl EbpfCollector {
         let mut ebpf = match loaded {
             Ok(ebpf) => ebpf,
             Err(e) => {
-                unavailable(error_chain(&e));
+                unavailable(crate::errors::chain(&e));
                 return collector;
             }
         };
@@ -281,7 +281,7 @@ impl EbpfCollector {
         let btf = match Btf::parse(&btf::attach_blob(&attach_points), aya::Endianness::default()) {
             Ok(b) => b,
             Err(e) => {
-                unavailable(format!("building the tracepoints' BTF: {}", error_chain(&e)));
+                unavailable(format!("building the tracepoints' BTF: {}", crate::errors::chain(&e)));
                 return collector;
             }
         };
@@ -339,26 +339,10 @@ fn attach_btf_tracepoint(ebpf: &mut Ebpf, function: &str, tracepoint: &str, btf:
                 .collect();
             format!("load: {io_error}: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
         }
-        _ => format!("load: {}", error_chain(&e)),
+        _ => format!("load: {}", crate::errors::chain(&e)),
     })?;
-    program.attach().map_err(|e| format!("attach: {}", error_chain(&e)))?;
+    program.attach().map_err(|e| format!("attach: {}", crate::errors::chain(&e)))?;
     Ok(())
-}
-
-/// An error with its causes ("failed to create map X: Operation not
-/// permitted"): aya's messages leave the kernel's reason in `source()`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lifting it is

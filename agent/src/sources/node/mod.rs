@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::common;
+use crate::hash::Fnv1a;
 use crate::sample::{Family, Labels, MetricType, Sample, METRIC_NAME};
 
 /// How a collector is made from the `[node]` section.
@@ -545,24 +546,21 @@ impl std::hash::Hasher for PassThrough {
     }
 }
 
-fn fnv(h: &mut u64, bytes: &[u8]) {
-    for &b in bytes {
-        *h ^= u64::from(b);
-        *h = h.wrapping_mul(0x100_0000_01b3);
-    }
+fn fnv(h: &mut Fnv1a, bytes: &[u8]) {
+    h.write(bytes);
     // A separator so ("ab","c") and ("a","bc") differ.
-    *h ^= 0xff;
-    *h = h.wrapping_mul(0x100_0000_01b3);
+    h.write_u8(0xff);
 }
 
 impl LabelCache {
     fn get(&mut self, name: &str, base: &[(&str, &str); 2], pairs: &[(&str, &str)]) -> Labels {
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut h = Fnv1a::new();
         fnv(&mut h, name.as_bytes());
         for (k, v) in pairs {
             fnv(&mut h, k.as_bytes());
             fnv(&mut h, v.as_bytes());
         }
+        let h = h.finish();
         let generation = self.generation;
         if let Some((labels, seen)) = self.map.get_mut(&h) {
             if matches(labels, name, pairs) {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::common::{self, BasicAuth, Secret, TlsConfig};
+use crate::config::common::{self, parse_size, BasicAuth, Secret, TlsConfig};
 use crate::relabel::{is_valid_label_name, RelabelConfig, Relabeler};
 
 /// A group of static targets sharing extra labels (Prometheus's
@@ -63,6 +63,11 @@ pub struct ScrapeConfig {
     pub bearer_token: Option<Secret>,
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
+    /// HTTP(S) proxy for this job's targets, as Prometheus's `proxy_url`;
+    /// unset: direct connections (proxy variables of the environment are
+    /// not used). It may carry credentials, so it is kept secret.
+    #[serde(default)]
+    pub proxy_url: Option<Secret>,
     /// TLS settings for `https` targets.
     #[serde(default, alias = "tls_config")]
     pub tls: Option<TlsConfig>,
@@ -106,24 +111,6 @@ fn default_true() -> bool {
 
 /// Default scrape timeout, as Prometheus.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Parses a byte size as Prometheus's body_size_limit: a number with an
-/// optional unit B, KB, MB, GB, TB (powers of 1024, as Prometheus reads
-/// them) or KiB, MiB, GiB, TiB. "0" means no limit.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let n: u64 = t[..digits].parse().map_err(|_| format!("invalid size {text:?}: use forms like \"10MB\""))?;
-    let mult: u64 = match t[digits..].trim() {
-        "" | "B" => 1,
-        "KB" | "KiB" => 1 << 10,
-        "MB" | "MiB" => 1 << 20,
-        "GB" | "GiB" => 1 << 30,
-        "TB" | "TiB" => 1 << 40,
-        _ => return Err(format!("invalid size {text:?}: unit must be B, KB, MB, GB or TB")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("size {text:?} is too large"))
-}
 
 impl ScrapeConfig {
     /// Adds this job's problems to `problems`, prefixed with `at`.

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::cache::Cache;
 use super::ingest::{self, attach_target_labels, IngestError};
 use super::parser::{Format, ACCEPT};
-use super::{parse_size, ScrapeConfig};
-use crate::config::common::Secret;
+use super::ScrapeConfig;
+use crate::config::common::parse_size;
+use crate::http_client::{self, Auth, Settings};
 use crate::relabel::Relabeler;
 use crate::sample::{now_ms, stale_nan, Batch, Family, Labels, MetricType, METRIC_NAME};
 
@@ -35,14 +36,6 @@ pub enum ScrapeError {
     Ingest(#[from] IngestError),
 }
 
-/// How a job authenticates.
-#[derive(Clone, Debug)]
-enum Auth {
-    None,
-    Basic(String, Secret),
-    Bearer(Secret),
-}
-
 /// One scrape job, ready to scrape: cheap to clone.
 #[derive(Clone)]
 pub struct Job {
@@ -54,6 +47,9 @@ struct JobInner {
     interval: Duration,
     timeout: Duration,
     client: reqwest::Client,
+    /// With `tls.server_name`: one client per target host and port, whose
+    /// URL names `server_name` (see [`crate::http_client`]).
+    named: std::sync::Mutex<HashMap<String, (reqwest::Client, reqwest::Url)>>,
     auth: Auth,
     body_limit: u64,
     target_relabel: Relabeler,
@@ -73,56 +69,15 @@ pub struct Target {
     pub key: String,
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
+/// The client settings of a job (no single URL: a job has many targets).
+fn client_settings(config: &ScrapeConfig) -> Settings<'_> {
+    Settings {
+        tls: config.tls.as_ref(),
+        proxy_url: config.proxy_url.as_ref().map(|p| p.expose()),
+        pool_max_idle_per_host: Some(1),
+        no_gzip: !config.gzip,
+        ..Default::default()
     }
-    text
-}
-
-fn build_client(config: &ScrapeConfig) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .user_agent(concat!("Vantage/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::limited(10))
-        .pool_max_idle_per_host(1);
-    if !config.gzip {
-        b = b.no_gzip();
-    }
-    if let Some(tls) = &config.tls {
-        if let Some(ca) = &tls.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("tls ca_file {}: {e}", ca.display()))?;
-            for cert in
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls ca_file {}: {e}", ca.display()))?
-            {
-                b = b.add_root_certificate(cert);
-            }
-        }
-        match (&tls.cert_file, &tls.key_file) {
-            (Some(c), Some(k)) => {
-                let mut pem = std::fs::read(c).map_err(|e| format!("tls cert_file {}: {e}", c.display()))?;
-                pem.push(b'\n');
-                pem.extend(std::fs::read(k).map_err(|e| format!("tls key_file {}: {e}", k.display()))?);
-                b = b.identity(reqwest::Identity::from_pem(&pem).map_err(|e| format!("tls client certificate: {e}"))?);
-            }
-            (None, None) => {}
-            _ => return Err("tls cert_file and key_file must be set together".into()),
-        }
-        if tls.insecure_skip_verify {
-            tracing::warn!(job = %config.job_name, "tls.insecure_skip_verify is set: server certificates are not checked");
-            b = b.danger_accept_invalid_certs(true);
-        }
-        if tls.server_name.is_some() {
-            tracing::warn!(job = %config.job_name, "tls.server_name is not supported for scrape targets and is ignored");
-        }
-    }
-    b.build().map_err(|e| format!("HTTP client: {e}"))
 }
 
 /// Adds the scheme's default port when the address has none, as
@@ -144,13 +99,11 @@ impl Job {
     pub fn new(config: ScrapeConfig, default_interval: Duration) -> Result<Job, String> {
         let interval = config.interval(default_interval);
         let timeout = config.timeout(default_interval);
-        let client = build_client(&config)?;
-        let bearer = Secret::resolve(&config.bearer_token, &config.bearer_token_file, "bearer_token")?;
-        let auth = match config.basic_auth.as_ref().map(|b| b.credentials()).transpose()?.flatten() {
-            Some((user, pass)) => Auth::Basic(user, pass),
-            None if !bearer.is_empty() => Auth::Bearer(bearer),
-            None => Auth::None,
-        };
+        if config.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            tracing::warn!(job = %config.job_name, "tls.insecure_skip_verify is set: server certificates are not checked");
+        }
+        let client = http_client::build(&client_settings(&config))?.client;
+        let auth = Auth::new(config.basic_auth.as_ref(), &config.bearer_token, &config.bearer_token_file)?;
         let body_limit = config.body_size_limit.as_deref().map(parse_size).transpose()?.unwrap_or(0);
         let target_relabel = Relabeler::new(&config.relabel_configs).map_err(|e| format!("relabel_configs: {e}"))?;
         let metric_relabel =
@@ -161,12 +114,43 @@ impl Job {
                 interval,
                 timeout,
                 client,
+                named: Default::default(),
                 auth,
                 body_limit,
                 target_relabel,
                 metric_relabel,
             }),
         })
+    }
+
+    /// The client and URL for `url`: the job's client, or with
+    /// `tls.server_name` set the target's own (built once, resolving the
+    /// target's host off the runtime; a reload builds them anew).
+    async fn client_for(&self, url: &reqwest::Url) -> Result<(reqwest::Client, reqwest::Url), String> {
+        let j = &self.inner;
+        if http_client::server_name(j.config.tls.as_ref()).is_none() {
+            return Ok((j.client.clone(), url.clone()));
+        }
+        let key = format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(0));
+        let known = j.named.lock().unwrap().get(&key).cloned();
+        let (client, named) = match known {
+            Some(c) => c,
+            None => {
+                let job = self.clone();
+                let u = url.clone();
+                let built =
+                    tokio::task::spawn_blocking(move || http_client::for_url(&client_settings(&job.inner.config), &u))
+                        .await
+                        .map_err(|e| format!("client for {}: {e}", http_client::display_url(url.as_str())))??;
+                let pair = (built.client, built.url.expect("built with a url"));
+                j.named.lock().unwrap().insert(key, pair.clone());
+                pair
+            }
+        };
+        // Same path and query as the target's URL, host renamed.
+        let mut out = url.clone();
+        let _ = out.set_host(named.host_str());
+        Ok((client, out))
     }
 
     /// The job's name.
@@ -276,21 +260,17 @@ impl Job {
         cache: &mut Cache,
     ) -> Result<ingest::Ingested, ScrapeError> {
         let j = &self.inner;
-        let mut req = j
-            .client
-            .get(target.url.clone())
+        let (client, url) = self.client_for(&target.url).await.map_err(ScrapeError::Connect)?;
+        let req = client
+            .get(url)
             .header(reqwest::header::ACCEPT, ACCEPT)
             .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", j.timeout.as_secs_f64()));
-        match &j.auth {
-            Auth::None => {}
-            Auth::Basic(user, pass) => req = req.basic_auth(user, Some(pass.expose())),
-            Auth::Bearer(token) => req = req.bearer_auth(token.expose()),
-        }
+        let req = j.auth.apply(req);
         let mut resp = req.send().await.map_err(|e| {
             if e.is_connect() {
-                ScrapeError::Connect(error_chain(&e))
+                ScrapeError::Connect(crate::errors::chain(&e))
             } else {
-                ScrapeError::Http(error_chain(&e))
+                ScrapeError::Http(crate::errors::chain(&e))
             }
         })?;
         if resp.status() != reqwest::StatusCode::OK {
@@ -312,7 +292,7 @@ impl Job {
         // the rest of its line.
         let mut partial: Vec<u8> = Vec::new();
         let mut read = 0u64;
-        while let Some(chunk) = resp.chunk().await.map_err(|e| ScrapeError::Http(error_chain(&e)))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ScrapeError::Http(crate::errors::chain(&e)))? {
             read += chunk.len() as u64;
             if limit > 0 && read > limit {
                 return Err(ScrapeError::BodyTooLarge(limit));
@@ -387,7 +367,7 @@ impl Job {
     /// and keep their phase across restarts (as Prometheus does).
     pub fn first_delay(&self, target: &Target) -> Duration {
         let interval = self.inner.interval.as_millis().max(1) as u64;
-        let offset = fnv1a(target.key.as_bytes()) % interval;
+        let offset = crate::hash::fnv1a(target.key.as_bytes()) % interval;
         let now = now_ms().max(0) as u64 % interval;
         Duration::from_millis((offset + interval - now) % interval)
     }
@@ -415,15 +395,6 @@ fn report(target: &Target, values: [f64; 5], timestamp_ms: i64) -> Vec<Family> {
             f
         })
         .collect()
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h
 }
 
 fn dedup(targets: Vec<Target>) -> Vec<Target> {
