@@ -240,10 +240,6 @@ impl SelfMetrics for LokiStats {
 pub enum LokiError {
     #[error("loki: {0}")]
     Config(String),
-    #[error("loki: cannot read {file}: {source}")]
-    ReadFile { file: String, source: std::io::Error },
-    #[error("loki: HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
 }
 
 /// Builds the HTTP client for `cfg` ([`crate::http_client`]) and the push
@@ -389,14 +385,7 @@ pub fn selector(labels: &Labels) -> String {
         }
         s.push_str(&l.name);
         s.push_str("=\"");
-        for c in l.value.chars() {
-            match c {
-                '\\' => s.push_str("\\\\"),
-                '"' => s.push_str("\\\""),
-                '\n' => s.push_str("\\n"),
-                c => s.push(c),
-            }
-        }
+        s.push_str(&crate::exposition::escape_label_value(&l.value));
         s.push('"');
     }
     s.push('}');
