@@ -203,9 +203,30 @@ batch_send_deadline = "1s"
         wait_for(Duration::from_secs(10), || prom.query("node_load1{job=\"rw-basic\"} == 4.5").into_iter().next());
     assert!(changed.is_some(), "new value did not arrive");
 
-    // Prometheus stored exactly what the scripted receiver got.
+    // Prometheus stored exactly what the scripted receiver got. Each
+    // endpoint has its own queue, so the receiver may get a sample a moment
+    // after Prometheus did: read Prometheus first, then wait (10 s) for the
+    // receiver to hold every sample it stored.
     std::thread::sleep(Duration::from_secs(2));
-    let reqs = recv.requests();
+    let stored = prom.raw_samples("node_load1{job=\"rw-basic\"}", "5m");
+    assert_eq!(stored.len(), 1);
+    let load1 = |reqs: &[Received]| -> Vec<(i64, f64)> {
+        reqs.iter()
+            .flat_map(|r| r.series.iter())
+            .filter(|s| s.label("__name__") == Some("node_load1"))
+            .flat_map(|s| s.samples.iter().copied())
+            .collect()
+    };
+    let missing = |seen: &[(i64, f64)]| -> Vec<(i64, f64)> {
+        stored[0].1.iter().map(|(ts, v)| ((ts * 1000.0).round() as i64, *v)).filter(|s| !seen.contains(s)).collect()
+    };
+    let reqs = wait_for(Duration::from_secs(10), || {
+        let reqs = recv.requests();
+        missing(&load1(&reqs)).is_empty().then_some(reqs)
+    })
+    .unwrap_or_else(|| {
+        panic!("Prometheus has {:?} that the other endpoint never got (10 s after)", missing(&load1(&recv.requests())))
+    });
     check_requests(&reqs, "0.1.0");
     assert!(reqs.iter().all(|r| r.header("x-scope-orgid") == Some("tenant-1")));
     assert!(check_order(&reqs) >= 20);
@@ -217,18 +238,6 @@ batch_send_deadline = "1s"
                 assert!(t >= started - 1.0 && t <= ended, "timestamp {t} outside [{started}, {ended}]");
             }
         }
-    }
-    let stored = prom.raw_samples("node_load1{job=\"rw-basic\"}", "5m");
-    assert_eq!(stored.len(), 1);
-    let seen: Vec<(i64, f64)> = reqs
-        .iter()
-        .flat_map(|r| r.series.iter())
-        .filter(|s| s.label("__name__") == Some("node_load1"))
-        .flat_map(|s| s.samples.iter().copied())
-        .collect();
-    for (ts, v) in &stored[0].1 {
-        let ms = (ts * 1000.0).round() as i64;
-        assert!(seen.contains(&(ms, *v)), "Prometheus has ({ms}, {v}) that the other endpoint never got");
     }
     assert!(stored[0].1.iter().any(|(_, v)| *v == 1.25) && stored[0].1.iter().any(|(_, v)| *v == 4.5));
 
