@@ -11,7 +11,8 @@
 //! checks the hardening, the healthcheck and that the agent runs on without
 //! eBPF, and (2) by runc, the runtime under dockerd, from the image's own
 //! filesystem and settings with exactly the compose capabilities, which
-//! checks that CAP_BPF + CAP_PERFMON are enough for the kernel programs.
+//! checks that CAP_BPF + CAP_PERFMON are enough for the kernel programs,
+//! inside a 24 MiB memory cgroup with a peak from exec of at most 16 MiB.
 //! The sandbox this runs in has no CAP_SYS_RESOURCE in its own bounding set,
 //! so no runtime here can grant it; the test says so and allows only that
 //! one to be missing (it only matters on kernels before 5.11).
@@ -357,7 +358,14 @@ fn image_with_exactly_the_compose_capabilities_attaches_ebpf() {
         "hostname": "vantage",
         "mounts": mounts,
         // No network or PID namespace: compose's network_mode and pid host.
-        "linux": {"namespaces": [{"type": "mount"}, {"type": "ipc"}, {"type": "uts"}]}
+        // A memory cgroup of its own with a ceiling from exec on, as a
+        // systemd MemoryMax= or compose's mem_limit would set: loading the
+        // eBPF programs must fit under it (issue 17's start-up spike).
+        "linux": {
+            "namespaces": [{"type": "mount"}, {"type": "ipc"}, {"type": "uts"}],
+            "cgroupsPath": format!("/vantage-deploy-test-{}", std::process::id()),
+            "resources": {"memory": {"limit": MEMORY_LIMIT}}
+        }
     });
     std::fs::write(bundle.path().join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
 
@@ -395,6 +403,71 @@ fn image_with_exactly_the_compose_capabilities_attaches_ebpf() {
     let expected = caps.iter().fold(0u64, |m, c| m | 1 << cap_number(c.trim_start_matches("CAP_")));
     assert_eq!(effective_caps(&pid), expected, "the agent runs with exactly {caps:?}");
     assert!(Path::new(&format!("/proc/{pid}")).exists());
+
+    // It got there under the ceiling, without the kernel killing anything
+    // in its cgroup, and its peak from exec (VmHWM) stayed well below it.
+    let memory = MemoryCgroup::of(&pid);
+    assert_eq!(memory.limit(), MEMORY_LIMIT, "runc set the limit on {}", memory.dir.display());
+    assert_eq!(memory.oom_kills(), 0, "OOM kills in {}; logs:\n{}", memory.dir.display(), logs());
+    let hwm = status_kib(&pid, "VmHWM:");
+    eprintln!(
+        "the image's agent under a {} MiB limit: VmHWM {:.1} MiB, VmRSS {:.1} MiB",
+        MEMORY_LIMIT >> 20,
+        hwm as f64 / 1024.0,
+        status_kib(&pid, "VmRSS:") as f64 / 1024.0
+    );
+    assert!(hwm <= PEAK_BUDGET_KIB, "VmHWM {hwm} kB from exec, budget {PEAK_BUDGET_KIB} kB");
+}
+
+/// The runc test's memory ceiling: 24 MiB, twice the steady budget.
+const MEMORY_LIMIT: u64 = 24 << 20;
+/// Peak resident memory from exec allowed on the embedded default (node,
+/// eBPF, Docker): DESIGN's 16 MiB start-up budget, in kB.
+const PEAK_BUDGET_KIB: u64 = 16 * 1024;
+
+/// A `/proc/<pid>/status` field in kB.
+fn status_kib(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let value = status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_else(|| panic!("no {field} for {pid}"));
+    value.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// The memory cgroup a process is in, v1 (this host) or v2.
+struct MemoryCgroup {
+    dir: std::path::PathBuf,
+    v2: bool,
+}
+
+impl MemoryCgroup {
+    fn of(pid: &str) -> MemoryCgroup {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let path_of = |prefix: &str| cgroups.lines().find_map(|l| l.split_once(prefix).map(|(_, p)| p.to_string()));
+        // v1: "4:memory:/path"; v2 only: "0::/path".
+        match cgroups.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "memory"))) {
+            Some(line) => {
+                let path = line.splitn(3, ':').nth(2).unwrap();
+                MemoryCgroup { dir: Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/')), v2: false }
+            }
+            None => {
+                let path = path_of("0::").unwrap_or_else(|| panic!("no memory cgroup for {pid}: {cgroups}"));
+                MemoryCgroup { dir: Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')), v2: true }
+            }
+        }
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_else(|e| panic!("{}/{file}: {e}", self.dir.display()))
+    }
+
+    fn limit(&self) -> u64 {
+        self.read(if self.v2 { "memory.max" } else { "memory.limit_in_bytes" }).trim().parse().unwrap()
+    }
+
+    /// Processes the kernel's OOM killer took in this cgroup.
+    fn oom_kills(&self) -> u64 {
+        let text = self.read(if self.v2 { "memory.events" } else { "memory.oom_control" });
+        text.lines().find_map(|l| l.strip_prefix("oom_kill ")).map_or(0, |n| n.trim().parse().unwrap())
+    }
 }
 
 /// The compose capabilities this Docker daemon accepts and can grant:

@@ -233,6 +233,9 @@ fn measure(
     }
     let cpu1 = cpu();
     let final_rss: u64 = pids.iter().map(|&p| rss(p)).sum();
+    // The kernel's high-water mark covers start-up (the eBPF load), which
+    // the samples above, taken after it, would miss.
+    peak = peak.max(pids.iter().map(|&p| status_bytes(p, "VmHWM:")).sum());
     let bytes = sent_bytes(dir);
     drop(children);
     // Give the receiver a moment to ingest the last pushes.
@@ -504,7 +507,7 @@ fn render(outcomes: &[Outcome], opts: &Options, precision: &str) -> String {
         opts.duration.as_secs(),
         opts.interval.as_secs()
     );
-    let _ = writeln!(t, "| setup | CPU s | % of a core | peak RSS MiB | final RSS MiB | samples delivered | bytes sent | CPU µs / sample |");
+    let _ = writeln!(t, "| setup | CPU s | % of a core | peak RSS MiB (VmHWM from exec) | final RSS MiB | samples delivered | bytes sent | CPU µs / sample |");
     let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for o in outcomes {
         let _ = writeln!(
@@ -650,10 +653,15 @@ fn urlencode(s: &str) -> String {
 }
 
 fn rss(pid: u32) -> u64 {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A kB field of /proc/<pid>/status, in bytes (0 once the process is gone).
+fn status_bytes(pid: u32, field: &str) -> u64 {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0 };
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
