@@ -422,7 +422,7 @@ fn image_with_exactly_the_compose_capabilities_attaches_ebpf() {
 /// The runc test's memory ceiling: 24 MiB, twice the steady budget.
 const MEMORY_LIMIT: u64 = 24 << 20;
 /// Peak resident memory from exec allowed on the embedded default (node,
-/// eBPF, Docker): DESIGN's 16 MiB start-up budget, in kB.
+/// eBPF, Docker): issue 17's start-up budget, in kB.
 const PEAK_BUDGET_KIB: u64 = 16 * 1024;
 
 /// A `/proc/<pid>/status` field in kB.
