@@ -217,7 +217,8 @@ fn image_under_dockerd_with_the_compose_hardening() {
     let image = image();
     let port = free_port();
     let data = TempDir::new("deploy-data");
-    let name = format!("vantage-deploy-test-{}", std::process::id());
+    // Not the deploy script test's name: the two run at once on one dockerd.
+    let name = format!("vantage-compose-hardening-{}", std::process::id());
     let mut caps = grantable_caps();
     let mut refused = Vec::new();
     let container = loop {
@@ -363,13 +364,13 @@ fn image_with_exactly_the_compose_capabilities_attaches_ebpf() {
         // eBPF programs must fit under it (issue 17's start-up spike).
         "linux": {
             "namespaces": [{"type": "mount"}, {"type": "ipc"}, {"type": "uts"}],
-            "cgroupsPath": format!("/vantage-deploy-test-{}", std::process::id()),
+            "cgroupsPath": format!("/vantage-runc-test-{}", std::process::id()),
             "resources": {"memory": {"limit": MEMORY_LIMIT}}
         }
     });
     std::fs::write(bundle.path().join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
 
-    let id = format!("vantage-deploy-test-{}", std::process::id());
+    let id = format!("vantage-runc-test-{}", std::process::id());
     let log_path = bundle.path().join("agent.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let status = Command::new(runc)
