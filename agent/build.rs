@@ -34,10 +34,13 @@ fn main() -> anyhow::Result<()> {
     let package = aya_build::Package { name: "agent-ebpf", root_dir: "../agent-ebpf", ..Default::default() };
     aya_build::build_ebpf([package], aya_build::Toolchain::Nightly)
         .with_context(|| format!("building the kernel programs failed; {hint}"))?;
-    let object = std::path::Path::new(&std::env::var("OUT_DIR")?).join("agent-ebpf");
-    let mut bytes = std::fs::read(&object).with_context(|| format!("read {}", object.display()))?;
-    sanitize_btf_names(&mut bytes).with_context(|| format!("BTF of {}", object.display()))?;
-    std::fs::write(&object, bytes).with_context(|| format!("write {}", object.display()))?;
+    // Two objects: the metric programs and the security programs.
+    for name in ["agent-ebpf", "agent-security"] {
+        let object = std::path::Path::new(&std::env::var("OUT_DIR")?).join(name);
+        let mut bytes = std::fs::read(&object).with_context(|| format!("read {}", object.display()))?;
+        sanitize_btf_names(&mut bytes).with_context(|| format!("BTF of {}", object.display()))?;
+        std::fs::write(&object, bytes).with_context(|| format!("write {}", object.display()))?;
+    }
     Ok(())
 }
 

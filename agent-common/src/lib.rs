@@ -210,6 +210,39 @@ pub struct KernelOffsets {
     /// `request.rq_disk`: the request's disk on kernels whose
     /// `request_queue` has no `disk` member (before 5.11).
     pub request_rq_disk: u32,
+    // The security object's (`SECURITY_*` events):
+    /// `task_struct.tgid`.
+    pub task_tgid: u32,
+    /// `task_struct.real_parent`.
+    pub task_real_parent: u32,
+    /// `task_struct.mm`.
+    pub task_mm: u32,
+    /// `task_struct.cred`: the task's current (objective) credentials.
+    pub task_cred: u32,
+    /// `mm_struct.arg_start` and `arg_end`: the process's arguments.
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    /// `linux_binprm.filename`.
+    pub binprm_filename: u32,
+    /// `cred.uid`, `euid`, `gid`, `egid` (kuid_t / kgid_t: one u32).
+    pub cred_uid: u32,
+    pub cred_euid: u32,
+    pub cred_gid: u32,
+    pub cred_egid: u32,
+    /// `cred.cap_effective` (kernel_cap_t: 64 bits).
+    pub cred_cap_effective: u32,
+    /// `sock.__sk_common` + `sock_common.skc_family` (u16).
+    pub sock_family: u32,
+    /// ... + `skc_num`: the local port, host order.
+    pub sock_num: u32,
+    /// ... + `skc_dport`: the remote port, network order.
+    pub sock_dport: u32,
+    /// ... + `skc_rcv_saddr` / `skc_daddr`: IPv4 addresses.
+    pub sock_rcv_saddr: u32,
+    pub sock_daddr: u32,
+    /// ... + `skc_v6_rcv_saddr` / `skc_v6_daddr`: IPv6 addresses.
+    pub sock_v6_rcv_saddr: u32,
+    pub sock_v6_daddr: u32,
 }
 
 impl KernelOffsets {
@@ -235,6 +268,25 @@ impl KernelOffsets {
         rq_clock: 0,
         task_state: 0,
         request_rq_disk: 0,
+        task_tgid: 0,
+        task_real_parent: 0,
+        task_mm: 0,
+        task_cred: 0,
+        mm_arg_start: 0,
+        mm_arg_end: 0,
+        binprm_filename: 0,
+        cred_uid: 0,
+        cred_euid: 0,
+        cred_gid: 0,
+        cred_egid: 0,
+        cred_cap_effective: 0,
+        sock_family: 0,
+        sock_num: 0,
+        sock_dport: 0,
+        sock_rcv_saddr: 0,
+        sock_daddr: 0,
+        sock_v6_rcv_saddr: 0,
+        sock_v6_daddr: 0,
     };
 }
 
@@ -265,6 +317,121 @@ pub const CGROUP_EVENT_KEYS: u32 = 8192;
 /// on, read by the collector) keeps.
 pub const CGROUP_RUNQ_KEYS: u32 = 2048;
 
+/// Kinds of security event (`SecurityHeader::kind`), also the slots of
+/// the security object's `SECURITY_SWITCHES` bitmask (bit `1 << kind`) and
+/// the rows of its `SECURITY_DROPS` counters. Written by the programs of
+/// agent-ebpf's `security` object, read by the agent's `[security]` source.
+pub const SECURITY_EXEC: u32 = 0;
+/// An outbound TCP connect (CLOSE -> SYN_SENT), with its destination.
+pub const SECURITY_CONNECT: u32 = 1;
+/// An accepted TCP connection (SYN_RECV -> ESTABLISHED).
+pub const SECURITY_ACCEPT: u32 = 2;
+/// A socket that began listening (-> LISTEN) or stopped (LISTEN -> CLOSE).
+pub const SECURITY_LISTEN: u32 = 3;
+/// Credentials gained: a uid, euid, gid or egid of 0 the task did not
+/// have, or effective capabilities it did not have.
+pub const SECURITY_CREDENTIALS: u32 = 4;
+/// Number of kinds.
+pub const SECURITY_KINDS: u32 = 5;
+
+/// Rows of `SECURITY_DROPS` per kind (per-CPU array of u64, index
+/// `kind * SECURITY_DROP_REASONS + reason`).
+pub const SECURITY_DROP_REASONS: u32 = 2;
+/// Over the per-cgroup rate limit.
+pub const SECURITY_DROP_RATE_LIMIT: u32 = 0;
+/// The ring buffer was full (the agent fell behind).
+pub const SECURITY_DROP_RING_FULL: u32 = 1;
+
+/// Bytes of an exec event's file name (NUL-terminated, cut to fit).
+pub const SECURITY_FILENAME_LEN: usize = 256;
+/// Bytes of an exec event's arguments (NUL-separated as in
+/// /proc/<pid>/cmdline, cut to fit). A power of two: the programs bound
+/// the read with a mask.
+pub const SECURITY_ARGS_LEN: usize = 512;
+
+/// What every security event starts with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SecurityHeader {
+    /// One of the `SECURITY_*` kinds.
+    pub kind: u32,
+    /// Thread group id (the process) and its parent's.
+    pub pid: u32,
+    pub ppid: u32,
+    /// Real uid and gid of the task (for `credentials`: the old ones).
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad: u32,
+    /// The cgroup (v2 id) of the task or socket.
+    pub cgroup: u64,
+    /// bpf_ktime_get_boot_ns(): nanoseconds since boot, suspend included.
+    pub boot_ns: u64,
+    /// The task's command name (NUL-padded).
+    pub comm: [u8; 16],
+}
+
+/// `SECURITY_EXEC`: `sched_process_exec`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub header: SecurityHeader,
+    /// Bytes of `args` that hold arguments; the process may have more.
+    pub args_len: u32,
+    /// The argument bytes the process really has (its arg_end - arg_start).
+    pub args_total: u32,
+    pub filename: [u8; SECURITY_FILENAME_LEN],
+    pub args: [u8; SECURITY_ARGS_LEN],
+}
+
+/// `SECURITY_CONNECT`, `SECURITY_ACCEPT`, `SECURITY_LISTEN`:
+/// `inet_sock_set_state`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockEvent {
+    pub header: SecurityHeader,
+    /// AF_INET (2) or AF_INET6 (10).
+    pub family: u16,
+    /// Local and remote port, host order.
+    pub sport: u16,
+    pub dport: u16,
+    /// 1 when a listening socket closed (`SECURITY_LISTEN` only).
+    pub closed: u16,
+    /// Addresses in network order: IPv4 in the first 4 bytes.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// `SECURITY_CREDENTIALS`: `commit_creds` (fentry), the new credentials
+/// beside the header's old uid and gid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CredEvent {
+    pub header: SecurityHeader,
+    pub old_euid: u32,
+    pub old_egid: u32,
+    pub new_uid: u32,
+    pub new_euid: u32,
+    pub new_gid: u32,
+    pub new_egid: u32,
+    pub old_caps: u64,
+    pub new_caps: u64,
+}
+
+/// Value of the security object's `SECURITY_RATE` (LRU hash keyed by
+/// cgroup id): the current one-second window of one cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RateWindow {
+    /// Start of the window (ns since boot).
+    pub start_ns: u64,
+    /// Events let through in it.
+    pub count: u64,
+}
+
+/// Most cgroups `SECURITY_RATE` tracks at once; the least recently active
+/// are forgotten (and start a fresh window when they come back).
+pub const SECURITY_RATE_KEYS: u32 = 4096;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain old data, repr(C), no padding, every bit pattern valid.
@@ -275,6 +442,7 @@ mod pod {
     unsafe impl aya::Pod for super::BlockFirst {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::CgroupSlot {}
+    unsafe impl aya::Pod for super::RateWindow {}
 }
 
 #[cfg(test)]

@@ -58,6 +58,9 @@ pub const LOG_LINES_READ: &str = "vantage_log_lines_read_total";
 pub const LOG_LINES_TRUNCATED: &str = "vantage_log_lines_truncated_total";
 pub const LOG_INVALID_UTF8: &str = "vantage_log_invalid_utf8_lines_total";
 pub const LOG_FILES_WATCHED: &str = "vantage_log_files_watched";
+pub const SECURITY_EVENTS: &str = "ebpf_security_events_total";
+pub const SECURITY_UNEXPECTED: &str = "ebpf_security_unexpected_events_total";
+pub const SECURITY_DROPPED: &str = "vantage_security_events_dropped_total";
 
 /// Renders the agent's own families from the registry and the providers.
 pub fn collect(registry: &Registry) -> Vec<Family> {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use common::{parse_duration, BasicAuth, Secret, TlsConfig};
 pub use interpolate::Vars;
 
+use crate::logs::security::SecurityConfig;
 use crate::logs::LogsConfig;
 use crate::sinks::loki::LokiConfig;
 use crate::sinks::remote_write::RemoteWriteConfig;
@@ -74,6 +75,8 @@ pub struct Config {
     pub loki: LokiConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
     /// Where this configuration came from (a path or the embedded name).
     #[serde(skip)]
     pub origin: String,
@@ -200,6 +203,7 @@ impl Config {
         }
         self.loki.validate(&mut problems);
         self.logs.validate(&mut problems);
+        self.security.validate(&mut problems);
         if self.docker.enabled && self.logs.docker.enabled {
             let (discovery, logs) = (
                 crate::sources::docker::socket_url(&self.docker.host),
@@ -267,6 +271,9 @@ impl Config {
             if self.loki.url.trim().is_empty() { "off (empty url)".into() } else { self.loki.describe() }
         ));
         lines.extend(self.logs.describe());
+        if self.security.enabled {
+            lines.push(format!("security: {}", self.security.describe()));
+        }
         lines
     }
 }

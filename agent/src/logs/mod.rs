@@ -11,6 +11,7 @@
 pub mod docker;
 pub mod file;
 pub mod positions;
+pub mod security;
 pub mod stages;
 
 use std::path::PathBuf;
@@ -194,6 +195,17 @@ pub fn start(
     for f in &cfg.files {
         let source =
             file::FileSource::new(f, positions.clone(), sender.clone(), stats.source(&f.name), ctx.shutdown.clone())?;
+        tasks.push(tokio::spawn(source.run()));
+    }
+    if ctx.config.security.enabled {
+        let inventory = feed.as_ref().map(|(_, f)| f.clone());
+        let source = security::SecuritySource::new(
+            &ctx.config.security,
+            inventory,
+            sender.clone(),
+            stats.source("security"),
+            ctx,
+        )?;
         tasks.push(tokio::spawn(source.run()));
     }
     if cfg.docker.enabled {

@@ -69,16 +69,24 @@ fn plan(config: &Config, extra_log_sinks: bool) -> Result<Vec<Planned>, String> 
             fingerprint: json!([fingerprint(rw), outbound]),
         });
     }
-    if config.logs.any_source() {
-        let docker_host = if config.logs.docker.enabled { fingerprint(&config.docker.host) } else { Value::Null };
+    // Container logs and security events name containers from the inventory.
+    let follows_docker = config.logs.docker.enabled || config.security.enabled;
+    if config.logs.any_source() || config.security.enabled {
+        let docker_host = if follows_docker { fingerprint(&config.docker.host) } else { Value::Null };
         out.push(Planned {
             key: "logs".into(),
             kind: Kind::Logs,
-            fingerprint: json!([fingerprint(&config.logs), fingerprint(&config.loki), outbound, docker_host]),
+            fingerprint: json!([
+                fingerprint(&config.logs),
+                fingerprint(&config.security),
+                fingerprint(&config.loki),
+                outbound,
+                docker_host
+            ]),
         });
     }
-    // Discovery keeps the one inventory: container logs need it too.
-    if config.docker.enabled || (config.logs.docker.enabled && log_sinks) {
+    // Discovery keeps the one inventory: log sources need it too.
+    if config.docker.enabled || (follows_docker && log_sinks) {
         out.push(Planned { key: "docker".into(), kind: Kind::Docker, fingerprint: docker.clone() });
     }
     if config.node.enabled {
@@ -347,7 +355,8 @@ impl Agent {
         }
         let (sender, entries) = crate::logline::channel(capacity);
         let routed = tokio::spawn(super::route_logs(entries, sinks, ctx.shutdown.clone(), sink_tasks));
-        let feed = config.logs.docker.enabled.then(|| (config.docker_socket(), self.docker.1.clone()));
+        let follows = config.logs.docker.enabled || config.security.enabled;
+        let feed = follows.then(|| (config.docker_socket(), self.docker.1.clone()));
         crate::logs::start(ctx, &sender, feed, routed)
     }
 

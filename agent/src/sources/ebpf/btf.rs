@@ -29,6 +29,7 @@ const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -193,6 +194,11 @@ impl KernelBtf {
         self.named(&[KIND_TYPEDEF], &format!("btf_trace_{name}")).map(|(id, _)| id)
     }
 
+    /// The type id of kernel function `name` (an fentry attach point).
+    pub fn function_type_id(&self, name: &str) -> Option<u32> {
+        self.named(&[KIND_FUNC], name).map(|(id, _)| id)
+    }
+
     /// Byte offset of `member` in `strct`, looking through anonymous
     /// structs and unions as C does. Bitfields are refused.
     pub fn member_offset(&self, strct: &str, member: &str) -> Result<u32, BtfError> {
@@ -280,12 +286,24 @@ fn is_modifier(kind: u32) -> bool {
 /// id, so this is all it needs: parsing the whole of vmlinux with aya costs
 /// 18 MiB of peak memory, this about 72 bytes per placeholder.
 pub fn attach_blob(tracepoints: &[(&str, u32)]) -> Vec<u8> {
-    let count = tracepoints.iter().map(|(_, id)| *id).max().unwrap_or(0);
+    attach_blob_with(tracepoints, &[])
+}
+
+/// [`attach_blob`] with kernel functions too (fentry attach points), each
+/// a `FUNC` at its kernel type id: aya looks an fentry's target up by name
+/// and kind.
+pub fn attach_blob_with(tracepoints: &[(&str, u32)], functions: &[(&str, u32)]) -> Vec<u8> {
+    let count = tracepoints.iter().chain(functions).map(|(_, id)| *id).max().unwrap_or(0);
     let mut strings = vec![0u8];
     let mut names = HashMap::new();
     for (name, id) in tracepoints {
-        names.insert(*id, strings.len() as u32);
+        names.insert(*id, (strings.len() as u32, KIND_TYPEDEF));
         strings.extend_from_slice(b"btf_trace_");
+        strings.extend_from_slice(name.as_bytes());
+        strings.push(0);
+    }
+    for (name, id) in functions {
+        names.insert(*id, (strings.len() as u32, KIND_FUNC));
         strings.extend_from_slice(name.as_bytes());
         strings.push(0);
     }
@@ -298,10 +316,7 @@ pub fn attach_blob(tracepoints: &[(&str, u32)]) -> Vec<u8> {
     }
     for id in 1..=count {
         // A typedef where a name is wanted, else an anonymous `void *`.
-        let (name_off, kind) = match names.get(&id) {
-            Some(off) => (*off, KIND_TYPEDEF),
-            None => (0, KIND_PTR),
-        };
+        let (name_off, kind) = names.get(&id).copied().unwrap_or((0, KIND_PTR));
         word(&mut blob, name_off);
         word(&mut blob, kind << 24);
         word(&mut blob, 0);
@@ -358,6 +373,14 @@ mod tests {
             );
         }
         assert!(blob.id_by_type_name_kind("btf_trace_sched_wakeup", aya_obj::btf::BtfKind::Typedef).is_err());
+
+        // A function (fentry) at its own id, beside the tracepoints.
+        let func = kernel.function_type_id("commit_creds").expect("commit_creds in the kernel's BTF");
+        let blob = aya::Btf::parse(&attach_blob_with(&ids, &[("commit_creds", func)]), aya::Endianness::Little)
+            .expect("the blob is BTF");
+        let kind = aya_obj::btf::BtfKind::Func;
+        assert_eq!(blob.id_by_type_name_kind("commit_creds", kind).unwrap(), func);
+        assert_eq!(full.id_by_type_name_kind("commit_creds", kind).unwrap(), func);
     }
 
     #[test]

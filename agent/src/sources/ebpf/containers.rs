@@ -35,29 +35,40 @@ pub(super) struct Containers {
     names: HashMap<String, String>,
 }
 
+/// Container ids by cgroup id, from the cgroup directories Docker makes
+/// (before the container's first process runs, so before discovery has
+/// heard of it).
+pub(crate) fn scan_ids() -> HashMap<u64, String> {
+    let mut out = HashMap::new();
+    for (dir, prefix, suffix) in LAYOUTS {
+        let Ok(entries) = std::fs::read_dir(host_path("HOST_SYS", "/sys", dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let Some(id) = file.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|n| n.strip_suffix(suffix))
+            else {
+                continue;
+            };
+            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            out.insert(meta.ino(), id.to_string());
+        }
+    }
+    out
+}
+
 impl Containers {
     /// Rescans the cgroup directories.
     pub(super) fn refresh(&mut self) {
         self.by_cgroup.clear();
         let mut seen = Vec::new();
-        for (dir, prefix, suffix) in LAYOUTS {
-            let Ok(entries) = std::fs::read_dir(host_path("HOST_SYS", "/sys", dir)) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let file = entry.file_name();
-                let Some(id) = file.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|n| n.strip_suffix(suffix))
-                else {
-                    continue;
-                };
-                if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    continue;
-                }
-                let Ok(meta) = entry.metadata() else { continue };
-                let name = self.names.entry(id.to_string()).or_insert_with(|| container_name(id)).clone();
-                self.by_cgroup.insert(meta.ino(), name);
-                seen.push(id.to_string());
-            }
+        for (ino, id) in scan_ids() {
+            let name = self.names.entry(id.clone()).or_insert_with(|| container_name(&id)).clone();
+            self.by_cgroup.insert(ino, name);
+            seen.push(id);
         }
         self.names.retain(|id, _| seen.contains(id));
     }

@@ -12,12 +12,13 @@
 
 mod block;
 pub mod btf;
-mod containers;
+pub(crate) mod containers;
 mod kernel_log;
 mod landlock;
 mod net;
 pub mod programs;
 mod sched;
+pub mod security;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -122,8 +123,9 @@ pub const CLOCK_ENV: &str = "VANTAGE_EBPF_CLOCK";
 
 /// Looks up every offset the programs use; missing ones stay 0 and are
 /// reported per program by [`members_needed`].
-fn kernel_offsets(btf: &KernelBtf) -> KernelOffsets {
+pub(crate) fn kernel_offsets(btf: &KernelBtf) -> KernelOffsets {
     let at = |s: &str, m: &str| btf.member_offset(s, m).unwrap_or(0);
+    let common = at("sock", "__sk_common");
     KernelOffsets {
         task_pid: at("task_struct", "pid"),
         request_q: at("request", "q"),
@@ -146,6 +148,25 @@ fn kernel_offsets(btf: &KernelBtf) -> KernelOffsets {
             .or_else(|_| btf.member_offset("task_struct", "state"))
             .unwrap_or(0),
         request_rq_disk: at("request", "rq_disk"),
+        task_tgid: at("task_struct", "tgid"),
+        task_real_parent: at("task_struct", "real_parent"),
+        task_mm: at("task_struct", "mm"),
+        task_cred: at("task_struct", "cred"),
+        mm_arg_start: at("mm_struct", "arg_start"),
+        mm_arg_end: at("mm_struct", "arg_end"),
+        binprm_filename: at("linux_binprm", "filename"),
+        cred_uid: at("cred", "uid"),
+        cred_euid: at("cred", "euid"),
+        cred_gid: at("cred", "gid"),
+        cred_egid: at("cred", "egid"),
+        cred_cap_effective: at("cred", "cap_effective"),
+        sock_family: common + at("sock_common", "skc_family"),
+        sock_num: common + at("sock_common", "skc_num"),
+        sock_dport: common + at("sock_common", "skc_dport"),
+        sock_rcv_saddr: common + at("sock_common", "skc_rcv_saddr"),
+        sock_daddr: common + at("sock_common", "skc_daddr"),
+        sock_v6_rcv_saddr: common + at("sock_common", "skc_v6_rcv_saddr"),
+        sock_v6_daddr: common + at("sock_common", "skc_v6_daddr"),
     }
 }
 
@@ -155,7 +176,7 @@ const RQ_CLOCK_MEMBERS: &[(&str, &str)] =
     &[("task_struct", "se"), ("sched_entity", "cfs_rq"), ("cfs_rq", "rq"), ("rq", "clock")];
 
 /// The members that finding a socket's or task's cgroup needs.
-const CGROUP_MEMBERS: &[(&str, &str)] = &[
+pub(crate) const CGROUP_MEMBERS: &[(&str, &str)] = &[
     ("sock", "sk_cgrp_data"),
     ("sock_cgroup_data", "cgroup"),
     ("task_struct", "cgroups"),
@@ -322,7 +343,14 @@ impl EbpfCollector {
 fn attach_btf_tracepoint(ebpf: &mut Ebpf, function: &str, tracepoint: &str, btf: &Btf) -> Result<(), String> {
     let program = ebpf.program_mut(function).ok_or_else(|| format!("program {function} missing from the object"))?;
     let program: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e:#}"))?;
-    program.load(tracepoint, btf).map_err(|e| match &e {
+    program.load(tracepoint, btf).map_err(|e| load_error(&e))?;
+    program.attach().map_err(|e| format!("attach: {}", crate::errors::chain(&e)))?;
+    Ok(())
+}
+
+/// Why a program did not load, in one line.
+pub(crate) fn load_error(e: &aya::programs::ProgramError) -> String {
+    match e {
         // The verifier's last lines say why; the whole log is hundreds.
         aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
             let log = verifier_log.to_string();
@@ -339,15 +367,13 @@ fn attach_btf_tracepoint(ebpf: &mut Ebpf, function: &str, tracepoint: &str, btf:
                 .collect();
             format!("load: {io_error}: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
         }
-        _ => format!("load: {}", crate::errors::chain(&e)),
-    })?;
-    program.attach().map_err(|e| format!("attach: {}", crate::errors::chain(&e)))?;
-    Ok(())
+        _ => format!("load: {}", crate::errors::chain(e)),
+    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lifting it is
 /// harmless on newer ones (this is what CAP_SYS_RESOURCE is for).
-fn raise_memlock_limit() {
+pub(crate) fn raise_memlock_limit() {
     let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit only reads the struct we pass.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
