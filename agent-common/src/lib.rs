@@ -401,21 +401,31 @@ pub struct SockEvent {
     pub daddr: [u8; 16],
 }
 
-/// `SECURITY_CREDENTIALS`: `commit_creds` (fentry), the new credentials
-/// beside the header's old uid and gid.
+/// `SECURITY_CREDENTIALS`: the new credentials beside the header's old
+/// uid and gid. `via` says which program saw them (`SECURITY_VIA_*`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CredEvent {
     pub header: SecurityHeader,
+    /// Unknown (0) with `SECURITY_VIA_EXEC`: the old credentials are gone
+    /// by the time the exec tracepoint fires.
     pub old_euid: u32,
     pub old_egid: u32,
     pub new_uid: u32,
     pub new_euid: u32,
     pub new_gid: u32,
     pub new_egid: u32,
+    pub via: u32,
+    pub _pad: u32,
     pub old_caps: u64,
     pub new_caps: u64,
 }
+
+/// `CredEvent::via`: fentry on `commit_creds`, every change of credentials.
+pub const SECURITY_VIA_COMMIT_CREDS: u32 = 0;
+/// `CredEvent::via`: `sched_process_exec`, a set-user-ID, set-group-ID or
+/// file-capability executable, where fentry cannot load.
+pub const SECURITY_VIA_EXEC: u32 = 1;
 
 /// Value of the security object's `SECURITY_RATE` (LRU hash keyed by
 /// cgroup id): the current one-second window of one cgroup.

@@ -6,7 +6,10 @@
 //! - `security_exec` (`sched_process_exec`): what ran, with its arguments;
 //! - `security_sock` (`inet_sock_set_state`): connects, accepted
 //!   connections, sockets starting and stopping to listen;
-//! - `security_creds` (fentry `commit_creds`): credentials gained.
+//! - `security_creds` (fentry `commit_creds`): credentials gained;
+//! - `security_exec_creds` (`sched_process_exec`): credentials gained by
+//!   executing a set-user-ID, set-group-ID or file-capability program, for
+//!   kernels where fentry cannot load (the agent attaches it only then).
 //!
 //! Every event passes two filters in the kernel first: a per-kind switch
 //! (`SECURITY_SWITCHES`) and a per-cgroup rate limit (`SECURITY_RATE_LIMIT`
@@ -29,14 +32,16 @@ mod programs {
         CredEvent, ExecEvent, RateWindow, SecurityHeader, SockEvent, SECURITY_ACCEPT, SECURITY_ARGS_LEN,
         SECURITY_CONNECT, SECURITY_CREDENTIALS, SECURITY_DROP_RATE_LIMIT, SECURITY_DROP_REASONS,
         SECURITY_DROP_RING_FULL, SECURITY_EXEC, SECURITY_KINDS, SECURITY_LISTEN, SECURITY_RATE_KEYS,
+        SECURITY_VIA_COMMIT_CREDS, SECURITY_VIA_EXEC,
     };
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
     use aya_ebpf::helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
         bpf_probe_read_user_buf,
     };
     use aya_ebpf::macros::{btf_tracepoint, fentry, map};
-    use aya_ebpf::maps::{LruHashMap, PerCpuArray, RingBuf};
+    use aya_ebpf::maps::{ring_buf::RingBufEntry, LruHashMap, PerCpuArray, RingBuf};
     use aya_ebpf::programs::{BtfTracePointContext, FEntryContext};
     use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
 
@@ -49,6 +54,13 @@ mod programs {
     /// Events per second one cgroup may send; 0 for no limit.
     #[no_mangle]
     static SECURITY_RATE_LIMIT: u32 = 0;
+
+    /// Bytes waiting in the ring buffer at which a submit wakes the agent.
+    /// Below it nothing wakes it: the agent drains on a short timer too. A
+    /// wakeup per event cost a self-interrupt each (about 5 us an exec on
+    /// this project's virtual CI host, twenty times the program's own work).
+    #[no_mangle]
+    static SECURITY_WAKE_BYTES: u32 = 0;
 
     /// Nonzero when `sock.sk_cgrp_data.cgroup` exists (5.15 and later):
     /// an accepted connection is then attributed to its socket's cgroup.
@@ -127,6 +139,15 @@ mod programs {
         }
     }
 
+    /// Commits a reserved record, waking the agent only once enough
+    /// waits.
+    #[inline(always)]
+    fn submit<T>(entry: RingBufEntry<T>) {
+        let waiting = SECURITY_EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+        let flags = if waiting >= global(&SECURITY_WAKE_BYTES) as u64 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+        entry.submit(flags as u64);
+    }
+
     /// Fills what every event carries from the current task.
     #[inline(always)]
     fn header(h: &mut SecurityHeader, kind: u32, cgroup: u64, now: u64) {
@@ -194,7 +215,7 @@ mod programs {
                 }
             }
         }
-        entry.submit(0);
+        submit(entry);
         0
     }
 
@@ -267,7 +288,7 @@ mod programs {
                 e.daddr = bpf_probe_read_kernel(d).unwrap_or([0; 16]);
             }
         }
-        entry.submit(0);
+        submit(entry);
         0
     }
 
@@ -338,9 +359,71 @@ mod programs {
             e.new_euid = new_euid;
             e.new_gid = new_gid;
             e.new_egid = new_egid;
+            e.via = SECURITY_VIA_COMMIT_CREDS;
+            e._pad = 0;
             e.old_caps = old_caps;
             e.new_caps = new_caps;
-            entry.submit(0);
+            submit(entry);
+        }
+        0
+    }
+
+    // void sched_process_exec(struct task_struct *p, pid_t old_pid,
+    //                         struct linux_binprm *bprm)
+    //
+    // After exec the old credentials are gone, but exec keeps the real ids:
+    // an effective id of 0 beside a real one that is not, or effective
+    // capabilities for a task whose real uid is not root, came from the
+    // executable's set-ID bits or file capabilities.
+    #[btf_tracepoint(function = "sched_process_exec")]
+    pub fn security_exec_creds(ctx: BtfTracePointContext) -> i32 {
+        if !wanted(SECURITY_CREDENTIALS) {
+            return 0;
+        }
+        let task: *const u8 = ctx.arg(0);
+        unsafe {
+            let cred: *const u8 = field(task, offset(|o| &o.task_cred));
+            if cred.is_null() {
+                return 0;
+            }
+            let uid = read_u32(cred, offset(|o| &o.cred_uid));
+            let euid = read_u32(cred, offset(|o| &o.cred_euid));
+            let gid = read_u32(cred, offset(|o| &o.cred_gid));
+            let egid = read_u32(cred, offset(|o| &o.cred_egid));
+            let caps: u64 =
+                bpf_probe_read_kernel(cred.add(offset(|o| &o.cred_cap_effective) as usize) as *const u64).unwrap_or(0);
+            let gained = (euid == 0 && uid != 0) || (egid == 0 && gid != 0) || (uid != 0 && caps != 0);
+            if !gained {
+                return 0;
+            }
+            let cgroup = bpf_get_current_cgroup_id();
+            let now = bpf_ktime_get_boot_ns();
+            if !admit(SECURITY_CREDENTIALS, cgroup, now) {
+                return 0;
+            }
+            let Some(mut entry) = SECURITY_EVENTS.reserve::<CredEvent>(0) else {
+                dropped(SECURITY_CREDENTIALS, SECURITY_DROP_RING_FULL);
+                return 0;
+            };
+            let e = &mut *entry.as_mut_ptr();
+            header(&mut e.header, SECURITY_CREDENTIALS, cgroup, now);
+            e.header.uid = uid;
+            e.header.gid = gid;
+            let parent: *const u8 = field(task, offset(|o| &o.task_real_parent));
+            if !parent.is_null() {
+                e.header.ppid = field::<i32>(parent, offset(|o| &o.task_tgid)) as u32;
+            }
+            e.old_euid = 0;
+            e.old_egid = 0;
+            e.new_uid = uid;
+            e.new_euid = euid;
+            e.new_gid = gid;
+            e.new_egid = egid;
+            e.via = SECURITY_VIA_EXEC;
+            e._pad = 0;
+            e.old_caps = 0;
+            e.new_caps = caps;
+            submit(entry);
         }
         0
     }

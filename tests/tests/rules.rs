@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use vantage_tests::docker::{busybox_image, docker};
 use vantage_tests::promql::{collected_names, exposed_names, metric_names};
 use vantage_tests::{free_port, http_get, require_program, vantage_bin, wait_for, workspace, Proc, TempDir};
 
@@ -133,9 +134,20 @@ fn every_alert_is_tested_firing_and_not_firing() {
 }
 
 /// /metrics of a running agent with a remote_write endpoint, Loki (both
-/// unreachable: the sinks still report) and a scrape target that is down.
+/// unreachable: the sinks still report), a scrape target that is down and
+/// security events, with an unexpected exec in a busybox container.
 fn running_agent_names() -> BTreeSet<String> {
     let dir = TempDir::new("rules-agent");
+    let container = format!("vt-rules-{}", std::process::id());
+    let _ = Command::new("docker").args(["rm", "-f", &container]).output();
+    docker(&["run", "-d", "--name", &container, "--network", "none", busybox_image(), "/bin/sleep", "600"]);
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _remove = Remove(container.clone());
     let (port, dead) = (free_port(), free_port());
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -147,7 +159,9 @@ fn running_agent_names() -> BTreeSet<String> {
              [[remote_write]]\nurl = \"http://127.0.0.1:{dead}/api/v1/write\"\n\n\
              [loki]\nurl = \"http://127.0.0.1:{dead}\"\n\n\
              [[logs.files]]\nname = \"app\"\npaths = [\"{logs}/*.log\"]\n\n\
-             [[scrape]]\njob_name = \"app\"\n[[scrape.static_configs]]\ntargets = [\"127.0.0.1:{dead}\"]\n",
+             [[scrape]]\njob_name = \"app\"\n[[scrape.static_configs]]\ntargets = [\"127.0.0.1:{dead}\"]\n\n\
+             [security]\nenabled = true\nkinds = [\"exec\"]\n\
+             [[security.expect]]\ncontainer = \"^{container}$\"\nexecutables = []\n",
             data = dir.path().join("data").display(),
             logs = logs.display()
         ),
@@ -166,6 +180,18 @@ fn running_agent_names() -> BTreeSet<String> {
         http_get(&format!("http://127.0.0.1:{port}/metrics")).map(|(_, b)| b)
     })
     .expect("agent /metrics within 20 s");
+    // An exec no expectation lists, once the security programs are up.
+    let metrics = || http_get(&format!("http://127.0.0.1:{port}/metrics")).map(|(_, b)| b).unwrap_or_default();
+    wait_for(Duration::from_secs(20), || {
+        metrics().contains("vantage_ebpf_program_up{program=\"security_exec\"} 1").then_some(())
+    })
+    .unwrap_or_else(|| panic!("security_exec not up: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+    docker(&["exec", &container, "/bin/true"]);
+    let body = wait_for(Duration::from_secs(20), || {
+        Some(metrics()).filter(|m| m.contains("ebpf_security_unexpected_events_total{"))
+    })
+    .map(|m| m + &body)
+    .expect("an unexpected exec counted within 20 s");
     exposed_names(&body)
 }
 

@@ -19,7 +19,7 @@ struct Agent {
 }
 
 impl Agent {
-    /// Starts the agent and waits until `programs` are up.
+    /// Starts the agent and waits until `programs` are up (`a|b`: either).
     fn start(dir: &Path, loki: &Loki, security: &str, programs: &[&str]) -> Agent {
         let config = dir.join("security.toml");
         let text = format!(
@@ -57,7 +57,8 @@ enabled = true
         // Ready once the programs are up: the events of this test must not
         // race their loading.
         let up = wait_for(Duration::from_secs(30), || {
-            programs.iter().all(|p| agent.metric("vantage_ebpf_program_up", &[("program", p)]) == 1.0).then_some(())
+            let up = |p: &str| agent.metric("vantage_ebpf_program_up", &[("program", p)]) == 1.0;
+            programs.iter().all(|any| any.split('|').any(up)).then_some(())
         });
         up.unwrap_or_else(|| panic!("security programs not up; see {}", log.display()));
         agent
@@ -247,6 +248,46 @@ listen_ports = [{listen_port}]
     assert_eq!(listens, 2.0, "listen events of {name}");
     let odd = agent.metric("ebpf_security_unexpected_events_total", &[("container", &name), ("kind", "exec")]);
     assert_eq!(odd, 1.0, "unexpected exec events of {name}");
+}
+
+/// A set-user-ID root executable run by uid 1234 in a container: one
+/// credentials event, judged unexpected; the same user's plain exec, and
+/// root's, gain nothing and send none.
+#[test]
+fn a_setuid_exec_in_a_container_arrives_as_credentials_gained() {
+    let dir = TempDir::new("security-creds");
+    let loki = Loki::start();
+    let name = unique("vt-creds");
+    let _c = Container::run(&name, &[]);
+    // Before the agent starts: root's copy and chmod gain nothing either.
+    docker(&["exec", &name, "/bin/sh", "-c", "mkdir -p /tmp && cp /bin/busybox /tmp/true && chmod 4755 /tmp/true"]);
+    let config =
+        format!("kinds = [\"credentials\"]\n[[security.expect]]\ncontainer = \"^{name}$\"\ncredentials = false\n");
+    // fentry where the kernel allows it, the exec tracepoint where not.
+    let agent = Agent::start(dir.path(), &loki, &config, &["security_creds|security_exec_creds"]);
+    docker(&["exec", "-u", "1234:1234", &name, "/bin/true"]);
+    docker(&["exec", &name, "/bin/true"]);
+    docker(&["exec", "-u", "1234:1234", &name, "/tmp/true"]);
+    let mine = |v: &Value| v["container"]["name"] == name.as_str();
+    wait_for(Duration::from_secs(15), || Some(events(&loki, "credentials", mine)).filter(|e| !e.is_empty()))
+        .unwrap_or_else(|| panic!("no credentials event; Loki has {:?}", loki.entries()));
+    std::thread::sleep(Duration::from_millis(500));
+    let creds = events(&loki, "credentials", mine);
+    assert_eq!(creds.len(), 1, "one credentials event (and not one per program): {creds:?}");
+    let (entry, v) = &creds[0];
+    assert_eq!(v["comm"], "true", "{v}");
+    assert_eq!((v["old"]["uid"].as_u64(), v["old"]["gid"].as_u64()), (Some(1234), Some(1234)), "{v}");
+    assert_eq!((v["new"]["uid"].as_u64(), v["new"]["euid"].as_u64()), (Some(1234), Some(0)), "{v}");
+    assert_eq!(v["new"]["egid"].as_u64(), Some(1234), "{v}");
+    assert_ne!(v["new"]["cap_effective"], "0x0", "a setuid-root exec gains capabilities: {v}");
+    match v["via"].as_str() {
+        Some("commit_creds") => assert_eq!(v["old"]["euid"].as_u64(), Some(1234), "{v}"),
+        Some("exec") => assert!(v["old"].get("euid").is_none(), "exec cannot know the old euid: {v}"),
+        other => panic!("via {other:?}: {v}"),
+    }
+    assert_eq!(entry.labels.get("unexpected").map(String::as_str), Some("true"));
+    let odd = agent.metric("ebpf_security_unexpected_events_total", &[("container", &name), ("kind", "credentials")]);
+    assert_eq!(odd, 1.0);
 }
 
 /// A storm of execs in one container: what the rate limit lets through

@@ -87,6 +87,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         crate::build_ebpf::run()?;
         return status(Command::new("bash").arg(workspace().join("bench/ebpf-overhead.sh")).args(&args[1..]));
     }
+    if args.first().map(String::as_str) == Some("security") {
+        // The security programs' kernel-side cost, measured with bpf_stats.
+        apt_install(&[("bpftool", "/usr/sbin/bpftool")])?;
+        status(Command::new("cargo").args(["build", "-p", "vantage"]))?;
+        return status(Command::new("bash").arg(workspace().join("bench/security-overhead.sh")).args(&args[1..]));
+    }
     let opts = parse(args)?;
     apt_install(PACKAGES)?;
     crate::build_ebpf::run()?;

@@ -74,10 +74,38 @@ const CHECKS: &[Check] = &[
     Check { key: "ebpf_tcp_retransmits_total", series: "ebpf_tcp_retransmits_total", at_least: 1.0 },
     // The closed port's SYNs are freed as drops (no socket).
     Check { key: "ebpf_skb_drops_total", series: "ebpf_skb_drops_total", at_least: 25.0 },
+    // Security events: the 25 nc processes and their connects, the
+    // agent's accepts of the readiness probes, a listener started and
+    // stopped, a set-user-ID root executable run by uid 1234.
+    Check {
+        key: r#"ebpf_security_events_total{kind="exec"}"#,
+        series: r#"ebpf_security_events_total{kind="exec"}"#,
+        at_least: 25.0,
+    },
+    Check {
+        key: r#"ebpf_security_events_total{kind="connect"}"#,
+        series: r#"ebpf_security_events_total{kind="connect"}"#,
+        at_least: 25.0,
+    },
+    Check {
+        key: r#"ebpf_security_events_total{kind="accept"}"#,
+        series: r#"ebpf_security_events_total{kind="accept"}"#,
+        at_least: 1.0,
+    },
+    Check {
+        key: r#"ebpf_security_events_total{kind="listen"}"#,
+        series: r#"ebpf_security_events_total{kind="listen"}"#,
+        at_least: 2.0,
+    },
+    Check {
+        key: r#"ebpf_security_events_total{kind="credentials"}"#,
+        series: r#"ebpf_security_events_total{kind="credentials"}"#,
+        at_least: 1.0,
+    },
 ];
 
 /// The programs, as `vantage_ebpf_program_up` names them (the agent's
-/// `sources::ebpf::PROGRAMS`).
+/// `sources::ebpf::PROGRAMS`, then `sources::ebpf::security`'s).
 const PROGRAMS: &[&str] = &[
     "sched_switch",
     "sched_wakeup",
@@ -89,6 +117,10 @@ const PROGRAMS: &[&str] = &[
     "tcp_receive_reset",
     "inet_sock_set_state",
     "kfree_skb",
+    "security_exec",
+    "security_sock",
+    "security_creds",
+    "security_exec_creds",
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -195,6 +227,20 @@ until wget -q -O /dev/null http://{LISTEN}/-/ready 2>/dev/null; do
   sleep 0.2
 done
 wget -q -O /dev/null http://{LISTEN}/-/ready
+# The security object loads beside the log sinks: wait for its verdict.
+i=0
+until wget -q -O - http://{LISTEN}/metrics 2>/dev/null | grep -q 'program="security_exec"}}'; do
+  i=$((i+1)); [ $i -gt 150 ] && echo 'no security verdict after 30 s' && break
+  sleep 0.2
+done
+nc -l -p 7000 & listener=$!
+sleep 0.3
+kill $listener
+# uid 1234 runs a set-user-ID root copy of busybox (its true applet):
+# credentials gained. busybox's setpriv cannot change uid; su can.
+cp /bin/busybox /tmp/true && chmod 4755 /tmp/true
+mkdir -p /etc && echo "probe:x:1234:1234::/:/bin/sh" >>/etc/passwd
+su -s /tmp/true probe
 nc -w 3 10.200.1.2 80 </dev/null 2>/dev/null &
 syn=$!
 dd if=/dev/nullb0 of=/dev/null bs=4096 count=200 iflag=direct 2>/dev/null
@@ -220,11 +266,15 @@ sleep 2.5
     )
 }
 
-/// The agent's configuration in the guest: node and eBPF, served locally.
+/// The agent's configuration in the guest: node, eBPF and security
+/// events (to a Loki nobody runs: they are counted as they are read),
+/// served locally.
 fn agent_config() -> String {
     format!(
         "[agent]\nlisten_addr = \"{LISTEN}\"\nserve_collected = true\n\
-         [docker]\nenabled = false\n[ebpf]\ninterval = \"1s\"\n"
+         [docker]\nenabled = false\n[ebpf]\ninterval = \"1s\"\n\
+         [security]\nenabled = true\nrate_limit = 0\n\
+         [loki]\nurl = \"http://127.0.0.1:9/loki/api/v1/push\"\n"
     )
 }
 

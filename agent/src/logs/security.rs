@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aya::maps::{MapData, RingBuf};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -245,6 +246,10 @@ const CGROUPS_KEPT: usize = 16_384;
 /// for it (the container's first processes run before `docker run`
 /// returns).
 const INVENTORY_WAIT: Duration = Duration::from_secs(2);
+/// How often the ring buffer is read when the kernel has not woken us.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// Least time between two scans of Docker's cgroup directories.
+const RESCAN_EVERY: Duration = Duration::from_millis(200);
 
 impl Containers {
     async fn get(&mut self, cgroup: u64) -> Option<Arc<Info>> {
@@ -254,10 +259,11 @@ impl Containers {
         if let Some(known) = self.by_cgroup.get(&cgroup) {
             return known.clone();
         }
-        // At most one rescan per 200 ms: a storm of host events must not
-        // turn into directory listings.
-        if self.scanned.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
-            return None;
+        // At most one rescan per 200 ms: a storm of events from new cgroups
+        // must not turn into directory listings. The event waits out the
+        // rest of the window rather than go without its container.
+        if let Some(wait) = self.scanned.and_then(|t| RESCAN_EVERY.checked_sub(t.elapsed())) {
+            tokio::time::sleep(wait).await;
         }
         self.scanned = Some(Instant::now());
         let ids = crate::sources::ebpf::containers::scan_ids();
@@ -299,13 +305,15 @@ impl Containers {
         inventory.iter().find(|c| c.id == id).map(|c| Arc::new(Info::of(c)))
     }
 
-    /// Forgets every mapping when the inventory changed (a container
-    /// renamed, relabeled or gone).
+    /// Forgets the containers' mappings when the inventory changed (a
+    /// container renamed, relabeled or gone). A cgroup found to be no
+    /// container's stays so: its id is the inode of a directory that
+    /// existed, outside Docker's, when its event was resolved.
     fn refresh_if_changed(&mut self) {
         if let Some(feed) = &mut self.feed {
             if feed.inventory.has_changed().unwrap_or(false) {
                 feed.inventory.mark_unchanged();
-                self.by_cgroup.clear();
+                self.by_cgroup.retain(|_, c| c.is_none());
                 self.scanned = None;
             }
         }
@@ -390,8 +398,25 @@ fn line(event: &Event, container: Option<&Info>, unexpected: bool, time_ns: i64)
                 o.insert("state".into(), json!(if *closed { "closed" } else { "listening" }));
             }
         }
-        Detail::Credentials { old_euid, old_egid, new_uid, new_euid, new_gid, new_egid, old_caps, new_caps } => {
-            o.insert("old".into(), json!({"uid": event.uid, "euid": old_euid, "gid": event.gid, "egid": old_egid, "cap_effective": format!("{old_caps:#x}")}));
+        Detail::Credentials {
+            old_euid,
+            old_egid,
+            new_uid,
+            new_euid,
+            new_gid,
+            new_egid,
+            old_caps,
+            new_caps,
+            at_exec,
+        } => {
+            if *at_exec {
+                // Exec keeps the real ids; what came before them is gone.
+                o.insert("via".into(), json!("exec"));
+                o.insert("old".into(), json!({"uid": event.uid, "gid": event.gid}));
+            } else {
+                o.insert("via".into(), json!("commit_creds"));
+                o.insert("old".into(), json!({"uid": event.uid, "euid": old_euid, "gid": event.gid, "egid": old_egid, "cap_effective": format!("{old_caps:#x}")}));
+            }
             o.insert("new".into(), json!({"uid": new_uid, "euid": new_euid, "gid": new_gid, "egid": new_egid, "cap_effective": format!("{new_caps:#x}")}));
         }
     }
@@ -482,6 +507,9 @@ impl SecuritySource {
         };
         let mut offset = boot_to_unix_ns();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The kernel wakes the agent only once a quarter of the ring
+        // waits; below that, events are read on this timer.
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -490,23 +518,35 @@ impl SecuritySource {
                     // The wall clock may be stepped (NTP): follow it.
                     offset = boot_to_unix_ns();
                 }
+                _ = drain.tick() => {
+                    if !self.drain(ring.get_mut(), offset).await {
+                        return;
+                    }
+                }
                 ready = ring.readable_mut() => {
                     let Ok(mut ready) = ready else { break };
-                    loop {
-                        // Decoded into an owned event at once: the record's
-                        // space goes back to the kernel before we wait on the
-                        // log path.
-                        let event = match ready.get_inner_mut().next() {
-                            Some(item) => kernel::decode(&item),
-                            None => break,
-                        };
-                        let Some(event) = event else { continue };
-                        if !self.forward(event, offset).await {
-                            return;
-                        }
+                    if !self.drain(ready.get_inner_mut(), offset).await {
+                        return;
                     }
                     ready.clear_ready();
                 }
+            }
+        }
+    }
+
+    /// Sends on every record waiting in `ring`; false once the log path is
+    /// gone.
+    async fn drain(&mut self, ring: &mut RingBuf<MapData>, offset: i64) -> bool {
+        loop {
+            // Decoded into an owned event at once: the record's space goes
+            // back to the kernel before we wait on the log path.
+            let event = match ring.next() {
+                Some(item) => kernel::decode(&item),
+                None => return true,
+            };
+            let Some(event) = event else { continue };
+            if !self.forward(event, offset).await {
+                return false;
             }
         }
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use agent_common::{
     CredEvent, ExecEvent, SecurityHeader, SockEvent, SECURITY_ACCEPT, SECURITY_CONNECT, SECURITY_CREDENTIALS,
-    SECURITY_DROP_REASONS, SECURITY_EXEC, SECURITY_KINDS, SECURITY_LISTEN,
+    SECURITY_DROP_REASONS, SECURITY_EXEC, SECURITY_KINDS, SECURITY_LISTEN, SECURITY_VIA_EXEC,
 };
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, FEntry};
@@ -32,6 +32,9 @@ struct Hook {
     attach: Attach,
     kinds: &'static [u32],
     members: &'static [(&'static str, &'static str)],
+    /// A program this one stands in for: attached only when that one
+    /// could not be (both attached would send each event twice).
+    instead_of: Option<&'static str>,
 }
 
 enum Attach {
@@ -52,6 +55,7 @@ const HOOKS: &[Hook] = &[
             ("mm_struct", "arg_end"),
             ("linux_binprm", "filename"),
         ],
+        instead_of: None,
     },
     Hook {
         program: "security_sock",
@@ -68,6 +72,7 @@ const HOOKS: &[Hook] = &[
             ("sock_common", "skc_v6_rcv_saddr"),
             ("sock_common", "skc_v6_daddr"),
         ],
+        instead_of: None,
     },
     Hook {
         program: "security_creds",
@@ -81,6 +86,26 @@ const HOOKS: &[Hook] = &[
             ("cred", "egid"),
             ("cred", "cap_effective"),
         ],
+        instead_of: None,
+    },
+    // Some kernels refuse fentry (this project's CI host answers EPERM
+    // before verifying): there, a set-ID or file-capability exec is still
+    // seen, though a setuid() call or an exploit's commit_creds is not.
+    Hook {
+        program: "security_exec_creds",
+        attach: Attach::Tracepoint("sched_process_exec"),
+        kinds: &[SECURITY_CREDENTIALS],
+        members: &[
+            ("task_struct", "cred"),
+            ("task_struct", "tgid"),
+            ("task_struct", "real_parent"),
+            ("cred", "uid"),
+            ("cred", "euid"),
+            ("cred", "gid"),
+            ("cred", "egid"),
+            ("cred", "cap_effective"),
+        ],
+        instead_of: Some("security_creds"),
     },
 ];
 
@@ -168,40 +193,42 @@ pub fn load(settings: &Settings, registry: &Registry) -> Result<Loaded, String> 
             .override_global("OFFSETS", &offsets, true)
             .override_global("SECURITY_SWITCHES", &settings.kinds, true)
             .override_global("SECURITY_RATE_LIMIT", &settings.rate_limit, true)
+            .override_global("SECURITY_WAKE_BYTES", &(settings.ring_buffer_size / 4), true)
             .override_global("SOCK_CGROUP", &sock_cgroup, true)
             .load(OBJECT)
     });
     let mut ebpf = loaded.map_err(|e| crate::errors::chain(&e))?;
     let attach_btf = Btf::parse(&btf::attach_blob_with(&tracepoints, &functions), aya::Endianness::default())
         .map_err(|e| format!("building the attach points' BTF: {}", crate::errors::chain(&e)))?;
-    let mut attached = 0;
+    let mut attached = Vec::new();
     for (h, plan) in plans {
+        // A program no kind wants, or whose stand-in role is not needed,
+        // is not reported at all: down is for what should run and cannot
+        // (VantageEbpfProgramDown alerts on it).
         let result = match plan {
-            None => {
-                registry.set_program(h.program, false, "no [security] kind of it is on".into());
-                continue;
-            }
+            None => continue,
+            Some(_) if h.instead_of.is_some_and(|p| attached.contains(&p)) => continue,
             Some(plan) => plan.and_then(|_| attach(&mut ebpf, h, &attach_btf)),
         };
         match result {
             Ok(()) => {
-                attached += 1;
+                attached.push(h.program);
                 registry.set_program(h.program, true, String::new());
             }
             Err(reason) => {
-                tracing::warn!(program = h.program, error = %reason, "security program not attached; its events are not collected");
+                tracing::warn!(program = h.program, error = %reason, "security program not attached");
                 registry.set_program(h.program, false, reason);
             }
         }
     }
-    if attached == 0 {
+    if attached.is_empty() {
         return Err("no security program could be attached".into());
     }
     let events = ebpf.take_map("SECURITY_EVENTS").ok_or("SECURITY_EVENTS missing from the object")?;
     let events = RingBuf::try_from(events).map_err(|e| format!("SECURITY_EVENTS: {e}"))?;
     let drops = ebpf.take_map("SECURITY_DROPS").ok_or("SECURITY_DROPS missing from the object")?;
     let drops = PerCpuArray::try_from(drops).map_err(|e| format!("SECURITY_DROPS: {e}"))?;
-    tracing::info!(attached, "security programs attached");
+    tracing::info!(attached = attached.len(), "security programs attached");
     Ok(Loaded { ebpf, events, drops })
 }
 
@@ -261,6 +288,9 @@ pub enum Detail {
         new_egid: u32,
         old_caps: u64,
         new_caps: u64,
+        /// Seen at exec (`security_exec_creds`): the old effective ids
+        /// and capabilities are unknown.
+        at_exec: bool,
     },
 }
 
@@ -315,6 +345,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
                 new_egid: e.new_egid,
                 old_caps: e.old_caps,
                 new_caps: e.new_caps,
+                at_exec: e.via == SECURITY_VIA_EXEC,
             }
         }
         _ => return None,
@@ -335,6 +366,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agent_common::SECURITY_VIA_COMMIT_CREDS;
 
     fn bytes<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading a repr(C) value's bytes.
@@ -406,11 +438,18 @@ mod tests {
             new_euid: 0,
             new_gid: 100,
             new_egid: 100,
+            via: SECURITY_VIA_COMMIT_CREDS,
+            _pad: 0,
             old_caps: 0,
             new_caps: 0x1ff_ffff_ffff,
         };
-        let Detail::Credentials { new_euid, old_euid, .. } = decode(&bytes(&c)).unwrap().detail else { panic!() };
-        assert_eq!((old_euid, new_euid), (1000, 0));
+        let Detail::Credentials { new_euid, old_euid, at_exec, .. } = decode(&bytes(&c)).unwrap().detail else {
+            panic!()
+        };
+        assert_eq!((old_euid, new_euid, at_exec), (1000, 0, false));
+        let at_exec = CredEvent { via: SECURITY_VIA_EXEC, ..c };
+        let Detail::Credentials { at_exec, .. } = decode(&bytes(&at_exec)).unwrap().detail else { panic!() };
+        assert!(at_exec);
 
         // Short or unknown records are refused, not misread.
         assert_eq!(decode(&bytes(&c)[..40]), None);
