@@ -186,10 +186,7 @@ mod programs {
         let task: *const u8 = ctx.arg(0);
         let bprm: *const u8 = ctx.arg(2);
         unsafe {
-            let parent: *const u8 = field(task, offset(|o| &o.task_real_parent));
-            if !parent.is_null() {
-                e.header.ppid = field::<i32>(parent, offset(|o| &o.task_tgid)) as u32;
-            }
+            e.header.ppid = parent_tgid(task);
             let filename: *const u8 = field(bprm, offset(|o| &o.binprm_filename));
             if bpf_probe_read_kernel_str_bytes(filename, &mut e.filename).is_err() {
                 e.filename[0] = 0;
@@ -299,6 +296,75 @@ mod programs {
         bpf_probe_read_kernel(base.add(off as usize) as *const u32).unwrap_or(u32::MAX)
     }
 
+    /// The ids and effective capabilities of a `struct cred`.
+    #[derive(Clone, Copy)]
+    struct Creds {
+        uid: u32,
+        euid: u32,
+        gid: u32,
+        egid: u32,
+        caps: u64,
+    }
+
+    /// Reads `cred` by probe reads: it is reached through the current task,
+    /// not always through a BTF-typed pointer. `missing_caps` stands for
+    /// capabilities that cannot be read (so that none count as gained).
+    #[inline(always)]
+    unsafe fn read_creds(cred: *const u8, missing_caps: u64) -> Creds {
+        // kernel_cap_t was two u32 before 6.3: one 64-bit probe read
+        // rather than a BTF-checked load across its array.
+        let caps = bpf_probe_read_kernel(cred.add(offset(|o| &o.cred_cap_effective) as usize) as *const u64)
+            .unwrap_or(missing_caps);
+        Creds {
+            uid: read_u32(cred, offset(|o| &o.cred_uid)),
+            euid: read_u32(cred, offset(|o| &o.cred_euid)),
+            gid: read_u32(cred, offset(|o| &o.cred_gid)),
+            egid: read_u32(cred, offset(|o| &o.cred_egid)),
+            caps,
+        }
+    }
+
+    /// The parent's process id of a BTF-typed task, 0 without one.
+    #[inline(always)]
+    unsafe fn parent_tgid(task: *const u8) -> u32 {
+        let parent: *const u8 = field(task, offset(|o| &o.task_real_parent));
+        if parent.is_null() {
+            return 0;
+        }
+        field::<i32>(parent, offset(|o| &o.task_tgid)) as u32
+    }
+
+    /// Sends a credentials event past the rate limit: `old` as far as
+    /// `via` knows it, the header's uid and gid being old ones.
+    #[inline(always)]
+    unsafe fn send_creds(old: Creds, new: Creds, via: u32, ppid: u32) {
+        let cgroup = bpf_get_current_cgroup_id();
+        let now = bpf_ktime_get_boot_ns();
+        if !admit(SECURITY_CREDENTIALS, cgroup, now) {
+            return;
+        }
+        let Some(mut entry) = SECURITY_EVENTS.reserve::<CredEvent>(0) else {
+            dropped(SECURITY_CREDENTIALS, SECURITY_DROP_RING_FULL);
+            return;
+        };
+        let e = &mut *entry.as_mut_ptr();
+        header(&mut e.header, SECURITY_CREDENTIALS, cgroup, now);
+        e.header.ppid = ppid;
+        e.header.uid = old.uid;
+        e.header.gid = old.gid;
+        e.old_euid = old.euid;
+        e.old_egid = old.egid;
+        e.new_uid = new.uid;
+        e.new_euid = new.euid;
+        e.new_gid = new.gid;
+        e.new_egid = new.egid;
+        e.via = via;
+        e._pad = 0;
+        e.old_caps = old.caps;
+        e.new_caps = new.caps;
+        submit(entry);
+    }
+
     // int commit_creds(struct cred *new)
     #[fentry(function = "commit_creds")]
     pub fn security_creds(ctx: FEntryContext) -> u32 {
@@ -307,14 +373,7 @@ mod programs {
         }
         let new: *const u8 = ctx.arg(0);
         unsafe {
-            let new_uid: u32 = field(new, offset(|o| &o.cred_uid));
-            let new_euid: u32 = field(new, offset(|o| &o.cred_euid));
-            let new_gid: u32 = field(new, offset(|o| &o.cred_gid));
-            let new_egid: u32 = field(new, offset(|o| &o.cred_egid));
-            // kernel_cap_t was two u32 before 6.3: one 64-bit probe read
-            // rather than a BTF-checked load across its array.
-            let new_caps: u64 =
-                bpf_probe_read_kernel(new.add(offset(|o| &o.cred_cap_effective) as usize) as *const u64).unwrap_or(0);
+            let new = read_creds(new, 0);
             // The old credentials are the task's, not yet replaced. Through
             // bpf_get_current_task (5.10 has no _btf variant), so by probe
             // reads.
@@ -324,46 +383,16 @@ mod programs {
             if old.is_null() {
                 return 0;
             }
-            let old_uid = read_u32(old, offset(|o| &o.cred_uid));
-            let old_euid = read_u32(old, offset(|o| &o.cred_euid));
-            let old_gid = read_u32(old, offset(|o| &o.cred_gid));
-            let old_egid = read_u32(old, offset(|o| &o.cred_egid));
-            let old_caps: u64 =
-                bpf_probe_read_kernel(old.add(offset(|o| &o.cred_cap_effective) as usize) as *const u64)
-                    .unwrap_or(u64::MAX);
+            let old = read_creds(old, u64::MAX);
             let to_root = |new: u32, old: u32| new == 0 && old != 0;
-            let gained = to_root(new_uid, old_uid)
-                || to_root(new_euid, old_euid)
-                || to_root(new_gid, old_gid)
-                || to_root(new_egid, old_egid)
-                || new_caps & !old_caps != 0;
-            if !gained {
-                return 0;
+            let gained = to_root(new.uid, old.uid)
+                || to_root(new.euid, old.euid)
+                || to_root(new.gid, old.gid)
+                || to_root(new.egid, old.egid)
+                || new.caps & !old.caps != 0;
+            if gained {
+                send_creds(old, new, SECURITY_VIA_COMMIT_CREDS, 0);
             }
-            let cgroup = bpf_get_current_cgroup_id();
-            let now = bpf_ktime_get_boot_ns();
-            if !admit(SECURITY_CREDENTIALS, cgroup, now) {
-                return 0;
-            }
-            let Some(mut entry) = SECURITY_EVENTS.reserve::<CredEvent>(0) else {
-                dropped(SECURITY_CREDENTIALS, SECURITY_DROP_RING_FULL);
-                return 0;
-            };
-            let e = &mut *entry.as_mut_ptr();
-            header(&mut e.header, SECURITY_CREDENTIALS, cgroup, now);
-            e.header.uid = old_uid;
-            e.header.gid = old_gid;
-            e.old_euid = old_euid;
-            e.old_egid = old_egid;
-            e.new_uid = new_uid;
-            e.new_euid = new_euid;
-            e.new_gid = new_gid;
-            e.new_egid = new_egid;
-            e.via = SECURITY_VIA_COMMIT_CREDS;
-            e._pad = 0;
-            e.old_caps = old_caps;
-            e.new_caps = new_caps;
-            submit(entry);
         }
         0
     }
@@ -386,44 +415,14 @@ mod programs {
             if cred.is_null() {
                 return 0;
             }
-            let uid = read_u32(cred, offset(|o| &o.cred_uid));
-            let euid = read_u32(cred, offset(|o| &o.cred_euid));
-            let gid = read_u32(cred, offset(|o| &o.cred_gid));
-            let egid = read_u32(cred, offset(|o| &o.cred_egid));
-            let caps: u64 =
-                bpf_probe_read_kernel(cred.add(offset(|o| &o.cred_cap_effective) as usize) as *const u64).unwrap_or(0);
-            let gained = (euid == 0 && uid != 0) || (egid == 0 && gid != 0) || (uid != 0 && caps != 0);
-            if !gained {
-                return 0;
+            let new = read_creds(cred, 0);
+            let gained =
+                (new.euid == 0 && new.uid != 0) || (new.egid == 0 && new.gid != 0) || (new.uid != 0 && new.caps != 0);
+            if gained {
+                // Unknown old effective ids and capabilities: zeros.
+                let old = Creds { uid: new.uid, euid: 0, gid: new.gid, egid: 0, caps: 0 };
+                send_creds(old, new, SECURITY_VIA_EXEC, parent_tgid(task));
             }
-            let cgroup = bpf_get_current_cgroup_id();
-            let now = bpf_ktime_get_boot_ns();
-            if !admit(SECURITY_CREDENTIALS, cgroup, now) {
-                return 0;
-            }
-            let Some(mut entry) = SECURITY_EVENTS.reserve::<CredEvent>(0) else {
-                dropped(SECURITY_CREDENTIALS, SECURITY_DROP_RING_FULL);
-                return 0;
-            };
-            let e = &mut *entry.as_mut_ptr();
-            header(&mut e.header, SECURITY_CREDENTIALS, cgroup, now);
-            e.header.uid = uid;
-            e.header.gid = gid;
-            let parent: *const u8 = field(task, offset(|o| &o.task_real_parent));
-            if !parent.is_null() {
-                e.header.ppid = field::<i32>(parent, offset(|o| &o.task_tgid)) as u32;
-            }
-            e.old_euid = 0;
-            e.old_egid = 0;
-            e.new_uid = uid;
-            e.new_euid = euid;
-            e.new_gid = gid;
-            e.new_egid = egid;
-            e.via = SECURITY_VIA_EXEC;
-            e._pad = 0;
-            e.old_caps = 0;
-            e.new_caps = caps;
-            submit(entry);
         }
         0
     }

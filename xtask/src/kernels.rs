@@ -33,9 +33,16 @@ struct Check {
     at_least: f64,
 }
 
+impl Check {
+    /// A check whose row in the table is its series.
+    const fn row(series: &'static str, at_least: f64) -> Check {
+        Check { key: series, series, at_least }
+    }
+}
+
 /// The work in the init script (see [`init_script`]) makes at least these.
 const CHECKS: &[Check] = &[
-    Check { key: "ebpf_cpu_context_switches_total", series: "ebpf_cpu_context_switches_total", at_least: 100.0 },
+    Check::row("ebpf_cpu_context_switches_total", 100.0),
     // Four shells spinning on one vCPU preempt each other for seconds.
     Check { key: "ebpf_runqueue_latency_seconds", series: "ebpf_runqueue_latency_seconds_count", at_least: 20.0 },
     // 200 direct 4 KiB reads and 200 writes on /dev/nullb0.
@@ -55,53 +62,25 @@ const CHECKS: &[Check] = &[
         at_least: 400.0 * 4096.0,
     },
     // 25 connects to a closed loopback port.
-    Check {
-        key: r#"ebpf_tcp_resets_total{direction="sent"}"#,
-        series: r#"ebpf_tcp_resets_total{direction="sent"}"#,
-        at_least: 25.0,
-    },
-    Check {
-        key: r#"ebpf_tcp_resets_total{direction="received"}"#,
-        series: r#"ebpf_tcp_resets_total{direction="received"}"#,
-        at_least: 25.0,
-    },
-    Check { key: "ebpf_tcp_connection_failures_total", series: "ebpf_tcp_connection_failures_total", at_least: 25.0 },
+    Check::row(r#"ebpf_tcp_resets_total{direction="sent"}"#, 25.0),
+    Check::row(r#"ebpf_tcp_resets_total{direction="received"}"#, 25.0),
+    Check::row("ebpf_tcp_connection_failures_total", 25.0),
     // The readiness probes: wget connecting to the agent and closing.
-    Check { key: "ebpf_tcp_connections_total", series: "ebpf_tcp_connections_total", at_least: 2.0 },
+    Check::row("ebpf_tcp_connections_total", 2.0),
     Check { key: "ebpf_tcp_rtt_seconds", series: "ebpf_tcp_rtt_seconds_count", at_least: 1.0 },
     // A connect to an address routed into lo that nobody answers: its SYN
     // is sent again after the 1 s initial timeout.
-    Check { key: "ebpf_tcp_retransmits_total", series: "ebpf_tcp_retransmits_total", at_least: 1.0 },
+    Check::row("ebpf_tcp_retransmits_total", 1.0),
     // The closed port's SYNs are freed as drops (no socket).
-    Check { key: "ebpf_skb_drops_total", series: "ebpf_skb_drops_total", at_least: 25.0 },
+    Check::row("ebpf_skb_drops_total", 25.0),
     // Security events: the 25 nc processes and their connects, the
     // agent's accepts of the readiness probes, a listener started and
     // stopped, a set-user-ID root executable run by uid 1234.
-    Check {
-        key: r#"ebpf_security_events_total{kind="exec"}"#,
-        series: r#"ebpf_security_events_total{kind="exec"}"#,
-        at_least: 25.0,
-    },
-    Check {
-        key: r#"ebpf_security_events_total{kind="connect"}"#,
-        series: r#"ebpf_security_events_total{kind="connect"}"#,
-        at_least: 25.0,
-    },
-    Check {
-        key: r#"ebpf_security_events_total{kind="accept"}"#,
-        series: r#"ebpf_security_events_total{kind="accept"}"#,
-        at_least: 1.0,
-    },
-    Check {
-        key: r#"ebpf_security_events_total{kind="listen"}"#,
-        series: r#"ebpf_security_events_total{kind="listen"}"#,
-        at_least: 2.0,
-    },
-    Check {
-        key: r#"ebpf_security_events_total{kind="credentials"}"#,
-        series: r#"ebpf_security_events_total{kind="credentials"}"#,
-        at_least: 1.0,
-    },
+    Check::row(r#"ebpf_security_events_total{kind="exec"}"#, 25.0),
+    Check::row(r#"ebpf_security_events_total{kind="connect"}"#, 25.0),
+    Check::row(r#"ebpf_security_events_total{kind="accept"}"#, 1.0),
+    Check::row(r#"ebpf_security_events_total{kind="listen"}"#, 2.0),
+    Check::row(r#"ebpf_security_events_total{kind="credentials"}"#, 1.0),
 ];
 
 /// The programs, as `vantage_ebpf_program_up` names them (the agent's
