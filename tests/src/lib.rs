@@ -39,8 +39,29 @@ pub fn vantage(args: &[&str]) -> Output {
 }
 
 /// A loopback port that was free a moment ago.
+///
+/// It is taken below the kernel's ephemeral range and never handed out twice
+/// by one process. `bind(0)` would give an ephemeral port, which the kernel
+/// may hand to an outgoing connection (the agent's, Prometheus's) before the
+/// test binds it again; CI once failed on exactly that.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const FIRST: u32 = 10_000;
+    let span = low.saturating_sub(FIRST).max(1000);
+    // Processes that run at once start far apart.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + span);
 }
 
 /// A fresh directory under the system temp dir, removed on drop.

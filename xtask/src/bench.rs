@@ -101,11 +101,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     // delivers: the debug build that the tests use is enough.
     let vantage = if opts.smoke {
         status(Command::new("cargo").args(["build", "-p", "vantage"]))?;
-        workspace().join("target/debug/vantage")
+        crate::docker::target_dir(&workspace()).join("debug/vantage")
     } else {
         crate::docker::ensure_toolchain()?;
         status(Command::new("cargo").args(["build", "--release", "--target", crate::docker::TARGET, "-p", "vantage"]))?;
-        workspace().join("target").join(crate::docker::TARGET).join("release/vantage")
+        crate::docker::target_dir(&workspace()).join(crate::docker::TARGET).join("release/vantage")
     };
     let work = std::env::temp_dir().join(format!("vantage-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
@@ -630,8 +630,16 @@ fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
     cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))
 }
 
+/// A loopback port below the ephemeral range (32768 and up), so no outgoing
+/// connection can take it between this check and the bind that follows.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 10_000) as u16;
+    (0..10_000)
+        .map(|_| 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000)
+        .find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .unwrap_or(0)
 }
 
 fn wait_http(url: &str) -> anyhow::Result<()> {

@@ -101,7 +101,8 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
 }
 
-fn target_dir(root: &Path) -> PathBuf {
+/// Cargo's target directory: `CARGO_TARGET_DIR`, or `target` in the workspace.
+pub fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 

@@ -205,9 +205,14 @@ pub async fn run_with_log_sinks(
     agent.apply(Arc::new(config)).await.map_err(RunError::Sink)?;
     registry.record_start(crate::sample::now_ms());
 
-    // The router: every batch goes to every metric sink.
-    let router = tokio::spawn(async move {
-        while let Some(batch) = metrics_rx.recv().await {
+    // The router: every batch goes to every metric sink. It has a thread of
+    // its own because `accept` encodes and writes the WAL record (disk I/O,
+    // fsync at a segment's end). On a worker, a busy router never yielded:
+    // the queue task it woke waited in that worker's LIFO slot, which other
+    // workers cannot steal, and a 100,000-series scrape on a loaded host was
+    // written to the WAL but never sent.
+    let router = tokio::task::spawn_blocking(move || {
+        while let Some(batch) = metrics_rx.blocking_recv() {
             let batch = Arc::new(batch);
             for (_, sink) in sinks.read().unwrap().iter() {
                 sink.accept(&batch);
