@@ -156,6 +156,38 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// Times, as Unix seconds, when this machine ran nothing at all: a thread
+/// that wakes every 50 ms records each wake-up that came more than 500 ms
+/// late. A paused or migrated virtual machine does that (the hypervisor
+/// stops every CPU; the wall clock jumps on resume); a busy one does not,
+/// because a thread that sleeps almost always is woken ahead of CPU hogs.
+/// A gap the agent left during such a stall is the machine's, not the
+/// agent's. Call `watch_stalls` before the interval it should cover.
+pub fn watch_stalls() -> &'static std::sync::Mutex<Vec<(f64, f64)>> {
+    static STALLS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<(f64, f64)>>> = std::sync::OnceLock::new();
+    STALLS.get_or_init(|| {
+        let stalls: &'static std::sync::Mutex<Vec<(f64, f64)>> = Box::leak(Box::default());
+        std::thread::spawn(move || {
+            let wall = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+            let mut last = wall();
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                let now = wall();
+                if now - last > 0.5 {
+                    stalls.lock().unwrap().push((last, now));
+                }
+                last = now;
+            }
+        });
+        stalls
+    })
+}
+
+/// Seconds of `from..to` during which the machine stalled (`watch_stalls`).
+pub fn stalled_within(from: f64, to: f64) -> f64 {
+    watch_stalls().lock().unwrap().iter().map(|(a, b)| (b.min(to) - a.max(from)).max(0.0)).sum()
+}
+
 /// GET `url`; status and body, or None when the connection failed.
 pub fn http_get(url: &str) -> Option<(u16, String)> {
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().ok()?;
