@@ -449,3 +449,105 @@ fn differential_against_prometheus() {
         }
     }
 }
+
+/// `n` series of one family, as a target with `n` instances of something
+/// would expose them.
+fn many_series(n: usize) -> String {
+    let mut body = String::with_capacity(n * 32);
+    body.push_str("# TYPE jump_series gauge\n");
+    for i in 0..n {
+        body.push_str(&format!("jump_series{{i=\"{i}\"}} 1\n"));
+    }
+    body
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A target whose series jump from 1,000 to 1,000,000 between two scrapes
+/// fails by its sample_limit: the agent stops reading at the limit, keeps
+/// none of that scrape, stays within a few MiB of its earlier peak, and its
+/// other target keeps its interval.
+#[test]
+fn a_target_jumping_to_a_million_series_fails_by_its_sample_limit() {
+    const LIMIT: usize = 10_000;
+    let jumpy = ExpoServer::start();
+    jumpy.set("/metrics", Route::text(&many_series(1_000)));
+    let good = ExpoServer::start();
+    good.set("/metrics", Route::text("good_metric 1\n"));
+    let dir = TempDir::new("scrape-jump");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cfg = format!(
+        "[agent]\nlisten_addr = \"{listen}\"\nscrape_interval = \"1s\"\nserve_collected = true\ndata_dir = \"{}\"\n",
+        dir.path().display()
+    );
+    cfg.push_str(&base_config(""));
+    cfg.push_str(&format!(
+        "[[scrape]]\njob_name = \"jumpy\"\nsample_limit = {LIMIT}\ntargets = [\"{}\"]\n\
+         [[scrape]]\njob_name = \"good\"\ntargets = [\"{}\"]\n",
+        jumpy.address(),
+        good.address()
+    ));
+    let path = dir.write("vantage.toml", &cfg);
+    let mut cmd = Command::new(vantage_tests::vantage_bin());
+    cmd.args(["run", "--config", path.to_str().unwrap()]);
+    let agent = Proc::spawn("vantage", cmd, &dir.path().join("vantage.log"));
+    let url = format!("http://{listen}/metrics");
+    let log = || std::fs::read_to_string(dir.path().join("vantage.log")).unwrap_or_default();
+    let jumpy_labels = format!("instance=\"{}\",job=\"jumpy\"", jumpy.address());
+    let value = |text: &str, name: &str| series(text).get(&format!("{name}{{{jumpy_labels}}}")).copied();
+    let jump_series = |text: &str| parse_text(text).iter().filter(|(s, _)| s.starts_with("jump_series{")).count();
+
+    // 1,000 series: all kept, scrape after scrape.
+    wait_for(Duration::from_secs(20), || {
+        let (_, text) = http_get(&url)?;
+        (value(&text, "up") == Some(1.0) && jump_series(&text) == 1_000).then_some(())
+    })
+    .unwrap_or_else(|| panic!("1,000 series never collected; log:\n{}", log()));
+    let (_, text) = http_get(&url).unwrap();
+    assert_eq!(value(&text, "scrape_samples_scraped"), Some(1_000.0));
+    std::thread::sleep(Duration::from_secs(2));
+    let hwm_before = vm_hwm_kib(agent.pid());
+
+    // 1,000,000 series (27 MB): the scrape fails and keeps nothing.
+    let big = many_series(1_000_000);
+    let body_mib = big.len() as f64 / (1 << 20) as f64;
+    jumpy.set("/metrics", Route::text(&big));
+    drop(big);
+    let text = wait_for(Duration::from_secs(20), || {
+        let (_, text) = http_get(&url)?;
+        (value(&text, "up") == Some(0.0)).then_some(text)
+    })
+    .unwrap_or_else(|| panic!("the jump never failed the scrape; log:\n{}", log()));
+    assert_eq!(jump_series(&text), 0, "a failed scrape keeps none of its series");
+    let (_, status) = http_get(&format!("http://{listen}/api/v1/status")).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let err = status["sources"][format!("scrape/jumpy/{}", jumpy.address())]["last_error"].as_str().unwrap_or("");
+    assert!(err.contains("sample_limit"), "last_error {err:?}");
+
+    // Meanwhile the other target keeps its 1 s interval, counted against
+    // the time that really passed and against the target's own count.
+    let (served_before, t0) = (good.seen("/metrics").count, std::time::Instant::now());
+    let jumpy_before = jumpy.seen("/metrics").count;
+    std::thread::sleep(Duration::from_secs(5));
+    let (served, elapsed) = (good.seen("/metrics").count - served_before, t0.elapsed().as_secs_f64());
+    assert!(
+        (elapsed.floor() - 1.0..=elapsed.ceil() + 1.0).contains(&(served as f64)),
+        "good target scraped {served} times in {elapsed:.2} s"
+    );
+    let jumpy_scrapes = jumpy.seen("/metrics").count - jumpy_before;
+    assert!(jumpy_scrapes >= 3, "the failing target was scraped {jumpy_scrapes} times in {elapsed:.2} s");
+    let (_, text) = http_get(&url).unwrap();
+    assert_eq!(value(&text, "up"), Some(0.0));
+    assert_eq!(jump_series(&text), 0);
+
+    // Reading stopped at the limit: the peak grew by far less than the body.
+    let hwm_after = vm_hwm_kib(agent.pid());
+    eprintln!(
+        "jump to 1,000,000 series ({body_mib:.0} MiB body), {jumpy_scrapes} failed scrapes: VmHWM {hwm_before} -> {hwm_after} KiB"
+    );
+    assert!(hwm_after <= hwm_before + 8 * 1024, "VmHWM grew from {hwm_before} to {hwm_after} KiB");
+}
