@@ -13,6 +13,14 @@ use vantage_tests::docker::{busybox_image, docker};
 use vantage_tests::loki::{Entry, Loki};
 use vantage_tests::{free_port, http_get, parse_text, vantage_bin, wait_for, Proc, TempDir};
 
+/// Runs this file's tests one at a time. Each agent's programs see every
+/// exec on the host: the storm's 100,000 flood the other tests' agents,
+/// and their execs would count in the storm agent's drop counter.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Agent {
     proc: Proc,
     port: u16,
@@ -135,6 +143,7 @@ fn unique(tag: &str) -> String {
 /// the expectations: each arrives once, as its kind, naming the container.
 #[test]
 fn container_exec_connect_and_listen_arrive_as_events_naming_the_container() {
+    let _one_at_a_time = serial();
     let dir = TempDir::new("security-events");
     let loki = Loki::start();
     let name = unique("vt-sec");
@@ -255,6 +264,7 @@ listen_ports = [{listen_port}]
 /// root's, gain nothing and send none.
 #[test]
 fn a_setuid_exec_in_a_container_arrives_as_credentials_gained() {
+    let _one_at_a_time = serial();
     let dir = TempDir::new("security-creds");
     let loki = Loki::start();
     let name = unique("vt-creds");
@@ -347,6 +357,7 @@ fn exit0_elf() -> Vec<u8> {
 /// container) loses nothing; the agent's memory stays flat.
 #[test]
 fn an_exec_storm_is_rate_limited_and_every_exec_is_sent_or_counted() {
+    let _one_at_a_time = serial();
     let dir = TempDir::new("security-storm");
     let loki = Loki::start();
     let name = unique("vt-storm");
