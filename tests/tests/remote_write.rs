@@ -154,9 +154,9 @@ fn check_order(reqs: &[Received]) -> usize {
     n
 }
 
-/// Gaps (start, end) longer than `max` seconds between consecutive samples.
-/// Intervals longer than `max` s between samples, less any time the whole
-/// machine stalled inside them (`watch_stalls`, started by each scenario).
+/// Gaps (start, end) between consecutive samples longer than `max` seconds
+/// once any time the whole machine stalled inside them is taken out
+/// (`watch_stalls`, started by each scenario).
 fn gaps(samples: &[(f64, f64)], max: f64) -> Vec<(f64, f64)> {
     let mut found = Vec::new();
     for w in samples.windows(2) {
