@@ -188,6 +188,13 @@ pub fn stalled_within(from: f64, to: f64) -> f64 {
     watch_stalls().lock().unwrap().iter().map(|(a, b)| (b.min(to) - a.max(from)).max(0.0)).sum()
 }
 
+/// A `/proc/<pid>/status` field in kB (`field` with its colon: "VmHWM:").
+pub fn status_kib(pid: impl std::fmt::Display, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let value = status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_else(|| panic!("no {field} for {pid}"));
+    value.split_whitespace().next().unwrap().parse().unwrap()
+}
+
 /// GET `url`; status and body, or None when the connection failed.
 pub fn http_get(url: &str) -> Option<(u16, String)> {
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().ok()?;

@@ -410,12 +410,12 @@ fn image_with_exactly_the_compose_capabilities_attaches_ebpf() {
     let memory = MemoryCgroup::of(&pid);
     assert_eq!(memory.limit(), MEMORY_LIMIT, "runc set the limit on {}", memory.dir.display());
     assert_eq!(memory.oom_kills(), 0, "OOM kills in {}; logs:\n{}", memory.dir.display(), logs());
-    let hwm = status_kib(&pid, "VmHWM:");
+    let hwm = vantage_tests::status_kib(&pid, "VmHWM:");
     eprintln!(
         "the image's agent under a {} MiB limit: VmHWM {:.1} MiB, VmRSS {:.1} MiB",
         MEMORY_LIMIT >> 20,
         hwm as f64 / 1024.0,
-        status_kib(&pid, "VmRSS:") as f64 / 1024.0
+        vantage_tests::status_kib(&pid, "VmRSS:") as f64 / 1024.0
     );
     assert!(hwm <= PEAK_BUDGET_KIB, "VmHWM {hwm} kB from exec, budget {PEAK_BUDGET_KIB} kB");
 }
@@ -425,13 +425,6 @@ const MEMORY_LIMIT: u64 = 24 << 20;
 /// Peak resident memory from exec allowed on the embedded default (node,
 /// eBPF, Docker): issue 17's start-up budget, in kB.
 const PEAK_BUDGET_KIB: u64 = 16 * 1024;
-
-/// A `/proc/<pid>/status` field in kB.
-fn status_kib(pid: &str, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let value = status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_else(|| panic!("no {field} for {pid}"));
-    value.split_whitespace().next().unwrap().parse().unwrap()
-}
 
 /// The memory cgroup a process is in, v1 (this host) or v2.
 struct MemoryCgroup {

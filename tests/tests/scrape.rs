@@ -36,6 +36,21 @@ fn base_config(extra: &str) -> String {
     format!("[node]\nenabled = false\n[ebpf]\nenabled = false\n[docker]\nenabled = false\n{extra}")
 }
 
+/// The agent scraping `scrapes` every second and serving what it collected
+/// on /metrics, with no other source; and the address it listens on.
+fn serving_agent(dir: &TempDir, scrapes: &str) -> (Proc, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cfg = format!(
+        "[agent]\nlisten_addr = \"{listen}\"\nscrape_interval = \"1s\"\nserve_collected = true\ndata_dir = \"{}\"\n",
+        dir.path().display()
+    );
+    cfg.push_str(&base_config(scrapes));
+    let path = dir.write("vantage.toml", &cfg);
+    let mut cmd = Command::new(vantage_tests::vantage_bin());
+    cmd.args(["run", "--config", path.to_str().unwrap()]);
+    (Proc::spawn("vantage", cmd, &dir.path().join("vantage.log")), listen)
+}
+
 #[test]
 fn collect_once_app_with_basic_auth_and_kafka_brokers() {
     let app = ExpoServer::start();
@@ -152,16 +167,8 @@ fn bad_targets_are_isolated() {
     let refused = format!("127.0.0.1:{}", free_port());
 
     let dir = TempDir::new("scrape-bad");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cfg = format!(
-        "[agent]\nlisten_addr = \"{listen}\"\nscrape_interval = \"1s\"\nserve_collected = true\ndata_dir = \"{}\"\n",
-        dir.path().display()
-    );
-    cfg.push_str(&base_config(""));
-    cfg.push_str(&format!(
-        "[[scrape]]\njob_name = \"good\"\nscrape_timeout = \"800ms\"\ntargets = [\"{}\"]\n",
-        good.address()
-    ));
+    let mut cfg =
+        format!("[[scrape]]\njob_name = \"good\"\nscrape_timeout = \"800ms\"\ntargets = [\"{}\"]\n", good.address());
     cfg.push_str("[[scrape]]\njob_name = \"bad\"\nscrape_timeout = \"800ms\"\nbody_size_limit = \"1KB\"\n");
     let bad = [
         ("malformed", malformed.address()),
@@ -174,10 +181,7 @@ fn bad_targets_are_isolated() {
     for (kind, addr) in &bad {
         cfg.push_str(&format!("[[scrape.static_configs]]\ntargets = [\"{addr}\"]\nlabels = {{ kind = \"{kind}\" }}\n"));
     }
-    let path = dir.write("vantage.toml", &cfg);
-    let mut cmd = Command::new(vantage_tests::vantage_bin());
-    cmd.args(["run", "--config", path.to_str().unwrap()]);
-    let _agent = Proc::spawn("vantage", cmd, &dir.path().join("vantage.log"));
+    let (_agent, listen) = serving_agent(&dir, &cfg);
     let url = format!("http://{listen}/metrics");
 
     // Wait until the flaky target was scraped well once, then break it.
@@ -461,12 +465,6 @@ fn many_series(n: usize) -> String {
     body
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// A target whose series jump from 1,000 to 1,000,000 between two scrapes
 /// fails by its sample_limit: the agent stops reading at the limit, keeps
 /// none of that scrape, stays within a few MiB of its earlier peak, and its
@@ -479,22 +477,13 @@ fn a_target_jumping_to_a_million_series_fails_by_its_sample_limit() {
     let good = ExpoServer::start();
     good.set("/metrics", Route::text("good_metric 1\n"));
     let dir = TempDir::new("scrape-jump");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cfg = format!(
-        "[agent]\nlisten_addr = \"{listen}\"\nscrape_interval = \"1s\"\nserve_collected = true\ndata_dir = \"{}\"\n",
-        dir.path().display()
-    );
-    cfg.push_str(&base_config(""));
-    cfg.push_str(&format!(
+    let scrapes = format!(
         "[[scrape]]\njob_name = \"jumpy\"\nsample_limit = {LIMIT}\ntargets = [\"{}\"]\n\
          [[scrape]]\njob_name = \"good\"\ntargets = [\"{}\"]\n",
         jumpy.address(),
         good.address()
-    ));
-    let path = dir.write("vantage.toml", &cfg);
-    let mut cmd = Command::new(vantage_tests::vantage_bin());
-    cmd.args(["run", "--config", path.to_str().unwrap()]);
-    let agent = Proc::spawn("vantage", cmd, &dir.path().join("vantage.log"));
+    );
+    let (agent, listen) = serving_agent(&dir, &scrapes);
     let url = format!("http://{listen}/metrics");
     let log = || std::fs::read_to_string(dir.path().join("vantage.log")).unwrap_or_default();
     let jumpy_labels = format!("instance=\"{}\",job=\"jumpy\"", jumpy.address());
@@ -510,7 +499,7 @@ fn a_target_jumping_to_a_million_series_fails_by_its_sample_limit() {
     let (_, text) = http_get(&url).unwrap();
     assert_eq!(value(&text, "scrape_samples_scraped"), Some(1_000.0));
     std::thread::sleep(Duration::from_secs(2));
-    let hwm_before = vm_hwm_kib(agent.pid());
+    let hwm_before = vantage_tests::status_kib(agent.pid(), "VmHWM:");
 
     // 1,000,000 series (27 MB): the scrape fails and keeps nothing.
     let big = many_series(1_000_000);
@@ -545,7 +534,7 @@ fn a_target_jumping_to_a_million_series_fails_by_its_sample_limit() {
     assert_eq!(jump_series(&text), 0);
 
     // Reading stopped at the limit: the peak grew by far less than the body.
-    let hwm_after = vm_hwm_kib(agent.pid());
+    let hwm_after = vantage_tests::status_kib(agent.pid(), "VmHWM:");
     eprintln!(
         "jump to 1,000,000 series ({body_mib:.0} MiB body), {jumpy_scrapes} failed scrapes: VmHWM {hwm_before} -> {hwm_after} KiB"
     );

@@ -85,9 +85,7 @@ enabled = true
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        vantage_tests::status_kib(self.proc.pid(), "VmRSS:")
     }
 }
 
