@@ -33,6 +33,11 @@ pub struct SourceState {
     pub collections: u64,
     /// Whether this source counts for readiness.
     pub required_for_ready: bool,
+    /// Batches that have passed every sink (the WAL, the store behind
+    /// /metrics): readiness waits for the first, not only for the
+    /// collection, so a probe that sees 200 finds the samples on /metrics.
+    #[serde(skip)]
+    pub routed: u64,
     /// Parts of the source that fail while the rest works (node's
     /// collectors), by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -153,6 +158,14 @@ impl Registry {
         }
     }
 
+    /// Records that a batch of `name` has been handed to every sink. A
+    /// source removed meanwhile stays removed.
+    pub fn record_routed(&self, name: &str) {
+        if let Some(state) = self.inner.sources.lock().unwrap().get_mut(name) {
+            state.routed += 1;
+        }
+    }
+
     /// Records which parts of a source failed in the collection at `at_ms`
     /// (all others work): a part keeps the time it started failing.
     pub fn record_failing_parts(&self, name: &str, at_ms: i64, failing: Vec<(String, String)>) {
@@ -238,9 +251,13 @@ impl Registry {
         *self.inner.config.lock().unwrap() = config;
     }
 
-    /// True once every required source has finished a collection.
+    /// True once every required source has finished a collection and its
+    /// samples have reached the sinks (or the collection failed, which
+    /// has nothing to route).
     pub fn ready(&self) -> bool {
-        self.inner.sources.lock().unwrap().values().all(|s| !s.required_for_ready || s.collections > 0)
+        self.inner.sources.lock().unwrap().values().all(|s| {
+            !s.required_for_ready || (s.collections > 0 && (s.routed > 0 || s.health == Health::Down))
+        })
     }
 
     /// A copy of everything.
@@ -280,6 +297,26 @@ mod tests {
         assert!(r.ready(), "a finished collection counts even when it failed");
         assert_eq!(r.snapshot().sources["node"].health, Health::Down);
         assert_eq!(r.snapshot().sources["node"].last_error, "boom");
+    }
+
+    #[test]
+    fn ready_waits_until_the_first_batch_has_reached_the_sinks() {
+        let r = Registry::default();
+        r.register_source("node", "node", true);
+        r.register_source("ebpf", "ebpf", true);
+        r.record_collection("node", 1, 0.001, 10, None);
+        r.record_collection("ebpf", 1, 0.001, 10, None);
+        assert!(!r.ready(), "collected, but /metrics and the WAL do not have the samples yet");
+        r.record_routed("node");
+        assert!(!r.ready(), "ebpf's batch is still on its way");
+        r.record_routed("ebpf");
+        assert!(r.ready());
+        // A source removed (a reload) and declared again starts over.
+        r.remove_source("ebpf");
+        r.record_routed("ebpf");
+        r.register_source("ebpf", "ebpf", true);
+        r.record_collection("ebpf", 2, 0.001, 10, None);
+        assert!(!r.ready());
     }
 
     #[test]

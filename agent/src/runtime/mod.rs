@@ -211,12 +211,15 @@ pub async fn run_with_log_sinks(
     // the queue task it woke waited in that worker's LIFO slot, which other
     // workers cannot steal, and a 100,000-series scrape on a loaded host was
     // written to the WAL but never sent.
+    let routed = registry.clone();
     let router = tokio::task::spawn_blocking(move || {
         while let Some(batch) = metrics_rx.blocking_recv() {
             let batch = Arc::new(batch);
             for (_, sink) in sinks.read().unwrap().iter() {
                 sink.accept(&batch);
             }
+            // Readiness waits for this, not for the collection alone.
+            routed.record_routed(&batch.source);
         }
     });
 
