@@ -15,6 +15,8 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -87,6 +89,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         crate::build_ebpf::run()?;
         return status(Command::new("bash").arg(workspace().join("bench/ebpf-overhead.sh")).args(&args[1..]));
     }
+    if args.first().map(String::as_str) == Some("scale") {
+        // Growth with active series against vmagent and Prometheus agent mode.
+        return crate::scale::run(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some("security") {
         // The security programs' kernel-side cost, measured with bpf_stats.
         apt_install(&[("bpftool", "/usr/sbin/bpftool")])?;
@@ -141,9 +147,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let setups: Vec<(&str, Box<StartSetup>)> = vec![
         (
             "node_exporter + prometheus agent",
-            Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &iv, node_port, &receiver)),
+            Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &iv, &[node_port], &receiver)),
         ),
-        ("node_exporter + vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, &iv, node_port, &receiver))),
+        ("node_exporter + vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, &iv, &[node_port], &receiver))),
         (
             "vantage node",
             Box::new(|tag: &str, dir: &Path| vantage_setup(&vantage, dir, tag, &iv, Sources::NODE, &receiver)),
@@ -165,9 +171,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         ),
         (
             "100k series: prometheus agent",
-            Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &large_iv, large.port, &receiver)),
+            Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &large_iv, &[large.port], &receiver)),
         ),
-        ("100k series: vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, &large_iv, large.port, &receiver))),
+        ("100k series: vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, &large_iv, &[large.port], &receiver))),
         (
             "100k series: vantage",
             Box::new(|tag: &str, dir: &Path| {
@@ -275,10 +281,23 @@ fn measure(
     Ok(Outcome { name: name.to_string(), cpu_seconds: cpu1 - cpu0, peak_rss: peak, final_rss, samples, bytes })
 }
 
-fn prom_agent(dir: &Path, tag: &str, interval: &str, target: u16, receiver: &Receiver) -> anyhow::Result<Vec<Child>> {
+/// The `targets: [...]` list of a Prometheus-style static config.
+fn target_list(targets: &[u16]) -> String {
+    let list: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+    list.join(", ")
+}
+
+pub(crate) fn prom_agent(
+    dir: &Path,
+    tag: &str,
+    interval: &str,
+    targets: &[u16],
+    receiver: &Receiver,
+) -> anyhow::Result<Vec<Child>> {
     let port = free_port();
     let config = format!(
-        "global:\n  scrape_interval: {interval}\n  external_labels:\n    bench_setup: {tag}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\nremote_write:\n  - url: {}\n",
+        "global:\n  scrape_interval: {interval}\n  external_labels:\n    bench_setup: {tag}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [{}]\nremote_write:\n  - url: {}\n",
+        target_list(targets),
         receiver.write_url()
     );
     std::fs::write(dir.join("agent.yml"), config)?;
@@ -297,10 +316,17 @@ fn prom_agent(dir: &Path, tag: &str, interval: &str, target: u16, receiver: &Rec
     Ok(vec![child])
 }
 
-fn vmagent(dir: &Path, tag: &str, interval: &str, target: u16, receiver: &Receiver) -> anyhow::Result<Vec<Child>> {
+pub(crate) fn vmagent(
+    dir: &Path,
+    tag: &str,
+    interval: &str,
+    targets: &[u16],
+    receiver: &Receiver,
+) -> anyhow::Result<Vec<Child>> {
     let port = free_port();
     let config = format!(
-        "global:\n  scrape_interval: {interval}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+        "global:\n  scrape_interval: {interval}\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: [{}]\n",
+        target_list(targets)
     );
     std::fs::write(dir.join("vmagent.yml"), config)?;
     let child = spawn(
@@ -321,12 +347,12 @@ fn vmagent(dir: &Path, tag: &str, interval: &str, target: u16, receiver: &Receiv
 
 /// What a Vantage setup collects.
 #[derive(Clone, Copy)]
-struct Sources<'a> {
-    node: bool,
-    ebpf: bool,
-    docker: bool,
+pub(crate) struct Sources<'a> {
+    pub node: bool,
+    pub ebpf: bool,
+    pub docker: bool,
     /// Loopback ports of the scrape targets, one job.
-    targets: &'a [u16],
+    pub targets: &'a [u16],
 }
 
 impl Sources<'_> {
@@ -334,7 +360,7 @@ impl Sources<'_> {
     const NODE_EBPF: Sources<'static> = Sources { ebpf: true, ..Sources::NODE };
 }
 
-fn vantage_setup(
+pub(crate) fn vantage_setup(
     bin: &Path,
     dir: &Path,
     tag: &str,
@@ -382,13 +408,13 @@ fn sent_bytes(dir: &Path) -> f64 {
 }
 
 /// The receiving Prometheus.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     _proc: Guard,
 }
 
 impl Receiver {
-    fn start(work: &Path) -> anyhow::Result<Receiver> {
+    pub(crate) fn start(work: &Path) -> anyhow::Result<Receiver> {
         let port = free_port();
         std::fs::write(work.join("receiver.yml"), "global:\n  scrape_interval: 15s\n")?;
         let proc = Guard(spawn(
@@ -418,7 +444,7 @@ impl Receiver {
     }
 
     /// The scalar value of an instant query, 0 when empty.
-    fn count(&self, query: &str) -> anyhow::Result<f64> {
+    pub(crate) fn count(&self, query: &str) -> anyhow::Result<f64> {
         let body = http_get(&format!("127.0.0.1:{}", self.port), &format!("/api/v1/query?query={}", urlencode(query)))?;
         // Tiny extraction rather than a JSON dependency: "value":[ts,"N"].
         Ok(body
@@ -432,46 +458,77 @@ impl Receiver {
 
 /// A loopback HTTP server answering every request with the same exposition
 /// body of `series` gauges in 100 families (the application endpoints).
-struct Endpoint {
-    port: u16,
+pub(crate) struct Endpoint {
+    pub port: u16,
+    /// Bodies written out whole, while not paused.
+    served: Arc<AtomicU64>,
+    /// While set, connections are closed unanswered (a failed scrape).
+    paused: Arc<AtomicBool>,
+}
+
+/// The exposition text of `series` gauges in 100 families.
+pub(crate) fn exposition(series: usize) -> String {
+    let mut body = String::with_capacity(series * 80);
+    for family in 0..100 {
+        let _ = writeln!(body, "# HELP app_metric_{family} Synthetic application metric {family}.");
+        let _ = writeln!(body, "# TYPE app_metric_{family} gauge");
+        for series in 0..series / 100 {
+            let _ = writeln!(
+                body,
+                "app_metric_{family}{{shard=\"{}\",path=\"/api/v1/item/{series}\"}} {}",
+                series % 16,
+                series * 3 + family
+            );
+        }
+    }
+    body
 }
 
 impl Endpoint {
     fn start(work: &Path, name: &str, series: usize) -> anyhow::Result<Endpoint> {
-        let mut body = String::with_capacity(series * 80);
-        for family in 0..100 {
-            let _ = writeln!(body, "# HELP app_metric_{family} Synthetic application metric {family}.");
-            let _ = writeln!(body, "# TYPE app_metric_{family} gauge");
-            for series in 0..series / 100 {
-                let _ = writeln!(
-                    body,
-                    "app_metric_{family}{{shard=\"{}\",path=\"/api/v1/item/{series}\"}} {}",
-                    series % 16,
-                    series * 3 + family
-                );
-            }
-        }
+        let body = exposition(series);
         std::fs::write(work.join(format!("{name}.prom")), &body)?;
+        Endpoint::serve(Arc::new(body))
+    }
+
+    /// Serves `body` on a new loopback port.
+    pub(crate) fn serve(body: Arc<String>) -> anyhow::Result<Endpoint> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
-        let body = std::sync::Arc::new(body);
+        let served = Arc::new(AtomicU64::new(0));
+        let paused = Arc::new(AtomicBool::new(false));
+        let (count, pause) = (served.clone(), paused.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let body = body.clone();
+                let (body, count, pause) = (body.clone(), count.clone(), pause.clone());
                 std::thread::spawn(move || {
                     let mut stream = stream;
                     let mut buf = [0u8; 4096];
                     let _ = stream.read(&mut buf);
+                    if pause.load(Ordering::SeqCst) {
+                        return;
+                    }
                     let head = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
                     );
-                    let _ = stream.write_all(head.as_bytes());
-                    let _ = stream.write_all(body.as_bytes());
+                    if stream.write_all(head.as_bytes()).is_ok() && stream.write_all(body.as_bytes()).is_ok() {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
                 });
             }
         });
-        Ok(Endpoint { port })
+        Ok(Endpoint { port, served, paused })
+    }
+
+    /// Bodies served whole so far.
+    pub(crate) fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// Fails every scrape from now on, or serves again.
+    pub(crate) fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
     }
 }
 
@@ -586,27 +643,37 @@ fn summary_line(outcomes: &[Outcome]) -> String {
 
 /// Replaces the generated part of BENCHMARKS.md, keeping the rest.
 fn write_benchmarks_md(table: &str) -> anyhow::Result<()> {
+    let versions = format!(
+        "Versions: prometheus 2.42, node_exporter 1.5, vmagent (Debian victoria-metrics), vantage {} (the static musl release build that the image and the systemd unit ship).",
+        env!("CARGO_PKG_VERSION")
+    );
+    replace_generated("bench", &format!("{versions}\n\n{table}"))
+}
+
+/// Replaces what lies between `<!-- {marker}:start -->` and `<!-- {marker}:end -->`
+/// in BENCHMARKS.md (appending both when absent), headed by when, where
+/// and by which command it was made.
+pub(crate) fn replace_generated(marker: &str, text: &str) -> anyhow::Result<()> {
     let path = workspace().join("BENCHMARKS.md");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let (start, end) = ("<!-- bench:start -->", "<!-- bench:end -->");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let (start, end) = (format!("<!-- {marker}:start -->"), format!("<!-- {marker}:end -->"));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let date = crate::deps::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
+    let command = if marker == "bench" { "cargo xtask bench".to_string() } else { format!("cargo xtask bench {marker}") };
     let generated = format!(
-        "{start}\nRun on {} with {cores} cores, kernel {}, by `cargo xtask bench`.\nVersions: prometheus 2.42, node_exporter 1.5, vmagent (Debian victoria-metrics), vantage {} (the static musl release build that the image and the systemd unit ship).\n\n{table}{end}",
+        "{start}\nRun on {} with {cores} cores, kernel {}, by `{command}`.\n{text}{end}",
         date.trim(),
         kernel.trim(),
-        env!("CARGO_PKG_VERSION")
     );
-    let new = match (text.find(start), text.find(end)) {
-        (Some(a), Some(b)) if a < b => format!("{}{}{}", &text[..a], generated, &text[b + end.len()..]),
-        _ => format!("{text}\n{generated}\n"),
+    let new = match (old.find(&start), old.find(&end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{}{}", &old[..a], generated, &old[b + end.len()..]),
+        _ => format!("{old}\n{generated}\n"),
     };
-    std::fs::write(&path, new)?;
-    Ok(())
+    std::fs::write(&path, new).with_context(|| format!("write {}", path.display()))
 }
 
-struct Guard(Child);
+pub(crate) struct Guard(pub Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -630,7 +697,7 @@ extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
-fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
+pub(crate) fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
     let out = std::fs::File::create(log)?;
     let err = out.try_clone()?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -639,8 +706,8 @@ fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
 
 /// A loopback port below the ephemeral range (32768 and up), so no outgoing
 /// connection can take it between this check and the bind that follows.
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
+pub(crate) fn free_port() -> u16 {
+    use std::sync::atomic::AtomicU16;
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let start = (std::process::id() % 10_000) as u16;
     (0..10_000)
@@ -664,7 +731,8 @@ fn wait_http(url: &str) -> anyhow::Result<()> {
 /// A minimal HTTP/1.0 GET on loopback; the body when the status is 200.
 fn http_get(host: &str, path: &str) -> anyhow::Result<String> {
     let mut stream = std::net::TcpStream::connect(host)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // A query over a million series can take seconds on a busy machine.
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -684,12 +752,12 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-fn rss(pid: u32) -> u64 {
+pub(crate) fn rss(pid: u32) -> u64 {
     status_bytes(pid, "VmRSS:")
 }
 
 /// A kB field of /proc/<pid>/status, in bytes (0 once the process is gone).
-fn status_bytes(pid: u32, field: &str) -> u64 {
+pub(crate) fn status_bytes(pid: u32, field: &str) -> u64 {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0 };
     status
         .lines()
@@ -698,10 +766,10 @@ fn status_bytes(pid: u32, field: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
 }

@@ -5,7 +5,8 @@
 //! - `test`: install the test suite's servers (Debian packages), build, and
 //!   run every test: the README's test command.
 //! - `run`: build and run the agent on the embedded default config.
-//! - `bench`: the benchmarks (see BENCHMARKS.md).
+//! - `bench`: the benchmarks (see BENCHMARKS.md); `bench scale`: growth with
+//!   active series.
 //! - `docker`: a static binary and a `FROM scratch` image, no registry needed.
 //! - `kernels`: the kernel matrix: Debian's kernels booted under qemu.
 //! - `cgroup-v2`: container metrics and the eBPF container label on cgroup v2, in a VM.
@@ -17,6 +18,7 @@ mod deps;
 mod docker;
 mod kernels;
 mod kernels_cgroup;
+mod scale;
 mod test;
 mod vm;
 
