@@ -255,9 +255,12 @@ impl Registry {
     /// samples have reached the sinks (or the collection failed, which
     /// has nothing to route).
     pub fn ready(&self) -> bool {
-        self.inner.sources.lock().unwrap().values().all(|s| {
-            !s.required_for_ready || (s.collections > 0 && (s.routed > 0 || s.health == Health::Down))
-        })
+        self.inner
+            .sources
+            .lock()
+            .unwrap()
+            .values()
+            .all(|s| !s.required_for_ready || (s.collections > 0 && (s.routed > 0 || s.health == Health::Down)))
     }
 
     /// A copy of everything.

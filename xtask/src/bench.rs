@@ -173,7 +173,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "100k series: prometheus agent",
             Box::new(|tag: &str, dir: &Path| prom_agent(dir, tag, &large_iv, &[large.port], &receiver)),
         ),
-        ("100k series: vmagent", Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, &large_iv, &[large.port], &receiver))),
+        (
+            "100k series: vmagent",
+            Box::new(|tag: &str, dir: &Path| vmagent(dir, tag, &large_iv, &[large.port], &receiver)),
+        ),
         (
             "100k series: vantage",
             Box::new(|tag: &str, dir: &Path| {
@@ -660,7 +663,8 @@ pub(crate) fn replace_generated(marker: &str, text: &str) -> anyhow::Result<()> 
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let date = crate::deps::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
-    let command = if marker == "bench" { "cargo xtask bench".to_string() } else { format!("cargo xtask bench {marker}") };
+    let command =
+        if marker == "bench" { "cargo xtask bench".to_string() } else { format!("cargo xtask bench {marker}") };
     let generated = format!(
         "{start}\nRun on {} with {cores} cores, kernel {}, by `{command}`.\n{text}{end}",
         date.trim(),

@@ -177,13 +177,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let table = render(&rows, &opts);
     println!("{table}");
     plot(&rows, &work)?;
-    bench::replace_generated("scale", &format!("\n{table}\n![Peak memory and CPU per sample against active series]({PLOT})\n\n"))?;
+    bench::replace_generated(
+        "scale",
+        &format!("\n{table}\n![Peak memory and CPU per sample against active series]({PLOT})\n\n"),
+    )?;
     let _ = std::fs::remove_dir_all(&work);
-    let failed: Vec<String> = rows
-        .iter()
-        .filter(|r| !r.ok(&opts))
-        .map(|r| format!("{} at {} series", r.agent, r.series))
-        .collect();
+    let failed: Vec<String> =
+        rows.iter().filter(|r| !r.ok(&opts)).map(|r| format!("{} at {} series", r.agent, r.series)).collect();
     if !failed.is_empty() {
         // Written down above all the same: a miss is a figure too.
         bail!("not every sample delivered within its interval: {}", failed.join(", "));
