@@ -469,13 +469,16 @@ pub(crate) struct Endpoint {
     paused: Arc<AtomicBool>,
 }
 
-/// The exposition text of `series` gauges in 100 families.
+/// Metric families of an application endpoint.
+pub(crate) const FAMILIES: usize = 100;
+
+/// The exposition text of `series` gauges in [`FAMILIES`] families.
 pub(crate) fn exposition(series: usize) -> String {
     let mut body = String::with_capacity(series * 80);
-    for family in 0..100 {
+    for family in 0..FAMILIES {
         let _ = writeln!(body, "# HELP app_metric_{family} Synthetic application metric {family}.");
         let _ = writeln!(body, "# TYPE app_metric_{family} gauge");
-        for series in 0..series / 100 {
+        for series in 0..series / FAMILIES {
             let _ = writeln!(
                 body,
                 "app_metric_{family}{{shard=\"{}\",path=\"/api/v1/item/{series}\"}} {}",

@@ -45,10 +45,17 @@ struct Options {
     window: Duration,
     /// Only the sizes of at most this many series (a quicker look).
     max_series: usize,
+    /// A Vantage binary to measure instead of building the shipped one.
+    vantage: Option<std::path::PathBuf>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
-    let mut o = Options { interval: Duration::from_secs(15), window: Duration::from_secs(120), max_series: usize::MAX };
+    let mut o = Options {
+        interval: Duration::from_secs(15),
+        window: Duration::from_secs(120),
+        max_series: usize::MAX,
+        vantage: None,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| -> anyhow::Result<u64> {
@@ -59,7 +66,10 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--interval" => o.interval = Duration::from_secs(value("--interval")?),
             "--window" => o.window = Duration::from_secs(value("--window")?),
             "--max-series" => o.max_series = value("--max-series")? as usize,
-            other => bail!("unknown bench scale option {other:?} (use --window S, --interval S, --max-series N)"),
+            "--vantage" => o.vantage = Some(it.next().context("--vantage needs a path")?.into()),
+            other => bail!(
+                "unknown bench scale option {other:?} (use --window S, --interval S, --max-series N, --vantage PATH)"
+            ),
         }
     }
     if o.window < o.interval * 2 {
@@ -127,9 +137,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         ("gnuplot-nox", "/usr/bin/gnuplot"),
     ])?;
     // What is deployed: the static musl release build of the image.
-    crate::docker::ensure_toolchain()?;
-    status(Command::new("cargo").args(["build", "--release", "--target", crate::docker::TARGET, "-p", "vantage"]))?;
-    let vantage = crate::docker::target_dir(&bench::workspace()).join(crate::docker::TARGET).join("release/vantage");
+    let vantage = match &opts.vantage {
+        Some(path) => path.clone(),
+        None => {
+            crate::docker::ensure_toolchain()?;
+            let build = ["build", "--release", "--target", crate::docker::TARGET, "-p", "vantage"];
+            status(Command::new("cargo").args(build))?;
+            crate::docker::target_dir(&bench::workspace()).join(crate::docker::TARGET).join("release/vantage")
+        }
+    };
     let work = std::env::temp_dir().join(format!("vantage-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -222,12 +238,11 @@ fn measure(
     // reached the receiver (the count stops growing at what was served).
     size.pause(true);
     let expected = (served().iter().sum::<u64>() - before.iter().sum::<u64>()) * each as u64;
-    let query = format!("sum(count_over_time({{__name__=~\"app_metric_.*\",bench_setup=\"{tag}\"}}[1h]))");
     let started = Instant::now();
     let (mut delivered, mut last_change) = (0u64, Instant::now());
     while started.elapsed() < Duration::from_secs(180) {
         std::thread::sleep(Duration::from_secs(5));
-        let now = receiver.count(&query).with_context(|| format!("{tag}: count delivered samples"))? as u64;
+        let now = delivered_samples(receiver, tag)?;
         if now != delivered {
             (delivered, last_change) = (now, Instant::now());
         }
@@ -251,6 +266,18 @@ fn measure(
         expected,
         delivered,
     })
+}
+
+/// Application samples of `tag` in the receiver, stale markers left out.
+/// One query per family: across families the series differ only by name,
+/// which `count_over_time` drops, and PromQL refuses such a vector.
+fn delivered_samples(receiver: &Receiver, tag: &str) -> anyhow::Result<u64> {
+    let mut total = 0u64;
+    for family in 0..bench::FAMILIES {
+        let query = format!("sum(count_over_time(app_metric_{family}{{bench_setup=\"{tag}\"}}[1h]))");
+        total += receiver.count(&query).with_context(|| format!("{tag}: count delivered samples"))? as u64;
+    }
+    Ok(total)
 }
 
 fn render(rows: &[Row], opts: &Options) -> String {
@@ -315,16 +342,18 @@ fn plot(rows: &[Row], work: &Path) -> anyhow::Result<()> {
          set logscale x\nset xlabel 'active series'\nset key top left\nset grid\n",
         bench::workspace().join(PLOT).display()
     );
-    let mut lines = |column: usize, title: &str| {
-        let _ = write!(script, "set title '{title}'\nplot ");
+    // Memory spans two orders of magnitude: a log scale for it too.
+    let mut lines = |column: usize, title: &str, log_y: bool| {
+        let y = if log_y { "set logscale y" } else { "unset logscale y" };
+        let _ = write!(script, "{y}\nset title '{title}'\nplot ");
         let parts: Vec<String> = AGENTS
             .iter()
             .map(|a| format!("'{}' using 1:{column} with linespoints lw 2 title '{a}'", data_file(work, a).display()))
             .collect();
         let _ = writeln!(script, "{}", parts.join(", "));
     };
-    lines(2, "peak RSS (VmHWM), MiB");
-    lines(3, "CPU per sample, µs");
+    lines(2, "peak RSS (VmHWM), MiB", true);
+    lines(3, "CPU per sample, µs", false);
     script.push_str("unset multiplot\n");
     for agent in AGENTS {
         let mut data = String::new();
