@@ -198,11 +198,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         &format!("\n{table}\n![Peak memory and CPU per sample against active series]({PLOT})\n\n"),
     )?;
     let _ = std::fs::remove_dir_all(&work);
+    // Written down above all the same: a miss is a figure too. A peer's
+    // miss is its own; Vantage's fails the run.
     let failed: Vec<String> =
-        rows.iter().filter(|r| !r.ok(&opts)).map(|r| format!("{} at {} series", r.agent, r.series)).collect();
+        rows.iter().filter(|r| r.agent == "vantage" && !r.ok(&opts)).map(|r| format!("{} series", r.series)).collect();
     if !failed.is_empty() {
-        // Written down above all the same: a miss is a figure too.
-        bail!("not every sample delivered within its interval: {}", failed.join(", "));
+        bail!("Vantage did not deliver every sample within its interval at {}", failed.join(", "));
     }
     Ok(())
 }
